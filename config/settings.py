@@ -1,0 +1,230 @@
+"""Typed settings: the single place where names, types and limits are checked.
+
+Every section forbids unknown keys so that a typo (``simulator.ratee``) stops
+the start instead of silently running on a default.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSettings(_Section):
+    type: Literal["simulator", "file", "kafka", "kinesis"] = "simulator"
+    path: str = "events.jsonl"
+    batch_size: int = Field(1000, gt=0, le=100_000)
+    idle_partition_seconds: float = Field(30.0, gt=0)
+
+
+class SimulatorSettings(_Section):
+    scenario: str = "normal"
+    events: int = Field(0, ge=0)
+    rate: float = Field(1000.0, ge=0)
+    seed: int = 1
+    start: Optional[datetime] = None
+    event_rate: Optional[float] = Field(None, gt=0)
+    partitions: int = Field(1, gt=0, le=1024)
+    users: int = Field(5000, gt=0)
+    regions: list[str] = Field(default_factory=lambda: ["US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH"], min_length=1)
+
+    @field_validator("scenario")
+    @classmethod
+    def _known_scenario(cls, value: str) -> str:
+        from connectors.scenarios import SCENARIOS
+
+        if value not in SCENARIOS:
+            raise ValueError(f"unknown scenario {value!r}; choose one of {sorted(SCENARIOS)}")
+        return value
+
+    @field_validator("start")
+    @classmethod
+    def _aware_start(cls, value: Optional[datetime]) -> Optional[datetime]:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("start needs a UTC offset, e.g. 2025-07-09T19:00:00Z")
+        return value
+
+    @property
+    def events_per_event_second(self) -> float:
+        """Density of event time: how many events share one second of event time."""
+        if self.event_rate is not None:
+            return self.event_rate
+        return self.rate if self.rate > 0 else 1000.0
+
+
+class ValidationSettings(_Section):
+    min_year: int = Field(2000, ge=1970, le=9999)
+    max_year: int = Field(2100, ge=1970, le=9999)
+    max_id_length: int = Field(128, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered_years(self) -> "ValidationSettings":
+        if self.min_year > self.max_year:
+            raise ValueError("min_year must not be after max_year")
+        return self
+
+
+class EnrichmentSettings(_Section):
+    high_value_amount: float = Field(1000.0, ge=0)
+    medium_value_amount: float = Field(100.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EnrichmentSettings":
+        if self.medium_value_amount > self.high_value_amount:
+            raise ValueError("medium_value_amount must not exceed high_value_amount")
+        return self
+
+
+class WindowSettings(_Section):
+    allowed_lateness_seconds: float = Field(10.0, ge=0)
+
+
+class FailureRateRule(_Section):
+    threshold_percent: float = Field(2.0, ge=0, le=100)
+    window_seconds: int = Field(60, gt=0)
+    hop_seconds: int = Field(10, gt=0)
+    min_events: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _hop_divides_window(self) -> "FailureRateRule":
+        if self.hop_seconds > self.window_seconds or self.window_seconds % self.hop_seconds:
+            raise ValueError("hop_seconds must divide window_seconds")
+        return self
+
+
+class VelocityRule(_Section):
+    window_seconds: float = Field(60.0, gt=0)
+    max_count: int = Field(10, ge=1)
+    max_amount: float = Field(10000.0, gt=0)
+    cooldown_seconds: float = Field(60.0, ge=0)
+
+
+class AmountSpikeRule(_Section):
+    factor: float = Field(10.0, gt=1)
+    min_history: int = Field(5, ge=1)
+    history_size: int = Field(20, ge=1, le=1000)
+    cooldown_seconds: float = Field(300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _history_holds_minimum(self) -> "AmountSpikeRule":
+        if self.history_size < self.min_history:
+            raise ValueError("history_size must be at least min_history")
+        return self
+
+
+class ImpossibleTravelRule(_Section):
+    window_seconds: float = Field(1800.0, gt=0)
+    cooldown_seconds: float = Field(1800.0, ge=0)
+
+
+class TrafficDropRule(_Section):
+    enabled: bool = True
+    fraction: float = Field(0.3, gt=0, lt=1)
+    recover_fraction: float = Field(0.6, gt=0, le=1)
+    baseline_windows: int = Field(30, ge=1)
+    min_baseline: float = Field(100.0, ge=0)
+
+    @model_validator(mode="after")
+    def _recover_above_open(self) -> "TrafficDropRule":
+        if self.recover_fraction < self.fraction:
+            raise ValueError("recover_fraction must be at least fraction")
+        return self
+
+
+class FraudRules(_Section):
+    high_amount: float = Field(5000.0, ge=0)
+    high_amount_points: int = 30
+    merchant_words: list[str] = Field(default_factory=lambda: ["test", "fake", "dummy"])
+    merchant_points: int = 40
+    currencies: list[str] = Field(default_factory=lambda: ["USD", "EUR", "GBP"])
+    currency_points: int = 20
+    round_amount: float = Field(1000.0, gt=0)
+    round_amount_points: int = 10
+    suspected_score: int = 50
+    review_score: int = 30
+
+    @field_validator("merchant_words")
+    @classmethod
+    def _lower_words(cls, words: list[str]) -> list[str]:
+        if any(not w for w in words):
+            raise ValueError("merchant words must be non-empty")
+        return [w.lower() for w in words]
+
+    @field_validator("currencies")
+    @classmethod
+    def _iso_currencies(cls, codes: list[str]) -> list[str]:
+        for code in codes:
+            if len(code) != 3 or not code.isalpha():
+                raise ValueError(f"{code!r} is not an ISO-4217 code")
+        return [c.upper() for c in codes]
+
+    @model_validator(mode="after")
+    def _ordered_scores(self) -> "FraudRules":
+        if self.review_score > self.suspected_score:
+            raise ValueError("review_score must not exceed suspected_score")
+        return self
+
+
+class RuleSettings(_Section):
+    failure_rate: FailureRateRule = FailureRateRule()
+    velocity: VelocityRule = VelocityRule()
+    amount_spike: AmountSpikeRule = AmountSpikeRule()
+    impossible_travel: ImpossibleTravelRule = ImpossibleTravelRule()
+    traffic_drop: TrafficDropRule = TrafficDropRule()
+    fraud: FraudRules = FraudRules()
+
+
+class UserSettings(_Section):
+    idle_seconds: float = Field(3600.0, gt=0)
+    max_users: int = Field(1_000_000, gt=0)
+    shards: int = Field(64, gt=0, le=4096)
+
+
+class StdoutSinkSettings(_Section):
+    alerts: bool = True
+    metrics: bool = True
+    dead_letters: bool = True
+
+
+class JsonlSinkSettings(_Section):
+    dir: Optional[str] = None
+    files: int = Field(1, gt=0, le=1024)
+
+
+class SinkSettings(_Section):
+    stdout: StdoutSinkSettings = StdoutSinkSettings()
+    jsonl: JsonlSinkSettings = JsonlSinkSettings()
+
+
+class AwsSettings(_Section):
+    """Where AWS calls go. Credentials come only from the standard AWS chain
+    (environment, profile, IRSA web identity on EKS), never from settings."""
+
+    region: str = "us-east-1"
+    endpoint_url: Optional[str] = None
+
+
+class MetricsSettings(_Section):
+    port: Optional[int] = Field(None, ge=0, le=65535)
+
+
+class Settings(_Section):
+    source: SourceSettings = SourceSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    validation: ValidationSettings = ValidationSettings()
+    enrichment: EnrichmentSettings = EnrichmentSettings()
+    windows: WindowSettings = WindowSettings()
+    rules: RuleSettings = RuleSettings()
+    users: UserSettings = UserSettings()
+    sinks: SinkSettings = SinkSettings()
+    aws: AwsSettings = AwsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+

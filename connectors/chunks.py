@@ -1,0 +1,50 @@
+"""The contract between every source and the flow: a batch of raw lines.
+
+Sources hand the flow whole batches as one item (a :class:`RawChunk`) rather
+than one item per event, because Bytewax's per-item cost (routing, Python
+call per step) is several microseconds while parsing one event costs about
+one. A chunk also carries what event time needs to know about its partition:
+how many partitions exist (so no partition is forgotten when the watermark
+takes their minimum), whether the partition has ended, or is idle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(slots=True)
+class RawChunk:
+    """A batch of raw event payloads read from one source partition.
+
+    :ivar part: the partition's stable name (``file:/data/a.jsonl``,
+        ``kafka:payments/3``, ``kinesis:shardId-0001``); keys the parse step.
+    :ivar n_parts: how many partitions the source has in total.
+    :ivar lines: raw payloads, one event each, without line terminators.
+    :ivar origin: where the lines came from, for dead letters (file path,
+        ``topic/partition``, shard id).
+    :ivar first_position: position of ``lines[0]`` (file line number,
+        Kafka offset); with ``positions`` None, line ``i`` is at
+        ``first_position + i``.
+    :ivar positions: explicit positions when they are not contiguous
+        (Kafka offsets after compaction, Kinesis sequence numbers).
+    :ivar done: the partition has ended; no more chunks will follow.
+    :ivar idle: the partition has had no data for a while; it must not hold
+        the watermark back until it has data again.
+    """
+
+    part: str
+    n_parts: int
+    lines: list[bytes]
+    origin: str = ""
+    first_position: int = 0
+    positions: Optional[list] = None
+    done: bool = False
+    idle: bool = False
+
+    def position(self, index: int):
+        """Source position of ``lines[index]``."""
+        if self.positions is not None:
+            return self.positions[index]
+        return self.first_position + index

@@ -1,0 +1,83 @@
+"""The product brief's fraud rules and amount categories.
+
+Rule weights and thresholds come from settings; the defaults are the
+serverless transaction system's: amount > 5,000 +30, merchant name holding
+test/fake/dummy +40, currency outside USD/EUR/GBP +20, amount a multiple of
+1,000 +10; >= 50 FRAUD_SUSPECTED, >= 30 REVIEW_REQUIRED, else APPROVED.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from config.settings import EnrichmentSettings, FraudRules
+
+FRAUD_SUSPECTED = "FRAUD_SUSPECTED"
+REVIEW_REQUIRED = "REVIEW_REQUIRED"
+APPROVED = "APPROVED"
+
+HIGH_VALUE = "high_value"
+MEDIUM_VALUE = "medium_value"
+STANDARD = "standard"
+
+_MERCHANT_CACHE_LIMIT = 100_000
+
+
+class FraudScorer:
+    """Scores one transaction in O(1); merchant-name checks are cached."""
+
+    __slots__ = ("_rules", "_currencies", "_merchant_hits", "high_value", "medium_value", "review_score", "suspected_score")
+
+    def __init__(self, rules: FraudRules, enrichment: EnrichmentSettings) -> None:
+        self._rules = rules
+        self._currencies = frozenset(rules.currencies)
+        self._merchant_hits: dict[str, bool] = {}
+        self.high_value = enrichment.high_value_amount
+        self.medium_value = enrichment.medium_value_amount
+        self.review_score = rules.review_score
+        self.suspected_score = rules.suspected_score
+
+    def merchant_is_suspicious(self, name: str) -> bool:
+        hit = self._merchant_hits.get(name)
+        if hit is None:
+            lowered = name.lower()
+            hit = any(word in lowered for word in self._rules.merchant_words)
+            if len(self._merchant_hits) >= _MERCHANT_CACHE_LIMIT:
+                self._merchant_hits.clear()
+            self._merchant_hits[name] = hit
+        return hit
+
+    def score(self, amount: Optional[float], currency: Optional[str], merchant_name: Optional[str]) -> int:
+        """Sum of the points of every rule that matches; absent fields match nothing.
+
+        An amount of 0 is not a "round amount": the rule is about suspiciously
+        round payments, and a zero payment carries no risk of its own.
+        """
+        rules = self._rules
+        score = 0
+        if amount is not None:
+            if amount > rules.high_amount:
+                score += rules.high_amount_points
+            if amount > 0 and amount % rules.round_amount == 0:
+                score += rules.round_amount_points
+        if currency is not None and currency.upper() not in self._currencies:
+            score += rules.currency_points
+        if merchant_name and self.merchant_is_suspicious(merchant_name):
+            score += rules.merchant_points
+        return score
+
+    def status(self, score: int) -> str:
+        if score >= self._rules.suspected_score:
+            return FRAUD_SUSPECTED
+        if score >= self._rules.review_score:
+            return REVIEW_REQUIRED
+        return APPROVED
+
+    def category(self, amount: Optional[float]) -> str:
+        if amount is None:
+            return STANDARD
+        if amount >= self.high_value:
+            return HIGH_VALUE
+        if amount >= self.medium_value:
+            return MEDIUM_VALUE
+        return STANDARD
