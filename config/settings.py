@@ -17,11 +17,75 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class KafkaSourceSettings(_Section):
+    """Kafka source (and producer target). Secrets never live here: the
+    ``*_password_env`` keys name environment variables that hold them."""
+
+    brokers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
+    topic: str | list[str] = "payments"
+    starting_offset: Literal["earliest", "latest"] = "earliest"
+    bounded: bool = False
+    client_id: str = "paywatch"
+    fetch_max_wait_ms: int = Field(100, ge=0, le=60_000)
+    max_partition_fetch_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Optional[str] = None
+    ssl_certfile: Optional[str] = None
+    ssl_keyfile: Optional[str] = None
+    ssl_password_env: Optional[str] = None
+    ssl_check_hostname: bool = True
+    sasl_mechanism: Optional[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "AWS_MSK_IAM"]] = None
+    sasl_username: Optional[str] = None
+    sasl_password_env: Optional[str] = None
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.topic] if isinstance(self.topic, str) else list(self.topic)
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> "KafkaSourceSettings":
+        if not self.topics or any(not t for t in self.topics):
+            raise ValueError("topic must name at least one non-empty topic")
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.sasl_mechanism is not None and not sasl:
+            raise ValueError("sasl_mechanism needs security_protocol SASL_SSL or SASL_PLAINTEXT")
+        if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+            self.sasl_username and self.sasl_password_env
+        ):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password_env")
+        return self
+
+
+class KinesisSourceSettings(_Section):
+    """Kinesis source (and producer target); region/endpoint come from ``aws``."""
+
+    stream_name: str = Field("payment-events-stream", min_length=1)
+    starting_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
+    starting_timestamp: Optional[datetime] = None
+    bounded: bool = False
+    min_poll_interval_seconds: float = Field(0.2, ge=0)
+    idle_poll_interval_seconds: float = Field(1.0, ge=0)
+    max_backoff_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timestamp_when_needed(self) -> "KinesisSourceSettings":
+        if self.starting_position == "AT_TIMESTAMP":
+            if self.starting_timestamp is None:
+                raise ValueError("starting_position AT_TIMESTAMP needs starting_timestamp")
+            if self.starting_timestamp.tzinfo is None:
+                raise ValueError("starting_timestamp needs a UTC offset, e.g. 2025-07-09T19:00:00Z")
+        return self
+
+
 class SourceSettings(_Section):
     type: Literal["simulator", "file", "kafka", "kinesis"] = "simulator"
     path: str = "events.jsonl"
     batch_size: int = Field(1000, gt=0, le=100_000)
     idle_partition_seconds: float = Field(30.0, gt=0)
+    kafka: KafkaSourceSettings = KafkaSourceSettings()
+    kinesis: KinesisSourceSettings = KinesisSourceSettings()
 
 
 class SimulatorSettings(_Section):
@@ -32,7 +96,7 @@ class SimulatorSettings(_Section):
     start: Optional[datetime] = None
     event_rate: Optional[float] = Field(None, gt=0)
     partitions: int = Field(1, gt=0, le=1024)
-    users: int = Field(5000, gt=0)
+    users: int = Field(50_000, gt=0)
     regions: list[str] = Field(default_factory=lambda: ["US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH"], min_length=1)
 
     @field_validator("scenario")
@@ -198,9 +262,84 @@ class JsonlSinkSettings(_Section):
     files: int = Field(1, gt=0, le=1024)
 
 
+class SinkRetrySettings(_Section):
+    """Failure handling shared by the AWS sinks (docs/sinks.md)."""
+
+    base_seconds: float = Field(0.2, gt=0)
+    max_seconds: float = Field(20.0, gt=0)
+    max_buffer: int = Field(100_000, gt=0)
+    block_seconds: float = Field(2.0, ge=0)
+    close_timeout_seconds: float = Field(30.0, ge=0)
+    request_timeout_seconds: float = Field(10.0, gt=0)
+    fail_on_error: bool = False
+
+
+class CloudWatchSinkSettings(_Section):
+    enabled: bool = False
+    namespace: str = Field("PrimeDay2025", min_length=1, max_length=255)
+    region_dimension: str = Field("Region", min_length=1, max_length=255)
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    storage_resolution: Literal[1, 60] = 60
+    max_datums_per_call: int = Field(1000, ge=1, le=1000)
+    max_age_days: float = Field(14.0, gt=0, le=14)
+    partitions: int = Field(1, ge=1, le=64)
+    alarm_name: str = "HighPaymentFailureRate"
+    alarm_threshold: float = Field(2.0, ge=0, le=100)
+    alarm_period_seconds: int = Field(60, ge=10)
+    alarm_evaluation_periods: int = Field(1, ge=1)
+    alarm_regions: Optional[list[str]] = None
+
+    @field_validator("dimensions")
+    @classmethod
+    def _few_dimensions(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 29 or any(not k or not v for k, v in value.items()):
+            raise ValueError("at most 29 extra dimensions, with non-empty names and values")
+        return value
+
+
+class SnsSinkSettings(_Section):
+    enabled: bool = False
+    topic_arn: Optional[str] = None
+    topic_name: str = Field("PrimeDayPaymentAlerts", min_length=1, max_length=256)
+    subject_prefix: str = Field("Paywatch", max_length=40)
+    partitions: int = Field(1, ge=1, le=64)
+    email_subscription: Optional[str] = None
+    sqs_subscription: Optional[str] = None
+
+
+class DynamoDbSinkSettings(_Section):
+    enabled: bool = False
+    transactions_table: str = Field("paywatch-transactions", min_length=3, max_length=255)
+    alerts_table: str = Field("paywatch-alerts", min_length=3, max_length=255)
+    aggregates_table: str = Field("paywatch-aggregates", min_length=3, max_length=255)
+    transactions: Literal["all", "flagged", "none"] = "flagged"
+    ttl_days: Optional[float] = Field(None, gt=0)
+    ttl_attribute: str = Field("expires_at", min_length=1)
+    partitions: int = Field(2, ge=1, le=64)
+
+
+class DeadLetterSinkSettings(_Section):
+    type: Literal["jsonl", "kafka", "sqs"] = "jsonl"
+    path: Optional[str] = None
+    kafka_bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
+    kafka_topic: str = "paywatch-dead-letters"
+    sqs_queue_url: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _queue_for_sqs(self) -> "DeadLetterSinkSettings":
+        if self.type == "sqs" and not self.sqs_queue_url:
+            raise ValueError("type sqs needs sqs_queue_url")
+        return self
+
+
 class SinkSettings(_Section):
     stdout: StdoutSinkSettings = StdoutSinkSettings()
     jsonl: JsonlSinkSettings = JsonlSinkSettings()
+    retry: SinkRetrySettings = SinkRetrySettings()
+    cloudwatch: CloudWatchSinkSettings = CloudWatchSinkSettings()
+    sns: SnsSinkSettings = SnsSinkSettings()
+    dynamodb: DynamoDbSinkSettings = DynamoDbSinkSettings()
+    dead_letter: DeadLetterSinkSettings = DeadLetterSinkSettings()
 
 
 class AwsSettings(_Section):

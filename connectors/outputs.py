@@ -61,4 +61,37 @@ def build_outputs(settings: Settings) -> Outputs:
         outputs.metrics.append(JsonlSink(jsonl.dir, "metrics", jsonl.files))
         outputs.transactions.append(JsonlSink(jsonl.dir, "transactions", jsonl.files))
         outputs.dead_letters.append(JsonlSink(jsonl.dir, "dead_letter", jsonl.files))
+    _add_aws_and_dead_letter_sinks(outputs, settings)
     return outputs
+
+
+def _add_aws_and_dead_letter_sinks(outputs: Outputs, settings: Settings) -> None:
+    """AWS sinks (each only when enabled) and the Kafka/SQS dead-letter sink; see docs/sinks.md.
+
+    One dead-letter writer per process, shared by the AWS sinks (records
+    they cannot deliver) and, for kafka/sqs, by the flow's dead letters.
+    """
+    sinks = settings.sinks
+    aws_on = sinks.cloudwatch.enabled or sinks.sns.enabled or sinks.dynamodb.enabled
+    if not aws_on and sinks.dead_letter.type == "jsonl":
+        return
+    from connectors.dead_letter_sinks import DeadLetterSink, build_dead_letter_writer
+
+    writer = build_dead_letter_writer(settings)
+    if sinks.dead_letter.type in ("kafka", "sqs"):
+        outputs.dead_letters.append(DeadLetterSink(writer))
+    if sinks.cloudwatch.enabled:
+        from connectors.cloudwatch_sink import CloudWatchSink
+
+        outputs.metrics.append(CloudWatchSink(settings, writer))
+    if sinks.sns.enabled:
+        from connectors.sns_sink import SnsSink
+
+        outputs.alerts.append(SnsSink(settings, writer))
+    if sinks.dynamodb.enabled:
+        from connectors.dynamodb_sink import ALERTS, AGGREGATES, TRANSACTIONS, DynamoDbSink
+
+        outputs.alerts.append(DynamoDbSink(settings, ALERTS, writer))
+        outputs.metrics.append(DynamoDbSink(settings, AGGREGATES, writer))
+        if sinks.dynamodb.transactions != "none":
+            outputs.transactions.append(DynamoDbSink(settings, TRANSACTIONS, writer))

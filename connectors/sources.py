@@ -18,4 +18,12 @@ def build_source(settings: Settings) -> Source:
         from connectors.file_source import JsonlFileSource
 
         return JsonlFileSource(settings.source.path, batch_size)
+    if kind == "kafka":
+        from connectors.kafka_source import KafkaSource
+
+        return KafkaSource(settings.source.kafka, batch_size, settings.source.idle_partition_seconds)
+    if kind == "kinesis":
+        from connectors.kinesis_source import KinesisSource
+
+        return KinesisSource(settings.source.kinesis, settings.aws, batch_size, settings.source.idle_partition_seconds)
     raise ValueError(f"source.type: {kind!r} has no connector")

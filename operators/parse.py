@@ -34,7 +34,7 @@ import orjson
 from config.settings import Settings
 from connectors.chunks import RawChunk
 from operators import alerts
-from operators.scoring import FRAUD_SUSPECTED, REVIEW_REQUIRED, FraudScorer
+from operators.scoring import FRAUD_SUSPECTED, HIGH_VALUE, MEDIUM_VALUE, REVIEW_REQUIRED, STANDARD, FraudScorer
 from operators.timestamps import TimestampParser, iso_utc
 
 FAIL_STATUSES = ("FAIL", "FAILED", "FAILURE", "DECLINED", "DENIED", "REJECTED", "ERROR")
@@ -47,6 +47,7 @@ MISSING_FIELD = "missing_field"
 INVALID_FIELD = "invalid_field"
 LATE = "late"
 
+_CATEGORIES = (HIGH_VALUE, MEDIUM_VALUE, STANDARD)
 _ENRICHED_KEYS = ("category", "fraud_score", "fraud_status", "processed_at")
 _SHARD_CACHE_LIMIT = 500_000
 _OPTIONAL_TEXT = ("merchant_id", "merchant_name", "device")
@@ -110,7 +111,8 @@ class ChunkParser:
         self._shards = settings.users.shards
         self._shard_of: dict[str, int] = {}
         self._statuses = _status_table()
-        self._suffixes: dict[tuple[str, int], bytes] = {}
+        self._rules = settings.rules.fraud
+        self._suffixes: dict[int, bytes] = {}
 
     # -- helpers kept off the hot path -------------------------------------
 
@@ -122,13 +124,12 @@ class ChunkParser:
             self._statuses[status] = failed
         return failed
 
-    def _enrichment_suffix(self, category: str, score: int) -> bytes:
-        key = (category, score)
-        suffix = self._suffixes.get(key)
-        if suffix is None:
-            status = self._scorer.status(score)
-            suffix = f',"category":"{category}","fraud_score":{score},"fraud_status":"{status}","processed_at":"'.encode()
-            self._suffixes[key] = suffix
+    def _enrichment_suffix(self, score: int, category: int, processed_tail: bytes) -> bytes:
+        """The bytes that close a raw event, cached per (score, category) for one chunk."""
+        status = self._scorer.status(score)
+        suffix = f',"category":"{_CATEGORIES[category]}","fraud_score":{score},"fraud_status":"{status}","processed_at":"'.encode()
+        suffix += processed_tail
+        self._suffixes[score * 3 + category] = suffix
         return suffix
 
     def _shard(self, user_id: str) -> int:
@@ -152,6 +153,7 @@ class ChunkParser:
             "source": chunk.origin,
             "position": chunk.position(index),
         }
+        raw = raw.rstrip(b"\r\n")
         try:
             record["raw"] = raw.decode()
         except UnicodeDecodeError:
@@ -169,23 +171,36 @@ class ChunkParser:
     def parse(self, max_ts: Optional[float], chunk: RawChunk) -> tuple[Optional[float], ParsedChunk]:
         """Parse one chunk.
 
+        The loop inlines the cached fast paths of timestamp parsing, scoring
+        and shard lookup: at ~1 us per event for ``orjson.loads``, a Python
+        function call (~0.1 us) per helper is a visible share of the budget.
+
         :arg max_ts: the highest event time accepted so far on this
             partition (the watermark state), or None before the first event.
         :returns: the new ``max_ts`` and the parsed chunk.
         """
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
-        parse_ts = self._timestamps.parse
+        timestamps = self._timestamps
+        ts_prefixes = timestamps.prefixes
+        ts_suffixes = timestamps.suffixes
+        ts_min, ts_max = timestamps.min_seconds, timestamps.max_seconds
         statuses = self._statuses
-        score = self._scorer.score
-        category_of = self._scorer.category
-        suffix_of = self._enrichment_suffix
-        shard_of = self._shard
+        scorer = self._scorer
+        rules = self._rules
+        high_amount, high_points = rules.high_amount, rules.high_amount_points
+        round_amount, round_points = rules.round_amount, rules.round_amount_points
+        currencies, currency_points = scorer.currencies, rules.currency_points
+        merchant_hits, merchant_points = scorer.merchant_hits, rules.merchant_points
+        high_value, medium_value = scorer.high_value, scorer.medium_value
+        flag_score = scorer.review_score
+        suffixes = self._suffixes
+        suffixes.clear()  # they end with this chunk's processed_at
+        shard_of = self._shard_of
         max_id = self._max_id
         lateness = self._lateness
         isfinite = math.isfinite
         dead_letter = self.dead_letter
-        flag_score = self._scorer.review_score
 
         processed_tail = (datetime.now(timezone.utc).isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
         out_lines: list[bytes] = []
@@ -202,7 +217,8 @@ class ChunkParser:
             try:
                 ev = loads(raw)
             except decode_error as exc:
-                dead.append(dead_letter(chunk, index, raw, INVALID_JSON, None, str(exc)))
+                if raw.strip():  # a blank line carries no event
+                    dead.append(dead_letter(chunk, index, raw, INVALID_JSON, None, str(exc)))
                 continue
             if type(ev) is not dict:
                 dead.append(dead_letter(chunk, index, raw, NOT_AN_OBJECT, None, "an event must be a JSON object"))
@@ -213,13 +229,22 @@ class ChunkParser:
                 dead.append(dead_letter(chunk, index, raw, *self._field_error("transaction_id", txn)))
                 continue
             ts_value = ev.get("timestamp")
-            ts = parse_ts(ts_value)
+            ts = None
+            if type(ts_value) is str:
+                base = ts_prefixes.get(ts_value[:19])
+                shift = ts_suffixes.get(ts_value[19:])
+                if base is not None and shift is not None:
+                    ts = base + shift
+                    if ts < ts_min or ts >= ts_max:
+                        ts = None
             if ts is None:
-                if ts_value is None:
-                    dead.append(dead_letter(chunk, index, raw, MISSING_FIELD, "timestamp", "timestamp is required"))
-                else:
-                    dead.append(dead_letter(chunk, index, raw, INVALID_FIELD, "timestamp", self._timestamps.error))
-                continue
+                ts = timestamps.parse(ts_value)
+                if ts is None:
+                    if ts_value is None:
+                        dead.append(dead_letter(chunk, index, raw, MISSING_FIELD, "timestamp", "timestamp is required"))
+                    else:
+                        dead.append(dead_letter(chunk, index, raw, INVALID_FIELD, "timestamp", timestamps.error))
+                    continue
             status = ev.get("payment_status")
             failed = statuses.get(status) if type(status) is str else None
             if failed is None:
@@ -249,52 +274,73 @@ class ChunkParser:
                     dead.append(dead_letter(chunk, index, raw, INVALID_FIELD, "user_id", f"user_id must be a non-empty string, got {user_id!r:.80}"))
                     continue
             merchant_name = ev.get("merchant_name")
-            bad_text = None
-            for name in _OPTIONAL_TEXT:
-                value = ev.get(name)
-                if value is not None and type(value) is not str:
-                    bad_text = name
-                    break
-            if bad_text is not None:
-                dead.append(dead_letter(chunk, index, raw, INVALID_FIELD, bad_text, f"{bad_text} must be a string"))
+            if (
+                (merchant_name is not None and type(merchant_name) is not str)
+                or (ev.get("merchant_id") is not None and type(ev["merchant_id"]) is not str)
+                or (ev.get("device") is not None and type(ev["device"]) is not str)
+            ):
+                bad = next(n for n in _OPTIONAL_TEXT if ev.get(n) is not None and type(ev[n]) is not str)
+                dead.append(dead_letter(chunk, index, raw, INVALID_FIELD, bad, f"{bad} must be a string"))
                 continue
 
             # Event time: late against this partition's own progress.
             if ts < horizon:
                 n_late += 1
-                record = dead_letter(chunk, index, raw, LATE, "timestamp", f"event time {iso_utc(ts)} is behind the watermark {iso_utc(horizon)}")
-                dead.append(record)
+                dead.append(dead_letter(chunk, index, raw, LATE, "timestamp", f"event time {iso_utc(ts)} is behind the watermark {iso_utc(horizon)}"))
                 continue
             if max_ts is None or ts > max_ts:
                 max_ts = ts
                 horizon = ts - lateness
 
-            fraud_score = score(amount, currency, merchant_name)
-            category = category_of(amount)
-            body = raw.rstrip()
-            if b"\n" in body or "category" in ev or "fraud_score" in ev or "fraud_status" in ev or "processed_at" in ev:
-                body = self._reserialised(ev)
-            append_line(body[:-1] + suffix_of(category, fraud_score) + processed_tail)
+            # Fraud score (operators/scoring.py holds the same rules, uninlined).
+            fraud_score = 0
+            if amount is not None:
+                if amount > high_amount:
+                    fraud_score += high_points
+                if amount > 0 and amount % round_amount == 0:
+                    fraud_score += round_points
+                category = 0 if amount >= high_value else 1 if amount >= medium_value else 2
+            else:
+                category = 2
+            if currency is not None and currency not in currencies and currency.upper() not in currencies:
+                fraud_score += currency_points
+            if merchant_name:
+                hit = merchant_hits.get(merchant_name)
+                if hit is None:
+                    hit = scorer.merchant_is_suspicious(merchant_name)
+                if hit:
+                    fraud_score += merchant_points
 
-            second = int(ts)
-            counts = region_counts.get((region, second))
+            # The raw object up to its closing brace, then the enrichment.
+            head = raw[: raw.rindex(b"}")]
+            if b"\n" in head or "category" in ev or "fraud_score" in ev or "fraud_status" in ev or "processed_at" in ev:
+                head = self._reserialised(ev)[:-1]
+            suffix = suffixes.get(fraud_score * 3 + category)
+            if suffix is None:
+                suffix = self._enrichment_suffix(fraud_score, category, processed_tail)
+            append_line(head)
+            append_line(suffix)
+
+            key = (region, int(ts))
+            counts = region_counts.get(key)
             if counts is None:
-                counts = region_counts[(region, second)] = [0, 0, 0, 0]
+                counts = region_counts[key] = [0, 0, 0, 0]
             counts[0] += 1
             if failed:
                 counts[1] += 1
             if fraud_score >= flag_score:
-                fraud_status = self._scorer.status(fraud_score)
+                fraud_status = scorer.status(fraud_score)
                 if fraud_status == FRAUD_SUSPECTED:
                     counts[2] += 1
                     fraud_alerts.append(self._fraud_alert(ev, txn, ts, region, user_id, fraud_score))
                 elif fraud_status == REVIEW_REQUIRED:
                     counts[3] += 1
-                if fraud_status != "APPROVED":
-                    flagged.append(self._enriched(ev, category, fraud_score, processed_tail))
+                flagged.append(self._enriched(ev, _CATEGORIES[category], fraud_score, processed_tail))
 
             if user_id is not None:
-                shard = shard_of(user_id)
+                shard = shard_of.get(user_id)
+                if shard is None:
+                    shard = self._shard(user_id)
                 batch = user_events.get(shard)
                 if batch is None:
                     batch = user_events[shard] = []
@@ -307,7 +353,7 @@ class ChunkParser:
             idle=chunk.idle,
             watermark=None if max_ts is None else max_ts - lateness,
             transactions=b"".join(out_lines),
-            n_transactions=len(out_lines),
+            n_transactions=len(out_lines) // 2,
             flagged=flagged,
             dead_letters=dead,
             alerts=fraud_alerts,

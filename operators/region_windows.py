@@ -184,18 +184,19 @@ class RegionWindows:
     def _close_until(self, watermark: float, at_end: bool) -> list[tuple[str, Any]]:
         st = self.state
         out: list[tuple[str, Any]] = []
-        if st.slide_end is None:
-            first = min((min(b) for b in st.buckets.values() if b), default=None)
-            if first is None:
-                return out
-            hop = self.rule.hop_seconds
-            st.slide_end = first // hop * hop + hop
-            st.minute_end = first // MINUTE * MINUTE + MINUTE
+        hop = self.rule.hop_seconds
         limit = watermark
         if at_end:
             # Cover the partial last minute and the last sliding window holding data.
-            hop = self.rule.hop_seconds
             limit = max(math.ceil(watermark / MINUTE) * MINUTE, math.ceil(watermark / hop) * hop)
+        if st.slide_end is None:
+            # Start the cursors only once the first window can close: until
+            # then an older (not late) event may still move the start back.
+            first = min((min(b) for b in st.buckets.values() if b), default=None)
+            if first is None or min(first // hop * hop + hop, first // MINUTE * MINUTE + MINUTE) > limit:
+                return out
+            st.slide_end = first // hop * hop + hop
+            st.minute_end = first // MINUTE * MINUTE + MINUTE
         while True:
             end = min(st.slide_end, st.minute_end)
             if end > limit:

@@ -26,25 +26,25 @@ _MERCHANT_CACHE_LIMIT = 100_000
 class FraudScorer:
     """Scores one transaction in O(1); merchant-name checks are cached."""
 
-    __slots__ = ("_rules", "_currencies", "_merchant_hits", "high_value", "medium_value", "review_score", "suspected_score")
+    __slots__ = ("_rules", "currencies", "merchant_hits", "high_value", "medium_value", "review_score", "suspected_score")
 
     def __init__(self, rules: FraudRules, enrichment: EnrichmentSettings) -> None:
         self._rules = rules
-        self._currencies = frozenset(rules.currencies)
-        self._merchant_hits: dict[str, bool] = {}
+        self.currencies = frozenset(rules.currencies)
+        self.merchant_hits: dict[str, bool] = {}
         self.high_value = enrichment.high_value_amount
         self.medium_value = enrichment.medium_value_amount
         self.review_score = rules.review_score
         self.suspected_score = rules.suspected_score
 
     def merchant_is_suspicious(self, name: str) -> bool:
-        hit = self._merchant_hits.get(name)
+        hit = self.merchant_hits.get(name)
         if hit is None:
             lowered = name.lower()
             hit = any(word in lowered for word in self._rules.merchant_words)
-            if len(self._merchant_hits) >= _MERCHANT_CACHE_LIMIT:
-                self._merchant_hits.clear()
-            self._merchant_hits[name] = hit
+            if len(self.merchant_hits) >= _MERCHANT_CACHE_LIMIT:
+                self.merchant_hits.clear()
+            self.merchant_hits[name] = hit
         return hit
 
     def score(self, amount: Optional[float], currency: Optional[str], merchant_name: Optional[str]) -> int:
@@ -60,7 +60,7 @@ class FraudScorer:
                 score += rules.high_amount_points
             if amount > 0 and amount % rules.round_amount == 0:
                 score += rules.round_amount_points
-        if currency is not None and currency.upper() not in self._currencies:
+        if currency is not None and currency.upper() not in self.currencies:
             score += rules.currency_points
         if merchant_name and self.merchant_is_suspicious(merchant_name):
             score += rules.merchant_points

@@ -28,26 +28,28 @@ class TimestampParser:
     zone would silently shift every window.
     """
 
-    __slots__ = ("_prefixes", "_suffixes", "_min_s", "_max_s", "error")
+    # prefixes/suffixes/min_seconds/max_seconds are read directly by the parse
+    # loop's inlined fast path; parse() is the complete (slower) path.
+    __slots__ = ("prefixes", "suffixes", "min_seconds", "max_seconds", "error")
 
     def __init__(self, min_year: int = 2000, max_year: int = 2100) -> None:
-        self._prefixes: dict[str, Optional[int]] = {}
-        self._suffixes: dict[str, Optional[float]] = {}
-        self._min_s = calendar.timegm((min_year, 1, 1, 0, 0, 0))
-        self._max_s = calendar.timegm((max_year + 1, 1, 1, 0, 0, 0))
+        self.prefixes: dict[str, Optional[int]] = {}
+        self.suffixes: dict[str, Optional[float]] = {}
+        self.min_seconds = calendar.timegm((min_year, 1, 1, 0, 0, 0))
+        self.max_seconds = calendar.timegm((max_year + 1, 1, 1, 0, 0, 0))
         self.error = ""
 
     def parse(self, value: object) -> Optional[float]:
         """Epoch seconds for ``value``; None with ``self.error`` set if invalid."""
         if type(value) is str:
-            base = self._prefixes.get(value[:19], -1)
+            base = self.prefixes.get(value[:19], -1)
             if base == -1:
                 base = self._parse_prefix(value[:19])
             if base is None:
                 self.error = "not an ISO-8601 timestamp"
                 return None
             suffix = value[19:]
-            shift = self._suffixes.get(suffix)
+            shift = self.suffixes.get(suffix)
             if shift is None:
                 shift = self._parse_suffix(suffix)
                 if shift is None:
@@ -62,7 +64,7 @@ class TimestampParser:
         else:
             self.error = "timestamp must be an ISO-8601 string or epoch milliseconds"
             return None
-        if ts < self._min_s or ts >= self._max_s:
+        if ts < self.min_seconds or ts >= self.max_seconds:
             self.error = "timestamp outside the accepted years"
             return None
         return ts
@@ -77,9 +79,9 @@ class TimestampParser:
                 base = calendar.timegm(parsed.timetuple())
             except ValueError:
                 base = None
-        if len(self._prefixes) >= _CACHE_LIMIT:
-            self._prefixes.clear()
-        self._prefixes[prefix] = base
+        if len(self.prefixes) >= _CACHE_LIMIT:
+            self.prefixes.clear()
+        self.prefixes[prefix] = base
         return base
 
     def _parse_suffix(self, suffix: str) -> Optional[float]:
@@ -94,9 +96,9 @@ class TimestampParser:
                 return None
             offset = hours * 3600 + minutes * 60
             shift -= offset if sign == "+" else -offset
-        if len(self._suffixes) >= _CACHE_LIMIT:
-            self._suffixes.clear()
-        self._suffixes[suffix] = shift
+        if len(self.suffixes) >= _CACHE_LIMIT:
+            self.suffixes.clear()
+        self.suffixes[suffix] = shift
         return shift
 
 

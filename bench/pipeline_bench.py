@@ -1,0 +1,115 @@
+"""Whole-pipeline throughput on the file source, as ratios measured in one run.
+
+Generates N events (default 500,000) as JSONL, then measures:
+1. an ``orjson.loads`` loop over the same lines (the floor of any Python JSON pipeline);
+2. ``python -m bytewax.run dataflow`` (one process, wall time including start-up)
+   with the file source and every JSONL output on;
+3. the same input split in two files read by two processes (``-i/-a``);
+4. the same two files with ``-w 2`` (two worker threads in one process).
+
+Usage: .venv/bin/python bench/pipeline_bench.py [--events 500000] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
+T0 = 1752087600
+
+
+def generate(path_all: Path, path_a: Path, path_b: Path, n: int) -> None:
+    rng = random.Random(7)
+    with open(path_all, "wb") as f_all, open(path_a, "wb") as f_a, open(path_b, "wb") as f_b:
+        for i in range(n):
+            user = rng.randrange(50_000)
+            ts = datetime.fromtimestamp(T0 + i / 2000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            line = orjson.dumps({
+                "transaction_id": f"txn_{i:09d}", "user_id": f"u{user}", "timestamp": ts,
+                "payment_status": "FAIL" if rng.random() < 0.01 else "SUCCESS", "region": REGIONS[user % 4],
+                "amount": round(rng.uniform(5, 400), 2), "currency": "USD", "merchant_id": f"m{user % 97}",
+                "merchant_name": f"Merchant {user % 97}", "device": "mobile",
+            }) + b"\n"
+            f_all.write(line)
+            (f_a if user % 2 == 0 else f_b).write(line)
+
+
+def orjson_rate(path: Path) -> float:
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    loads = orjson.loads
+    start = time.perf_counter()
+    for line in lines:
+        loads(line)
+    return len(lines) / (time.perf_counter() - start)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_flow(pattern: str, out: Path, args_per_process: list[list[str]], extra_env: dict | None = None) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    config = out.parent / f"{out.name}.yaml"
+    config.write_text(
+        f"source: {{type: file, path: '{pattern}', batch_size: 1000}}\n"
+        f"sinks: {{jsonl: {{dir: '{out}', files: 2}}, stdout: {{alerts: false, metrics: false, dead_letters: false}}}}\n"
+    )
+    env = {**os.environ, "PAYWATCH_CONFIG": str(config), **(extra_env or {})}
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflow", *a], cwd=ROOT, env=env) for a in args_per_process]
+    for p in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"flow failed with {p.returncode}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    work = ROOT / "bench" / "data"
+    work.mkdir(parents=True, exist_ok=True)
+    all_path, a_path, b_path = work / "all.jsonl", work / "part-a.jsonl", work / "part-b.jsonl"
+    if not all_path.exists() or sum(1 for _ in open(all_path, "rb")) != args.events:
+        generate(all_path, a_path, b_path, args.events)
+    n = args.events
+    loads_rate = orjson_rate(all_path)
+    one = run_flow(str(all_path), work / "out-one", [[]])
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    two_proc = run_flow(str(work / "part-*.jsonl"), work / "out-procs", [["-i", "0", "-a", addresses], ["-i", "1", "-a", addresses]])
+    two_threads = run_flow(str(work / "part-*.jsonl"), work / "out-threads", [["-w", "2"]])
+    result = {
+        "events": n,
+        "orjson_loads_per_s": round(loads_rate),
+        "one_process_per_s": round(n / one),
+        "one_process_vs_orjson": round(n / one / loads_rate, 3),
+        "two_processes_per_s": round(n / two_proc),
+        "two_processes_vs_one": round(one / two_proc, 2),
+        "two_threads_per_s": round(n / two_threads),
+        "two_threads_vs_one": round(one / two_threads, 2),
+        "cpus": os.cpu_count(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pipeline.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Per-user risk rules that fire on the event itself.
+
+Users are grouped into a fixed number of shards (``users.shards``); one
+Bytewax key per shard receives the user events of each parsed chunk as one
+list. Keying by user would cost one Bytewax item (routing, Python call) per
+event; keying by shard costs one per shard per chunk, and the state of a
+shard is an ``OrderedDict`` of users kept in least-recently-seen order so
+that expiry (idle time in event time) and the size cap are O(1) per event.
+
+Rules, each with a cooldown so a burst raises one alert, not one per event
+(a burst lasts while the condition keeps holding within the cooldown):
+
+- VELOCITY: more than ``max_count`` payments, or more than ``max_amount``
+  in total, within the trailing ``window_seconds`` of event time;
+- AMOUNT_SPIKE: an amount at least ``factor`` times the median of the
+  user's last ``history_size`` amounts, after ``min_history`` payments;
+- IMPOSSIBLE_TRAVEL: a payment from a different region than the user's
+  previous one within ``window_seconds``.
+
+Order: a user's events are judged in arrival order. Producers key by
+user_id (the producer command does), so a user's events come through one
+source partition and arrive in the same order on every run and worker count.
+"""
+
+from __future__ import annotations
+
+import pickle
+from bisect import bisect_left, insort
+from collections import OrderedDict, deque
+from typing import Any, Optional
+
+from config.settings import RuleSettings, UserSettings
+from operators import alerts
+
+# Per-user state is a list (cheaper than an object; pickled at snapshots).
+_LAST_TS = 0  # newest event time seen for the user
+_LAST_REGION = 1
+_VELOCITY = 2  # deque of (ts, amount), sorted by ts, within the window
+_VELOCITY_SUM = 3
+_AMOUNTS = 4  # deque of the last history_size amounts, oldest first
+_SORTED = 5  # the same amounts, sorted: the median in O(1), updates by bisection
+_VELOCITY_UNTIL = 6  # cooldown ends (event time)
+_SPIKE_UNTIL = 7
+_TRAVEL_UNTIL = 8
+
+_NEVER = float("-inf")
+
+
+class UserRisk:
+    """The users of one shard and the rules applied to them."""
+
+    def __init__(self, rules: RuleSettings, users: UserSettings, state: Optional[bytes] = None) -> None:
+        self.velocity = rules.velocity
+        self.spike = rules.amount_spike
+        self.travel = rules.impossible_travel
+        self.idle_seconds = users.idle_seconds
+        self.max_users = max(1, users.max_users // users.shards)
+        self.users: OrderedDict[str, list] = OrderedDict()
+        self.newest = _NEVER
+        if state is not None:
+            self.users, self.newest = pickle.loads(state)
+
+    def snapshot(self) -> bytes:
+        """Pickled now, so later mutation cannot leak into the snapshot."""
+        return pickle.dumps((self.users, self.newest), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def process(self, events: list[tuple]) -> list[dict[str, Any]]:
+        """Apply the rules to ``(user_id, ts, amount, region, txn)`` events in order."""
+        users = self.users
+        out: list[dict[str, Any]] = []
+        spike_factor = self.spike.factor
+        min_history = self.spike.min_history
+        history_size = self.spike.history_size
+        velocity_window = self.velocity.window_seconds
+        max_count = self.velocity.max_count
+        max_amount = self.velocity.max_amount
+        travel_window = self.travel.window_seconds
+        newest = self.newest
+
+        for user_id, ts, amount, region, txn in events:
+            user = users.get(user_id)
+            if user is None:
+                user = [ts, region, deque(), 0.0, deque(), [], _NEVER, _NEVER, _NEVER]
+                users[user_id] = user
+                previous_region = None
+            else:
+                users.move_to_end(user_id)
+                previous_region = user[_LAST_REGION]
+            if ts > newest:
+                newest = ts
+
+            # Impossible travel: against the previous payment's region and time.
+            if previous_region is not None and region != previous_region and abs(ts - user[_LAST_TS]) <= travel_window:
+                if ts > user[_TRAVEL_UNTIL]:
+                    out.append(self._travel_alert(user_id, txn, ts, region, previous_region, abs(ts - user[_LAST_TS])))
+                user[_TRAVEL_UNTIL] = ts + self.travel.cooldown_seconds
+            if ts >= user[_LAST_TS]:
+                user[_LAST_TS] = ts
+                user[_LAST_REGION] = region
+
+            # Velocity over the trailing window (relative to the newest event).
+            paid = amount or 0.0
+            window = user[_VELOCITY]
+            if not window or ts >= window[-1][0]:
+                window.append((ts, paid))
+            else:
+                index = len(window)
+                while index > 0 and window[index - 1][0] > ts:
+                    index -= 1
+                window.insert(index, (ts, paid))
+            total = user[_VELOCITY_SUM] + paid
+            cutoff = window[-1][0] - velocity_window
+            while window[0][0] <= cutoff:
+                total -= window.popleft()[1]
+            user[_VELOCITY_SUM] = total
+            count = len(window)
+            if count > max_count or total > max_amount:
+                if ts > user[_VELOCITY_UNTIL]:
+                    out.append(self._velocity_alert(user_id, txn, ts, region, count, total))
+                user[_VELOCITY_UNTIL] = ts + self.velocity.cooldown_seconds
+
+            # Amount spike against the median of the user's recent amounts.
+            if amount is not None:
+                history = user[_AMOUNTS]
+                ordered = user[_SORTED]
+                size = len(ordered)
+                if size >= min_history:
+                    mid = size // 2
+                    typical = ordered[mid] if size % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+                    if typical > 0 and amount >= spike_factor * typical:
+                        if ts > user[_SPIKE_UNTIL]:
+                            out.append(self._spike_alert(user_id, txn, ts, region, amount, typical))
+                        user[_SPIKE_UNTIL] = ts + self.spike.cooldown_seconds
+                if size == history_size:
+                    ordered.pop(bisect_left(ordered, history.popleft()))
+                history.append(amount)
+                insort(ordered, amount)
+
+        self.newest = newest
+        self._expire()
+        return out
+
+    def _expire(self) -> None:
+        """Drop users idle for ``idle_seconds`` of event time, then enforce the cap."""
+        users = self.users
+        horizon = self.newest - self.idle_seconds
+        while users:
+            user_id, user = next(iter(users.items()))
+            if user[_LAST_TS] >= horizon and len(users) <= self.max_users:
+                break
+            del users[user_id]
+
+    # -- alert records ---------------------------------------------------------
+
+    def _velocity_alert(self, user_id: str, txn: str, ts: float, region: str, count: int, total: float) -> dict:
+        rule = self.velocity
+        by_count = count > rule.max_count
+        value, threshold = (float(count), float(rule.max_count)) if by_count else (round(total, 2), rule.max_amount)
+        what = f"{count} payments" if by_count else f"{total:.2f} in payments"
+        return alerts.make_alert(
+            alerts.VELOCITY, alerts.OPEN, user_id, f"{alerts.VELOCITY}:{user_id}:{txn}", ts, value, threshold,
+            f"user {user_id} made {what} within {rule.window_seconds:g}s",
+            region=region, user_id=user_id, transaction_id=txn,
+            details={"count": count, "amount_sum": round(total, 2), "window_seconds": rule.window_seconds,
+                     "limit": "count" if by_count else "amount"},
+        )
+
+    def _spike_alert(self, user_id: str, txn: str, ts: float, region: str, amount: float, typical: float) -> dict:
+        factor = amount / typical
+        return alerts.make_alert(
+            alerts.AMOUNT_SPIKE, alerts.OPEN, user_id, f"{alerts.AMOUNT_SPIKE}:{user_id}:{txn}", ts,
+            round(factor, 2), self.spike.factor,
+            f"user {user_id} paid {amount:g}, {factor:.1f}x their typical {typical:g}",
+            region=region, user_id=user_id, transaction_id=txn,
+            details={"amount": amount, "typical_amount": typical},
+        )
+
+    def _travel_alert(self, user_id: str, txn: str, ts: float, region: str, previous: str, gap: float) -> dict:
+        return alerts.make_alert(
+            alerts.IMPOSSIBLE_TRAVEL, alerts.OPEN, user_id, f"{alerts.IMPOSSIBLE_TRAVEL}:{user_id}:{txn}", ts,
+            round(gap, 3), self.travel.window_seconds,
+            f"user {user_id} paid from {region} {gap:.0f}s after paying from {previous}",
+            region=region, user_id=user_id, transaction_id=txn,
+            details={"from_region": previous, "to_region": region, "seconds_between": round(gap, 3)},
+        )

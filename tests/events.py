@@ -1,0 +1,52 @@
+"""Builders for test events and chunks (in-memory, deterministic)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import orjson
+
+from connectors.chunks import RawChunk
+
+T0 = 1752087600  # 2025-07-09T19:00:00Z, a minute boundary
+
+
+def iso(seconds: float) -> str:
+    text = datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def event(
+    txn: str,
+    at: float,
+    *,
+    status: str = "SUCCESS",
+    region: str = "US-WEST",
+    user: Optional[str] = "u1",
+    amount: Optional[float] = 50.0,
+    currency: Optional[str] = "USD",
+    merchant: Optional[str] = "Corner Shop",
+    **extra: Any,
+) -> dict[str, Any]:
+    ev: dict[str, Any] = {"transaction_id": txn, "timestamp": iso(at), "payment_status": status, "region": region}
+    for name, value in (("user_id", user), ("amount", amount), ("currency", currency), ("merchant_name", merchant)):
+        if value is not None:
+            ev[name] = value
+    ev.update(extra)
+    return ev
+
+
+def line(ev: dict[str, Any]) -> bytes:
+    return orjson.dumps(ev)
+
+
+def chunk(events: list, part: str = "test/0", n_parts: int = 1, done: bool = False) -> RawChunk:
+    lines = [e if isinstance(e, bytes) else line(e) for e in events]
+    return RawChunk(part, n_parts, lines, origin=part, done=done)
+
+
+def write_jsonl(path, events: list) -> None:
+    with open(path, "wb") as f:
+        for e in events:
+            f.write((e if isinstance(e, bytes) else line(e)) + b"\n")

@@ -1,0 +1,218 @@
+"""Parse, validate, enrich, score: every rule and every kind of bad input."""
+
+import orjson
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from config import load_settings
+from operators.parse import ChunkParser
+from tests.events import T0, chunk, event, line
+
+SETTINGS = load_settings(environ={})
+
+
+def parse(events, max_ts=None, settings=SETTINGS):
+    return ChunkParser(settings).parse(max_ts, chunk(events))
+
+
+def transactions(parsed):
+    return [orjson.loads(l) for l in parsed.transactions.splitlines()]
+
+
+def test_valid_event_is_enriched_and_keeps_its_fields():
+    ev = event("t1", T0 + 1.5, amount=150.0, device="mobile", merchant_id="m1")
+    max_ts, out = parse([ev])
+    assert max_ts == T0 + 1.5
+    [record] = transactions(out)
+    assert {k: record[k] for k in ev} == ev
+    assert record["category"] == "medium_value"
+    assert (record["fraud_score"], record["fraud_status"]) == (0, "APPROVED")
+    assert record["processed_at"].endswith("Z")
+    assert out.dead_letters == []
+    assert out.region_counts == {("US-WEST", T0 + 1): [1, 0, 0, 0]}
+    assert out.user_events == {out_shard(out): [("u1", T0 + 1.5, 150.0, "US-WEST", "t1")]}
+
+
+def out_shard(out):
+    [shard] = out.user_events
+    return shard
+
+
+@pytest.mark.parametrize(
+    "amount, category", [(None, "standard"), (0, "standard"), (99.99, "standard"), (100, "medium_value"),
+                         (999.99, "medium_value"), (1000, "high_value"), (50000, "high_value")],
+)
+def test_amount_categories(amount, category):
+    _, out = parse([event("t", T0, amount=amount)])
+    assert transactions(out)[0]["category"] == category
+
+
+@pytest.mark.parametrize(
+    "fields, score, status",
+    [
+        ({"amount": 5000.0}, 10, "APPROVED"),  # not > 5000, but a multiple of 1000
+        ({"amount": 5000.01}, 30, "REVIEW_REQUIRED"),
+        ({"amount": 6000.0}, 40, "REVIEW_REQUIRED"),
+        ({"merchant": "TeSt Merchant"}, 40, "REVIEW_REQUIRED"),
+        ({"merchant": "FAKE shop"}, 40, "REVIEW_REQUIRED"),
+        ({"merchant": "dummy"}, 40, "REVIEW_REQUIRED"),
+        ({"currency": "JPY"}, 20, "APPROVED"),
+        ({"currency": "usd"}, 0, "APPROVED"),
+        ({"amount": 2000.0}, 10, "APPROVED"),
+        ({"amount": 0.0}, 0, "APPROVED"),
+        ({"amount": 7000.0, "merchant": "fake"}, 80, "FRAUD_SUSPECTED"),
+        ({"amount": 6000.0, "currency": "JPY"}, 60, "FRAUD_SUSPECTED"),
+        ({"merchant": "test", "amount": 3000.0}, 50, "FRAUD_SUSPECTED"),  # exactly the threshold
+        ({"currency": "JPY", "amount": 3000.0}, 30, "REVIEW_REQUIRED"),  # exactly the review threshold
+        ({"currency": "JPY", "amount": 2999.0}, 20, "APPROVED"),
+    ],
+)
+def test_fraud_rules_and_thresholds(fields, score, status):
+    _, out = parse([event("t9", T0, **fields)])
+    record = transactions(out)[0]
+    assert (record["fraud_score"], record["fraud_status"]) == (score, status)
+    assert len(out.alerts) == (1 if status == "FRAUD_SUSPECTED" else 0)
+    assert len(out.flagged) == (0 if status == "APPROVED" else 1)
+    if status == "FRAUD_SUSPECTED":
+        alert = out.alerts[0]
+        assert (alert["type"], alert["state"], alert["key"]) == ("FRAUD_SUSPECTED", "OPEN", "t9")
+        assert alert["alert_id"] == "FRAUD_SUSPECTED:t9:OPEN"
+        assert out.region_counts[("US-WEST", T0)][2] == 1
+
+
+def test_fraud_weights_come_from_settings():
+    custom = load_settings(environ={}, overrides={"rules": {"fraud": {"currency_points": 55}}})
+    _, out = parse([event("t", T0, currency="JPY")], settings=custom)
+    assert transactions(out)[0]["fraud_status"] == "FRAUD_SUSPECTED"
+
+
+@pytest.mark.parametrize(
+    "status, failed", [("SUCCESS", 0), ("success", 0), ("FAIL", 1), ("FAILED", 1), ("declined", 1), (" Declined ", 1), ("error", 1)]
+)
+def test_status_synonyms(status, failed):
+    _, out = parse([event("t", T0, status=status)])
+    assert out.region_counts[("US-WEST", T0)][1] == failed
+
+
+def test_epoch_millis_and_offsets():
+    a = event("a", T0)
+    a["timestamp"] = (T0 + 2) * 1000
+    b = event("b", T0)
+    b["timestamp"] = "2025-07-09T21:00:03+02:00"
+    _, out = parse([a, b])
+    assert out.region_counts == {("US-WEST", T0 + 2): [1, 0, 0, 0], ("US-WEST", T0 + 3): [1, 0, 0, 0]}
+
+
+def _with(**changes):
+    ev = event("t", T0)
+    for k, v in changes.items():
+        if v is KeyError:
+            ev.pop(k)
+        else:
+            ev[k] = v
+    return line(ev)
+
+
+@pytest.mark.parametrize(
+    "raw, reason, field",
+    [
+        (b"{not json", "invalid_json", None),
+        (b"[1, 2]", "not_an_object", None),
+        (b'"text"', "not_an_object", None),
+        (_with(transaction_id=KeyError), "missing_field", "transaction_id"),
+        (_with(transaction_id=""), "invalid_field", "transaction_id"),
+        (_with(transaction_id="x" * 500), "invalid_field", "transaction_id"),
+        (_with(transaction_id=12), "invalid_field", "transaction_id"),
+        (_with(timestamp=KeyError), "missing_field", "timestamp"),
+        (_with(timestamp="yesterday"), "invalid_field", "timestamp"),
+        (_with(timestamp="2025-07-09T19:00:00"), "invalid_field", "timestamp"),
+        (_with(timestamp="1850-01-01T00:00:00Z"), "invalid_field", "timestamp"),
+        (_with(timestamp="9999-01-01T00:00:00Z"), "invalid_field", "timestamp"),
+        (_with(timestamp=True), "invalid_field", "timestamp"),
+        (_with(payment_status=KeyError), "missing_field", "payment_status"),
+        (_with(payment_status="MAYBE"), "invalid_field", "payment_status"),
+        (_with(region=KeyError), "missing_field", "region"),
+        (_with(region=7), "invalid_field", "region"),
+        (_with(amount=-1), "invalid_field", "amount"),
+        (_with(amount="12.50"), "invalid_field", "amount"),
+        (_with(amount=True), "invalid_field", "amount"),
+        (b'{"transaction_id":"t","timestamp":"2025-07-09T19:00:00Z","payment_status":"SUCCESS","region":"R","amount":NaN}', "invalid_json", None),
+        (_with(currency="DOLLAR"), "invalid_field", "currency"),
+        (_with(user_id=["u"]), "invalid_field", "user_id"),
+        (_with(merchant_name=5), "invalid_field", "merchant_name"),
+        (_with(device={"os": "x"}), "invalid_field", "device"),
+    ],
+)
+def test_invalid_input_goes_to_dead_letters_with_a_reason(raw, reason, field):
+    _, out = parse([line(event("ok", T0)), raw])
+    assert out.n_transactions == 1
+    [dead] = out.dead_letters
+    assert (dead["reason"], dead["field"]) == (reason, field)
+    assert dead["raw"] == raw.decode(errors="replace")
+    assert dead["position"] == 1 and dead["source"] == "test/0"
+
+
+def test_non_utf8_payload_is_kept_losslessly():
+    raw = b"\xff\xfe garbage"
+    _, out = parse([raw])
+    [dead] = out.dead_letters
+    import base64
+
+    assert base64.b64decode(dead["raw_base64"]) == raw
+
+
+def test_blank_lines_are_not_events():
+    _, out = parse([b"", b"   ", line(event("t", T0))])
+    assert out.n_transactions == 1 and out.dead_letters == []
+
+
+def test_lateness_is_judged_against_the_partitions_own_progress():
+    events = [event("a", T0 + 100), event("b", T0 + 95), event("c", T0 + 89.9), event("d", T0 + 90)]
+    max_ts, out = parse(events)
+    assert max_ts == T0 + 100
+    assert [d["reason"] for d in out.dead_letters] == ["late"]
+    assert out.dead_letters[0]["position"] == 2
+    assert out.n_late == 1 and out.n_transactions == 3
+    assert out.watermark == T0 + 90
+    # The state carries over to the next chunk.
+    _, later = parse([event("e", T0 + 85)], max_ts=max_ts)
+    assert [d["reason"] for d in later.dead_letters] == ["late"]
+
+
+def test_input_holding_enrichment_keys_is_rewritten_not_duplicated():
+    ev = event("t", T0, category="spoofed", fraud_score=99)
+    _, out = parse([ev])
+    text = out.transactions.decode()
+    assert text.count('"category"') == 1 and text.count('"fraud_score"') == 1
+    assert transactions(out)[0]["fraud_score"] == 0
+
+
+def test_pretty_printed_json_stays_on_one_output_line():
+    pretty = orjson.dumps(event("t", T0), option=orjson.OPT_INDENT_2)
+    _, out = parse([pretty])
+    assert len(out.transactions.splitlines()) == 1
+    assert transactions(out)[0]["transaction_id"] == "t"
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=20))
+def test_arbitrary_bytes_never_raise_and_nothing_is_lost(lines):
+    parser = ChunkParser(SETTINGS)
+    _, out = parser.parse(None, chunk(lines))
+    non_blank = sum(1 for raw in lines if raw.strip())
+    assert out.n_transactions + len(out.dead_letters) == non_blank
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({}, optional={
+    "transaction_id": st.one_of(st.text(max_size=5), st.integers(-2**63, 2**63 - 1), st.none()),
+    "timestamp": st.one_of(st.text(max_size=30), st.integers(-2**63, 2**63 - 1), st.floats(), st.just("2025-07-09T19:00:00Z")),
+    "payment_status": st.one_of(st.sampled_from(["FAIL", "SUCCESS", "x"]), st.integers(0, 9)),
+    "region": st.one_of(st.text(max_size=4), st.none(), st.integers(0, 9)),
+    "amount": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-2**63, 2**63 - 1), st.text(max_size=3)),
+    "user_id": st.one_of(st.text(max_size=4), st.integers(-2**63, 2**63 - 1), st.none()),
+}), max_size=20))
+def test_arbitrary_events_are_either_transactions_or_dead_letters(events):
+    _, out = ChunkParser(SETTINGS).parse(None, chunk([line(e) for e in events]))
+    assert out.n_transactions + len(out.dead_letters) == len(events)
+    assert len(out.transactions.splitlines()) == out.n_transactions

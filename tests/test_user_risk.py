@@ -1,0 +1,116 @@
+"""Per-user rules: velocity, amount spike, impossible travel, cooldowns, bounded state."""
+
+from config import load_settings
+from operators.user_risk import UserRisk
+from tests.events import T0
+
+S = load_settings(environ={})
+
+
+def risk(**users):
+    s = load_settings(environ={}, overrides={"users": users}) if users else S
+    return UserRisk(s.rules, s.users)
+
+
+def ev(i, at, user="u1", amount=50.0, region="EU"):
+    return (user, T0 + at, amount, region, f"t{i}")
+
+
+def types(alerts):
+    return [a["type"] for a in alerts]
+
+
+def test_velocity_by_count_fires_once_per_burst():
+    r = risk()
+    out = r.process([ev(i, i * 2) for i in range(10)])  # 10 in 20 s: at the limit, not above
+    assert out == []
+    out = r.process([ev(i, 20 + i) for i in range(10, 30)])  # keeps going
+    assert types(out) == ["VELOCITY"]
+    alert = out[0]
+    assert (alert["key"], alert["transaction_id"], alert["value"], alert["threshold"]) == ("u1", "t10", 11.0, 10.0)
+    assert alert["alert_id"] == "VELOCITY:u1:t10:OPEN"
+
+
+def test_velocity_fires_again_after_a_quiet_cooldown():
+    r = risk()
+    first = r.process([ev(i, i) for i in range(11)])
+    second = r.process([ev(100 + i, 1000 + i) for i in range(11)])
+    assert types(first) == types(second) == ["VELOCITY"]
+
+
+def test_velocity_window_slides():
+    r = risk()
+    out = r.process([ev(i, i * 7) for i in range(30)])  # one every 7 s: 9 per minute at most
+    assert out == []
+
+
+def test_velocity_by_amount():
+    r = risk()
+    out = r.process([ev(0, 0, amount=6000.0), ev(1, 30, amount=4000.0)])
+    assert out == []  # exactly 10,000: not above
+    out = r.process([ev(2, 40, amount=0.01)])
+    assert types(out) == ["VELOCITY"] and out[0]["details"]["limit"] == "amount"
+
+
+def test_amount_spike_needs_history_and_factor():
+    r = risk()
+    assert r.process([ev(0, 0, amount=10.0), ev(1, 100, amount=500.0)]) == []  # no history yet
+    r = risk()
+    history = [ev(i, i * 100, amount=20.0) for i in range(5)]
+    assert r.process(history) == []
+    assert r.process([ev(5, 600, amount=199.0)]) == []  # 9.95x
+    out = r.process([ev(6, 700, amount=200.0)])  # 10x the median of 20
+    assert types(out) == ["AMOUNT_SPIKE"]
+    assert out[0]["value"] == 10.0 and out[0]["details"]["typical_amount"] == 20.0
+
+
+def test_amount_spike_cooldown_and_median_robustness():
+    r = risk()
+    r.process([ev(i, i * 100, amount=20.0) for i in range(5)])
+    out = r.process([ev(5, 600, amount=400.0), ev(6, 650, amount=400.0)])
+    assert types(out) == ["AMOUNT_SPIKE"]  # the second spike is in the cooldown
+
+
+def test_impossible_travel_within_window_only():
+    r = risk()
+    out = r.process([ev(0, 0, region="EU"), ev(1, 1799, region="US")])
+    assert types(out) == ["IMPOSSIBLE_TRAVEL"]
+    assert out[0]["details"] == {"from_region": "EU", "to_region": "US", "seconds_between": 1799.0}
+    r = risk()
+    assert r.process([ev(0, 0, region="EU"), ev(1, 1801, region="US")]) == []
+
+
+def test_travel_burst_raises_one_alert():
+    r = risk()
+    out = r.process([ev(i, i * 60, region="EU" if i % 2 else "US") for i in range(10)])
+    assert types(out) == ["IMPOSSIBLE_TRAVEL"]
+
+
+def test_users_are_isolated():
+    r = risk()
+    out = r.process([ev(i, i, user=f"u{i}") for i in range(50)])
+    assert out == []
+
+
+def test_idle_users_expire_in_event_time():
+    r = risk(idle_seconds=100)
+    r.process([ev(0, 0, user="old"), ev(1, 50, user="new")])
+    r.process([ev(2, 130, user="new")])
+    assert list(r.users) == ["new"]
+
+
+def test_user_count_is_capped():
+    r = risk(max_users=64 * 3, shards=64)  # 3 per shard
+    r.process([ev(i, i, user=f"u{i}") for i in range(10)])
+    assert list(r.users) == ["u7", "u8", "u9"]
+
+
+def test_snapshot_round_trip_continues_identically():
+    events = [ev(i, i * 3, amount=20.0 if i < 8 else 500.0, region="EU" if i < 9 else "US") for i in range(14)]
+    whole = risk().process(events)
+    first = risk()
+    part = first.process(events[:7])
+    resumed = UserRisk(S.rules, S.users, first.snapshot())
+    part += resumed.process(events[7:])
+    assert part == whole
+    assert sorted(types(whole)) == ["AMOUNT_SPIKE", "IMPOSSIBLE_TRAVEL", "VELOCITY"]
