@@ -32,6 +32,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 
 from config import Settings, SettingsError, load_settings
+from connectors import metrics
 from connectors.outputs import Outputs, TransactionBatch, build_outputs
 from connectors.sources import build_source
 from operators.parse import ChunkParser, ParsedChunk
@@ -104,6 +105,7 @@ def build_flow(settings: Settings, source: Optional[Source] = None, outputs: Opt
         with :class:`~connectors.chunks.RawChunk` items).
     :arg outputs: overrides the configured sinks.
     """
+    metrics.start_server(settings.metrics.port)
     source = source if source is not None else build_source(settings)
     outputs = outputs if outputs is not None else build_outputs(settings)
     parser = ChunkParser(settings)
@@ -113,6 +115,8 @@ def build_flow(settings: Settings, source: Optional[Source] = None, outputs: Opt
     by_partition = op.key_on("key_by_partition", chunks, lambda chunk: chunk.part)
     parsed = op.stateful_map("parse", by_partition, parser.parse)
     parsed_chunks = op.map("drop_partition_key", parsed, lambda kv: kv[1])
+    lateness = settings.windows.allowed_lateness_seconds
+    op.inspect("count_chunks", parsed_chunks, lambda _step, chunk: metrics.record_parsed_chunk(chunk, lateness))
 
     dead_letters = op.flat_map("dead_letters", parsed_chunks, lambda chunk: chunk.dead_letters)
     fraud_alerts = op.flat_map("fraud_alerts", parsed_chunks, lambda chunk: chunk.alerts)
@@ -135,6 +139,9 @@ def build_flow(settings: Settings, source: Optional[Source] = None, outputs: Opt
     )
 
     alerts = op.merge("alerts", fraud_alerts, region_alerts, user_alerts)
+    op.inspect("count_alerts", alerts, lambda _step, alert: metrics.record_alerts((alert,)))
+    op.inspect("count_minutes", minutes, lambda _step, records: metrics.record_minutes(records))
+    op.output("readiness", minutes, metrics.ReadinessSink())
     keyed_alerts = _keyed_by(alerts, "key_alerts", "key")
     keyed_minutes = op.map(
         "key_minutes", op.filter("non_empty_minutes", minutes, bool), lambda recs: (recs[0]["window_start"], recs)

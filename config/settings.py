@@ -154,7 +154,7 @@ class FailureRateRule(_Section):
     threshold_percent: float = Field(2.0, ge=0, le=100)
     window_seconds: int = Field(60, gt=0)
     hop_seconds: int = Field(10, gt=0)
-    min_events: int = Field(100, ge=1)
+    min_events: int = Field(500, ge=1)
 
     @model_validator(mode="after")
     def _hop_divides_window(self) -> "FailureRateRule":
@@ -271,6 +271,7 @@ class SinkRetrySettings(_Section):
     block_seconds: float = Field(2.0, ge=0)
     close_timeout_seconds: float = Field(30.0, ge=0)
     request_timeout_seconds: float = Field(10.0, gt=0)
+    linger_seconds: float = Field(0.2, ge=0, le=10)
     fail_on_error: bool = False
 
 

@@ -217,7 +217,9 @@ class ChunkParser:
             try:
                 ev = loads(raw)
             except decode_error as exc:
-                if raw.strip():  # a blank line carries no event
+                # A blank line in a file carries no event; an empty message
+                # (a Kafka tombstone) is still a message and is dead-lettered.
+                if raw.strip() or not chunk.part.startswith("file:"):
                     dead.append(dead_letter(chunk, index, raw, INVALID_JSON, None, str(exc)))
                 continue
             if type(ev) is not dict:

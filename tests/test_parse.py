@@ -161,9 +161,12 @@ def test_non_utf8_payload_is_kept_losslessly():
     assert base64.b64decode(dead["raw_base64"]) == raw
 
 
-def test_blank_lines_are_not_events():
-    _, out = parse([b"", b"   ", line(event("t", T0))])
+def test_blank_file_lines_are_not_events_but_empty_messages_are_dead_letters():
+    parser = ChunkParser(SETTINGS)
+    _, out = parser.parse(None, chunk([b"", b"   ", line(event("t", T0))], part="file:x.jsonl"))
     assert out.n_transactions == 1 and out.dead_letters == []
+    _, out = parser.parse(None, chunk([b"", line(event("t", T0))], part="kafka:payments/0"))
+    assert [d["reason"] for d in out.dead_letters] == ["invalid_json"]
 
 
 def test_lateness_is_judged_against_the_partitions_own_progress():
@@ -199,8 +202,7 @@ def test_pretty_printed_json_stays_on_one_output_line():
 def test_arbitrary_bytes_never_raise_and_nothing_is_lost(lines):
     parser = ChunkParser(SETTINGS)
     _, out = parser.parse(None, chunk(lines))
-    non_blank = sum(1 for raw in lines if raw.strip())
-    assert out.n_transactions + len(out.dead_letters) == non_blank
+    assert out.n_transactions + len(out.dead_letters) == len(lines)
 
 
 @hsettings(max_examples=200, deadline=None)

@@ -1,0 +1,191 @@
+"""Sources benchmark: the whole flow reading Kafka next to a bare consumer, and Kinesis on moto.
+
+    .venv/bin/python bench/kafka_bench.py [--events 200000] [--partitions 4] [--kinesis-events 20000]
+
+Starts its own Tansu broker and moto_server (tests/servers.py), publishes
+simulator traffic, then measures in the same run:
+
+- bare: one kafka-python consumer (assign + seek, no group) reading every
+  partition to its end, decoding nothing: the ceiling for our source;
+- source: :class:`KafkaSource` partitions drained in one thread, no flow;
+- pipeline: ``python -m bytewax.run dataflow`` in bounded Kafka mode with
+  the JSONL sinks (scored transactions, per-minute metrics), wall clock
+  from process start to exit 0, and the same minus the start-up of a run
+  on an empty topic; its per-minute counts are checked against counts
+  computed directly from the published events;
+- kinesis: :class:`KinesisSource` and the bounded pipeline against moto.
+
+Prints a Markdown table (the figures in docs/performance.md come from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+for _k, _v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    os.environ.setdefault(_k, _v)
+
+import orjson  # noqa: E402
+import yaml  # noqa: E402
+
+from config.loader import load_settings  # noqa: E402
+from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings  # noqa: E402
+from connectors.kafka_source import KafkaSource  # noqa: E402
+from connectors.kinesis_source import KinesisSource  # noqa: E402
+from connectors.producer import publish_kafka, publish_kinesis  # noqa: E402
+from connectors.simulator import iter_events  # noqa: E402
+from tests.servers import start_moto, start_tansu  # noqa: E402
+
+
+def _events(n: int) -> list[tuple[str, bytes]]:
+    sim = load_settings(overrides={"simulator": {
+        "events": n, "rate": 0, "users": 50_000, "start": "2025-07-09T19:00:00Z", "event_rate": n / 1200}}).simulator
+    return list(iter_events(sim))
+
+
+def _expected_minutes(events: list[tuple[str, bytes]]) -> Counter:
+    counts: Counter = Counter()
+    for _, payload in events:
+        ev = orjson.loads(payload)
+        counts[(ev["region"], ev["timestamp"][:16])] += 1
+    return counts
+
+
+def _bare_consumer(brokers: str, topic: str, partitions: int, n: int) -> float:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False,
+                             max_poll_records=1000, fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    start, got = time.perf_counter(), 0
+    while got < n:
+        got += sum(len(v) for v in consumer.poll(timeout_ms=100, max_records=1000).values())
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return n / elapsed
+
+
+def _drain_source(source, n: int) -> float:
+    start, got = time.perf_counter(), 0
+    parts = [source.build_part("bench", name, None) for name in source.list_parts()]
+    live = list(parts)
+    while live:
+        for part in list(live):
+            try:
+                got += sum(len(c.lines) for c in part.next_batch())
+            except StopIteration:
+                live.remove(part)
+    elapsed = time.perf_counter() - start
+    for part in parts:
+        part.close()
+    assert got == n, f"source read {got} of {n}"
+    return n / elapsed
+
+
+def _pipeline(tmp: Path, name: str, source: dict, env: dict | None = None) -> tuple[float, Path]:
+    out = tmp / name
+    cfg = {"source": {"batch_size": 1000, **source},
+           "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}}}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bytewax.run", "dataflow"], cwd=ROOT, check=True,
+                   env={**os.environ, **(env or {}), "PAYWATCH_CONFIG": str(path)}, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start, out
+
+
+def _check_minutes(out: Path, expected: Counter) -> None:
+    got: Counter = Counter()
+    for f in out.glob("metrics-*.jsonl"):
+        for line in f.read_bytes().splitlines():
+            rec = orjson.loads(line)
+            if rec.get("region") in {r for r, _ in expected}:
+                got[(rec["region"], rec["window_start"][:16])] += rec["count"]
+    assert got == expected, f"per-minute counts differ: {sorted((got - expected).items())[:5]} {sorted((expected - got).items())[:5]}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--kinesis-events", type=int, default=20_000)
+    parser.add_argument("--kinesis-shards", type=int, default=2)
+    args = parser.parse_args()
+
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    tmp = Path(tempfile.mkdtemp(prefix="paywatch-bench-"))
+    rows: list[tuple[str, str]] = []
+    broker = start_tansu(tmp)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=broker.address)
+        topic, empty = f"bench-{uuid.uuid4().hex[:8]}", f"empty-{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(topic, args.partitions, 1), NewTopic(empty, args.partitions, 1)])
+        admin.close()
+        events = _events(args.events)
+        expected = _expected_minutes(events)
+        settings = KafkaSourceSettings(brokers=[broker.address], topic=topic, bounded=True)
+        publish_kafka(settings, events, linger_ms=5)
+
+        bare = _bare_consumer(broker.address, topic, args.partitions, args.events)
+        source = _drain_source(KafkaSource(settings, 1000, 30), args.events)
+        kafka = {"brokers": [broker.address], "topic": topic, "bounded": True}
+        wall, out = _pipeline(tmp, "kafka", {"type": "kafka", "kafka": kafka})
+        _check_minutes(out, expected)
+        startup, _ = _pipeline(tmp, "kafka-empty", {"type": "kafka", "kafka": {**kafka, "topic": empty}})
+        rows += [
+            (f"bare kafka-python consumer, {args.partitions} partitions", f"{bare:,.0f}"),
+            ("KafkaSource alone (no flow)", f"{source:,.0f}"),
+            ("pipeline from Kafka, wall clock incl. start-up", f"{args.events / wall:,.0f}"),
+            (f"pipeline from Kafka, minus start-up ({startup:.2f} s)", f"{args.events / max(wall - startup, 1e-9):,.0f}"),
+        ]
+    finally:
+        broker.stop()
+
+    moto = start_moto(tmp)
+    try:
+        import boto3
+
+        client = boto3.client("kinesis", endpoint_url=moto.url, region_name="us-east-1")
+        stream = f"bench-{uuid.uuid4().hex[:8]}"
+        client.create_stream(StreamName=stream, ShardCount=args.kinesis_shards)
+        client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
+        events = _events(args.kinesis_events)
+        aws = AwsSettings(endpoint_url=moto.url)
+        kin = {"stream_name": stream, "bounded": True, "min_poll_interval_seconds": 0.0, "idle_poll_interval_seconds": 0.05}
+        start = time.perf_counter()
+        publish_kinesis(KinesisSourceSettings(**kin), aws, events, client=client)
+        put_rate = len(events) / (time.perf_counter() - start)
+        source = _drain_source(KinesisSource(KinesisSourceSettings(**kin), aws, 10_000, 30), len(events))
+        wall, out = _pipeline(tmp, "kinesis", {"type": "kinesis", "kinesis": kin},
+                              env={"PAYWATCH__AWS__ENDPOINT_URL": moto.url})
+        _check_minutes(out, _expected_minutes(events))
+        rows += [
+            (f"producer PutRecords to moto, {args.kinesis_shards} shards", f"{put_rate:,.0f}"),
+            ("KinesisSource alone against moto", f"{source:,.0f}"),
+            ("pipeline from Kinesis (moto), wall clock", f"{len(events) / wall:,.0f}"),
+        ]
+    finally:
+        moto.stop()
+
+    print(f"events: kafka {args.events:,}, kinesis {args.kinesis_events:,}; per-minute counts checked exact\n")
+    print("| measurement | events/s |\n|---|---:|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

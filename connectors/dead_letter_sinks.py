@@ -1,0 +1,248 @@
+"""Dead-letter outputs: a JSONL file, a Kafka topic or an SQS queue.
+
+Two users, one writer object per process:
+
+- the flow's ``dead_letters`` stream (invalid and late input): for
+  ``sinks.dead_letter.type`` kafka or sqs, :class:`DeadLetterSink` wraps the
+  writer as a Bytewax sink; for jsonl the lead's ``JsonlSink`` already
+  writes ``dead_letter-N.jsonl`` when ``sinks.jsonl.dir`` is set.
+- the AWS sinks, which call :meth:`DeadLetterWriter.write` directly with
+  records they could not deliver (permanent error, full buffer, still
+  undelivered at close). Calling a writer directly, instead of routing the
+  failures back into the dataflow, is the only way a sink can hand records
+  on: a Bytewax sink has no output stream.
+
+A sink dead letter has the shape of a parse dead letter (``reason``,
+``field``, ``detail``, ``source``, ``position``, ``raw``) plus ``sink``,
+``target``, ``error_code`` and ``fix``; ``raw`` is the JSON of the request
+unit (metric datum, SNS entry, DynamoDB item in AttributeValue form) so a
+replay tool can send it again unchanged. A writer that fails itself logs the
+record at ERROR, the last place left, and counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+import orjson
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from config.settings import Settings
+from connectors.sink_retry import Backoff, Failure, classify
+
+logger = logging.getLogger(__name__)
+
+_SQS_BATCH = 10
+_SQS_MAX_BYTES = 256 * 1024
+
+
+class DeadLetterWriter(Protocol):
+    """Anything that durably accepts dead-letter records; must be thread-safe."""
+
+    def write(self, records: list[dict[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, (bytes, bytearray)):
+        return obj.decode(errors="replace")
+    return repr(obj)
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """One JSON line; Decimals, bytes and dataclasses survive as text."""
+    return orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def sink_dead_letter(sink: str, target: str, reason: str, failure: Optional[Failure], unit: Any) -> dict[str, Any]:
+    """The dead-letter record for one request unit a sink could not deliver."""
+    return {
+        "reason": reason,
+        "field": None,
+        "detail": failure.message if failure else reason.replace("_", " "),
+        "source": f"sink:{sink}",
+        "position": None,
+        "raw": encode(unit).decode().rstrip("\n"),
+        "sink": sink,
+        "target": target,
+        "error_code": failure.code if failure else None,
+        "fix": failure.fix if failure else None,
+    }
+
+
+def _log_lost(records: list[dict[str, Any]], why: str) -> None:
+    for record in records:
+        logger.error("dead-letter output failed (%s); record: %s", why, encode(record).decode().rstrip())
+
+
+class JsonlDeadLetterWriter:
+    """Appends to one file per process; opened on first use so an idle process creates nothing.
+
+    One ``write`` call per batch on an ``O_APPEND`` descriptor, so workers
+    (threads) of the process never interleave half lines.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._fd: Optional[int] = None
+        self._lock = threading.Lock()
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        data = b"".join(encode(r) for r in records)
+        try:
+            with self._lock:
+                if self._fd is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            _log_lost(records, f"{self.path}: {exc.strerror}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
+
+
+class KafkaDeadLetterWriter:
+    """Produces each record to a Kafka topic (kafka-python), keyed by its source."""
+
+    def __init__(self, bootstrap_servers: list[str], topic: str, producer_config: Optional[dict] = None) -> None:
+        self.topic = topic
+        self._bootstrap = bootstrap_servers
+        self._config = producer_config or {}
+        self._producer = None
+        self._lock = threading.Lock()
+
+    def _get_producer(self):
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(
+                bootstrap_servers=self._bootstrap, acks="all", retries=5, linger_ms=20, **self._config
+            )
+        return self._producer
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        try:
+            with self._lock:
+                producer = self._get_producer()
+                futures = [
+                    producer.send(self.topic, key=str(r.get("source") or "").encode(), value=encode(r).rstrip(b"\n"))
+                    for r in records
+                ]
+                producer.flush(timeout=30)
+            for future in futures:
+                future.get(timeout=0)
+        except Exception as exc:  # noqa: BLE001 - the log is the last resort
+            _log_lost(records, f"kafka topic {self.topic}: {exc!r}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.flush(timeout=30)
+                self._producer.close(timeout=30)
+                self._producer = None
+
+
+class SqsDeadLetterWriter:
+    """SendMessageBatch in tens; retries the entries SQS failed a few times."""
+
+    def __init__(self, client: Any, queue_url: str, attempts: int = 5) -> None:
+        self.queue_url = queue_url
+        self._client = client
+        self._attempts = attempts
+        self._lock = threading.Lock()
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        bodies = [encode(r).rstrip(b"\n").decode()[:_SQS_MAX_BYTES] for r in records]
+        backoff = Backoff(0.1, 2.0)
+        with self._lock:
+            for start in range(0, len(bodies), _SQS_BATCH):
+                entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start:start + _SQS_BATCH])]
+                for attempt in range(1, self._attempts + 1):
+                    try:
+                        response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                    except Exception as exc:  # noqa: BLE001
+                        failure = classify(exc)
+                        if not failure.transient or attempt == self._attempts:
+                            _log_lost(records[start:start + _SQS_BATCH], f"sqs {self.queue_url}: {failure.describe()}")
+                            break
+                        time.sleep(backoff.delay(attempt))
+                        continue
+                    failed = {f["Id"] for f in response.get("Failed", [])}
+                    entries = [e for e in entries if e["Id"] in failed]
+                    if not entries:
+                        break
+                    if attempt == self._attempts:
+                        _log_lost([records[start + int(e["Id"])] for e in entries], f"sqs {self.queue_url}: batch entries failed")
+                        break
+                    time.sleep(backoff.delay(attempt))
+
+    def close(self) -> None:
+        return
+
+
+def jsonl_path(settings: Settings) -> str:
+    """Where sink dead letters go with ``type: jsonl``."""
+    dl = settings.sinks.dead_letter
+    if dl.path:
+        return dl.path
+    if settings.sinks.jsonl.dir:
+        return str(Path(settings.sinks.jsonl.dir) / "sink_dead_letter.jsonl")
+    return "paywatch-sink-dead-letters.jsonl"
+
+
+def build_dead_letter_writer(settings: Settings) -> DeadLetterWriter:
+    """The process's dead-letter writer for ``sinks.dead_letter``."""
+    dl = settings.sinks.dead_letter
+    if dl.type == "kafka":
+        return KafkaDeadLetterWriter(dl.kafka_bootstrap_servers, dl.kafka_topic)
+    if dl.type == "sqs":
+        from connectors.aws_client import aws_client
+
+        return SqsDeadLetterWriter(aws_client("sqs", settings), dl.sqs_queue_url)
+    return JsonlDeadLetterWriter(jsonl_path(settings))
+
+
+class _DeadLetterPartition(StatelessSinkPartition[tuple[str, Any]]):
+    def __init__(self, writer: DeadLetterWriter) -> None:
+        self._writer = writer
+
+    def write_batch(self, items: list[tuple[str, Any]]) -> None:
+        self._writer.write([record for _key, record in items])
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class DeadLetterSink(DynamicSink[tuple[str, Any]]):
+    """The flow's dead-letter stream into a Kafka topic or SQS queue.
+
+    At-least-once: a resume replays the dead letters since the last
+    snapshot, so a consumer may see a record twice (``source`` +
+    ``position`` identify it).
+    """
+
+    def __init__(self, writer: DeadLetterWriter) -> None:
+        self.writer = writer
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self.writer)

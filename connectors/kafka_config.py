@@ -1,0 +1,67 @@
+"""kafka-python client arguments from :class:`KafkaSourceSettings`.
+
+Shared by the source, the producer and the benchmark so that TLS and SASL
+are configured in one place. Passwords are read from the environment
+variables the settings name, never from the settings file, so a settings
+file or a ConfigMap can be shown to anyone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from config.settings import KafkaSourceSettings
+
+
+def _secret(environ: Mapping[str, str], var: Optional[str], key: str) -> Optional[str]:
+    if var is None:
+        return None
+    try:
+        return environ[var]
+    except KeyError:
+        raise ValueError(f"source.kafka.{key}: environment variable {var} is not set") from None
+
+
+def client_config(settings: KafkaSourceSettings, environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """Connection and security arguments common to KafkaConsumer, KafkaProducer
+    and KafkaAdminClient.
+
+    :raises ValueError: a password variable named in the settings is unset.
+    """
+    environ = os.environ if environ is None else environ
+    config: dict[str, Any] = {
+        "bootstrap_servers": list(settings.brokers),
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        config.update(
+            ssl_cafile=settings.ssl_cafile,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
+            ssl_password=_secret(environ, settings.ssl_password_env, "ssl_password_env"),
+            ssl_check_hostname=settings.ssl_check_hostname,
+        )
+    if settings.sasl_mechanism is not None:
+        config["sasl_mechanism"] = settings.sasl_mechanism
+        if settings.sasl_mechanism != "AWS_MSK_IAM":
+            config["sasl_plain_username"] = settings.sasl_username
+            config["sasl_plain_password"] = _secret(environ, settings.sasl_password_env, "sasl_password_env")
+    return config
+
+
+def consumer_config(settings: KafkaSourceSettings, max_poll_records: int) -> dict[str, Any]:
+    """Arguments of a group-less consumer: recovery, not the broker, owns offsets."""
+    config = client_config(settings)
+    config.update(
+        group_id=None,
+        enable_auto_commit=False,
+        max_poll_records=max_poll_records,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        fetch_max_bytes=max(settings.max_partition_fetch_bytes, 50 * 1024 * 1024),
+        check_crcs=True,
+    )
+    return config

@@ -1,0 +1,217 @@
+"""Kafka source: one Bytewax partition per topic-partition, offsets in recovery.
+
+Modelled on Bytewax's own Kafka connector, on kafka-python instead of
+confluent-kafka: no consumer group (``group_id=None``, no auto-commit);
+each partition gets its own consumer, ``assign``-ed and ``seek``-ed to the
+offset held in the recovery snapshot, so a restart with the same recovery
+directory continues exactly after the last snapshotted offset. The snapshot
+is the NEXT offset to read (last offset + 1).
+
+Bounded mode reads up to each partition's end as it was when the partition
+was built, then emits a ``done`` chunk and stops. The end is the high
+watermark carried by a fetch response (``consumer.highwater``), not
+``end_offsets()``: Tansu answers ListOffsets(latest) with the base offset of
+the last record batch, which would lose the tail (DESIGN.md). The same
+high watermark places ``starting_offset: latest`` exactly at the log end.
+
+Null values (tombstones) become ``b""`` lines, which the parse step
+dead-letters with their topic/partition/offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Optional
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from kafka import KafkaConsumer, TopicPartition
+
+from config.settings import KafkaSourceSettings
+from connectors.chunks import RawChunk
+from connectors.kafka_config import consumer_config
+from connectors.source_lag import clear_lag, set_lag
+
+logger = logging.getLogger(__name__)
+
+_IDLE_EMIT_SECONDS = 1.0
+# Pause after an empty poll so an idle partition does not spin a core;
+# short enough not to matter for alert latency.
+_EMPTY_POLL_PAUSE = timedelta(milliseconds=20)
+_PROBE_TIMEOUT_SECONDS = 30.0
+
+
+def part_name(topic: str, partition: int) -> str:
+    return f"kafka:{topic}/{partition}"
+
+
+def _parse_part_name(name: str) -> TopicPartition:
+    topic, _, index = name[len("kafka:"):].rpartition("/")
+    return TopicPartition(topic, int(index))
+
+
+class KafkaSource(FixedPartitionedSource[RawChunk, int]):
+    """Reads the configured topic(s) as :class:`RawChunk` batches.
+
+    :arg settings: ``source.kafka`` settings.
+    :arg batch_size: most records per chunk (one ``poll``).
+    :arg idle_seconds: a partition without data this long reports idle.
+    """
+
+    def __init__(self, settings: KafkaSourceSettings, batch_size: int, idle_seconds: float) -> None:
+        self._settings = settings
+        self._batch_size = batch_size
+        self._idle_seconds = idle_seconds
+        self._parts: Optional[list[str]] = None
+
+    def list_parts(self) -> list[str]:
+        """One partition name per topic-partition.
+
+        :raises ValueError: a configured topic does not exist.
+        """
+        if self._parts is None:
+            consumer = KafkaConsumer(**consumer_config(self._settings, self._batch_size))
+            try:
+                parts = []
+                for topic in self._settings.topics:
+                    indexes = consumer.partitions_for_topic(topic)
+                    if not indexes:
+                        raise ValueError(
+                            f"source.kafka.topic: topic {topic!r} does not exist on {self._settings.brokers}"
+                        )
+                    parts.extend(part_name(topic, i) for i in sorted(indexes))
+            finally:
+                consumer.close()
+            self._parts = parts
+        return list(self._parts)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> "KafkaPartition":
+        return KafkaPartition(
+            self._settings,
+            _parse_part_name(for_part),
+            n_parts=len(self.list_parts()),
+            resume_offset=resume_state,
+            batch_size=self._batch_size,
+            idle_seconds=self._idle_seconds,
+        )
+
+
+class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
+    """One topic-partition; its snapshot is the next offset to read."""
+
+    def __init__(
+        self,
+        settings: KafkaSourceSettings,
+        tp: TopicPartition,
+        n_parts: int,
+        resume_offset: Optional[int],
+        batch_size: int,
+        idle_seconds: float,
+    ) -> None:
+        self._tp = tp
+        self._name = part_name(tp.topic, tp.partition)
+        self._origin = f"{tp.topic}/{tp.partition}"
+        self._n_parts = n_parts
+        self._batch_size = batch_size
+        self._idle_seconds = idle_seconds
+        self._bounded = settings.bounded
+        self._end: Optional[int] = None
+        self._pending: list = []
+        self._finished = False
+        self._awake: Optional[datetime] = None
+        self._last_data = time.monotonic()
+        self._last_idle_emit = 0.0
+        self._consumer = KafkaConsumer(**consumer_config(settings, batch_size))
+        try:
+            self._consumer.assign([tp])
+            self._offset = self._start(settings, resume_offset)
+        except BaseException:
+            self._consumer.close()
+            raise
+        logger.info("kafka %s: reading from offset %d%s", self._origin, self._offset,
+                    f" up to {self._end}" if self._bounded else "")
+
+    def _start(self, settings: KafkaSourceSettings, resume_offset: Optional[int]) -> int:
+        consumer, tp = self._consumer, self._tp
+        if resume_offset is not None:
+            consumer.seek(tp, resume_offset)
+            offset = resume_offset
+        elif settings.starting_offset == "earliest":
+            consumer.seek_to_beginning(tp)
+            offset = consumer.position(tp)
+        else:
+            # Close to the end (exactly on Kafka, the last batch's base on
+            # Tansu); the high watermark below puts it exactly there.
+            consumer.seek_to_end(tp)
+            offset = consumer.position(tp)
+        if self._bounded or (resume_offset is None and settings.starting_offset == "latest"):
+            highwater = self._probe_highwater()
+            if resume_offset is None and settings.starting_offset == "latest":
+                offset = highwater
+                self._pending = []
+                consumer.seek(tp, offset)
+            if self._bounded:
+                self._end = highwater
+        return offset
+
+    def _probe_highwater(self) -> int:
+        """Fetch until a response carries the high watermark; keep what it read."""
+        deadline = time.monotonic() + _PROBE_TIMEOUT_SECONDS
+        while True:
+            records = self._consumer.poll(timeout_ms=100, max_records=self._batch_size)
+            self._pending.extend(records.get(self._tp, ()))
+            highwater = self._consumer.highwater(self._tp)
+            if highwater is not None:
+                return highwater
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"kafka {self._origin}: no fetch response within {_PROBE_TIMEOUT_SECONDS}s")
+
+    def next_batch(self) -> list[RawChunk]:
+        if self._finished:
+            raise StopIteration()
+        if self._end is not None and self._offset >= self._end:
+            self._finished = True
+            set_lag("kafka", self._origin, 0)
+            logger.info("kafka %s: bounded read done at offset %d", self._origin, self._offset)
+            return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, done=True)]
+        if self._pending:
+            records, self._pending = self._pending, []
+        else:
+            records = self._consumer.poll(timeout_ms=0, max_records=self._batch_size).get(self._tp, [])
+        if records and (records[0].offset < self._offset or (self._end is not None and records[-1].offset >= self._end)):
+            end = self._end if self._end is not None else float("inf")
+            records = [r for r in records if self._offset <= r.offset < end]
+        highwater = self._consumer.highwater(self._tp)
+        now = time.monotonic()
+        if not records:
+            if self._end is not None and self._consumer.position(self._tp, timeout_ms=0) >= self._end:
+                # Only control records or compacted-away offsets were left.
+                self._offset = self._end
+                return []
+            if highwater is not None:
+                set_lag("kafka", self._origin, max(0, highwater - self._offset))
+            self._awake = datetime.now(timezone.utc) + _EMPTY_POLL_PAUSE
+            if now - self._last_data >= self._idle_seconds and now - self._last_idle_emit >= _IDLE_EMIT_SECONDS:
+                self._last_idle_emit = now
+                return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, idle=True)]
+            return []
+        self._awake = None
+        self._last_data = now
+        first, last = records[0].offset, records[-1].offset
+        positions = None if last - first == len(records) - 1 else [r.offset for r in records]
+        lines = [r.value if r.value is not None else b"" for r in records]
+        self._offset = last + 1
+        if highwater is not None:
+            set_lag("kafka", self._origin, max(0, highwater - self._offset))
+        return [RawChunk(self._name, self._n_parts, lines, self._origin, first, positions)]
+
+    def next_awake(self) -> Optional[datetime]:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        clear_lag("kafka", self._origin)
+        self._consumer.close()

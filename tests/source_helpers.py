@@ -1,0 +1,47 @@
+"""Drive a StatefulSourcePartition by hand, as Bytewax would, for source tests."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+from connectors.chunks import RawChunk
+
+
+def step(part) -> Optional[list[RawChunk]]:
+    """One ``next_batch`` call after honouring ``next_awake``; None at the end."""
+    awake = part.next_awake()
+    if awake is not None:
+        delay = (awake - datetime.now(timezone.utc)).total_seconds()
+        if delay > 0:
+            time.sleep(delay)
+    try:
+        return list(part.next_batch())
+    except StopIteration:
+        return None
+
+
+def drain(part, until: Optional[Callable[[list[RawChunk]], bool]] = None, timeout: float = 20.0) -> list[RawChunk]:
+    """Chunks of ``part`` until it ends (StopIteration) or ``until(chunks)``.
+
+    :raises TimeoutError: neither happened within ``timeout`` seconds.
+    """
+    chunks: list[RawChunk] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = step(part)
+        if batch is None:
+            return chunks
+        chunks.extend(batch)
+        if until is not None and until(chunks):
+            return chunks
+    raise TimeoutError(f"partition did not finish in {timeout}s; {sum(len(c.lines) for c in chunks)} lines read")
+
+
+def lines_of(chunks: list[RawChunk]) -> list[bytes]:
+    return [line for c in chunks for line in c.lines]
+
+
+def count_lines(n: int) -> Callable[[list[RawChunk]], bool]:
+    return lambda chunks: sum(len(c.lines) for c in chunks) >= n
