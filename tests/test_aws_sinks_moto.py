@@ -14,7 +14,7 @@ from bytewax.testing import TestingSource, run_main
 
 from connectors.cloudwatch_sink import CloudWatchSink
 from connectors.dead_letter_sinks import JsonlDeadLetterWriter, SqsDeadLetterWriter
-from connectors.dynamodb_sink import AGGREGATES, ALERTS, TRANSACTIONS, DynamoDbSink
+from connectors.dynamodb_sink import ALERTS, DynamoDbSink
 from connectors.outputs import TransactionBatch, build_outputs
 from connectors.sink_delivery import SinkError
 from connectors.sns_sink import SnsSink
@@ -265,3 +265,30 @@ def test_outage_through_proxy_delivers_everything_once_by_key(moto, tmp_path):
         assert dead_letters(settings) == []
     finally:
         proxy.stop()
+
+
+def test_kafka_dead_letter_writer(kafka_broker):
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from connectors.dead_letter_sinks import KafkaDeadLetterWriter
+
+    topic = "dead-letters-test"
+    admin = KafkaAdminClient(bootstrap_servers=[kafka_broker.address])
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    admin.close()
+    writer = KafkaDeadLetterWriter([kafka_broker.address], topic)
+    writer.write([{"reason": "sink_permanent_error", "source": "sink:sns", "n": i} for i in range(3)])
+    writer.close()
+    consumer = KafkaConsumer(bootstrap_servers=[kafka_broker.address], group_id=None, enable_auto_commit=False)
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    got = []
+    deadline = time.monotonic() + 20
+    while len(got) < 3 and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            got.extend(orjson.loads(r.value) for r in records)
+    consumer.close()
+    assert [r["n"] for r in got] == [0, 1, 2]
+    assert {r["source"] for r in got} == {"sink:sns"}
