@@ -435,7 +435,8 @@ def start_server(port: Optional[int], host: str = "0.0.0.0") -> Optional[int]:
                     "host its own port, e.g. PAYWATCH__METRICS__PORT",
                 ) from None
             server.daemon_threads = True
-            thread = threading.Thread(target=server.serve_forever, name="paywatch-metrics", daemon=True)
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                      name="paywatch-metrics", daemon=True)
             thread.start()
             SERVER_START.set(time.time())
             _server = server

@@ -4,17 +4,17 @@ The chart gives every pod the same ReadWriteMany volume (EFS) holding all
 recovery partitions, created once by ``python -m bytewax.recovery``; Bytewax
 0.21 only needs the cluster as a whole to see every partition (each worker
 opens the ones it is assigned). Here both processes get one shared recovery
-directory the same way, run ``python -m bytewax.run dataflow -i N -a ...``,
-one is SIGKILLed mid-stream (its peer then fails, as a pod's peers do), both
+directory the same way, run ``python -m bytewax.run dataflow -i N -a ...``
+on paced, seeded simulator traffic, one is SIGKILLed mid-stream (its peer then fails, as a pod's peers do), both
 are started again, and the per-minute results must equal a one-process run
 exactly. Meanwhile both processes' metrics endpoints are polled.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +22,6 @@ import sys
 import time
 import urllib.request
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -31,39 +30,26 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = 8
-EVENTS_PER_FILE = 15_000
-REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
+EVENTS = 120_000
+PARTITIONS = 8
+#: Wall-clock pace of the clustered runs: ~4 s, so the kill lands mid-stream.
+RATE = 30_000
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def _write_input(directory: Path) -> int:
-    """Bounded input: 4 files (partitions), ~2.5 minutes of event time, a bad line each."""
-    rng = random.Random(11)
-    start = datetime(2025, 7, 9, 19, 0, tzinfo=timezone.utc)
-    directory.mkdir()
-    for f in range(FILES):
-        lines = []
-        for i in range(EVENTS_PER_FILE):
-            ts = (start + timedelta(milliseconds=i * 10)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            status = "FAIL" if rng.random() < 0.03 else "SUCCESS"
-            lines.append(
-                f'{{"transaction_id":"t{f}-{i}","timestamp":"{ts}","payment_status":"{status}",'
-                f'"region":"{rng.choice(REGIONS)}","user_id":"u{f}-{rng.randrange(500)}",'
-                f'"amount":{rng.randrange(100, 50000) / 100},"currency":"USD"}}\n'
-            )
-        lines.append("not json\n")
-        (directory / f"payments-{f}.jsonl").write_text("".join(lines))
-    return FILES * EVENTS_PER_FILE
+def _config(tmp: Path, out: str, rate: int) -> Path:
+    """Bounded, seeded simulator traffic: 2 minutes of event time in 8 partitions.
 
-
-def _config(tmp: Path, out: str) -> Path:
+    Every event is a pure function of its index (connectors/simulator.py), so
+    the stream is the same whatever the pace, the process count or the resume
+    point; only ``rate`` (wall-clock pacing) differs between runs.
+    """
     path = tmp / f"{out}.yaml"
     path.write_text(
-        # Relative paths (cwd = tmp): the partition names, hence which process
-        # parses which file, are the same in every run of the test.
-        'source: {type: file, path: "in/*.jsonl", batch_size: 200}\n'
+        "source: {type: simulator, batch_size: 500}\n"
+        f"simulator: {{scenario: normal, events: {EVENTS}, rate: {rate}, event_rate: 1000, seed: 7,\n"
+        f"            partitions: {PARTITIONS}, start: '2025-07-09T19:00:00Z'}}\n"
         "sinks: {stdout: {alerts: false, metrics: false, dead_letters: false}, "
         f"jsonl: {{dir: {out}}}}}\n"
     )
@@ -130,7 +116,7 @@ def _valid_events(port: int) -> float | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
             text = resp.read().decode()
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not up yet, or exiting mid-answer
         return None
     total = 0.0
     for family in text_string_to_metric_families(text):
@@ -140,38 +126,37 @@ def _valid_events(port: int) -> float | None:
     return total
 
 
-@pytest.mark.xfail(reason='failed at the end of session 1 (after the min_events default moved to 500 / mid-rewrite); to fix next session', strict=False)
 def test_two_processes_sigkill_and_resume_give_the_one_process_minutes(tmp_path):
-    total = _write_input(tmp_path / "in")
-
-    # Reference: one process, no recovery.
+    # Reference: one process, no recovery, as fast as it goes.
     ref = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflow"], cwd=tmp_path,
-                         env=_env(_config(tmp_path, "ref")), capture_output=True, timeout=120)
+                         env=_env(_config(tmp_path, "ref", rate=0)), capture_output=True, timeout=120)
     assert ref.returncode == 0, ref.stderr.decode()[-2000:]
     expected = _minutes(tmp_path / "ref")
-    assert len(expected) >= 4 * 3 and sum(r["count"] for r in expected) == total
+    total = _lines(tmp_path / "ref", "transactions")
+    assert len(expected) >= 2 * 4 and sum(r["count"] for r in expected) == total > EVENTS * 0.9
 
     # The recovery volume, created once as pod 0's init container does.
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "4"], check=True, timeout=60)
     out = tmp_path / "out"
-    cluster = _Cluster(tmp_path, _config(tmp_path, "out"), recovery)
+    cluster = _Cluster(tmp_path, _config(tmp_path, "out", rate=RATE), recovery)
 
-    # Run 1: SIGKILL process 1 as soon as a snapshot is committed in every partition.
+    # Run 1: poll both endpoints until each process reports events it parsed,
+    # then SIGKILL process 1 as soon as every recovery partition has a snapshot.
     cluster.start("run1")
     deadline = time.monotonic() + 60
-    while _committed_epoch(recovery) < 2:
+    first_run = [0.0, 0.0]
+    while min(first_run) == 0 or _committed_epoch(recovery) < 2:
         assert time.monotonic() < deadline, cluster.log("run1")
         assert all(p.poll() is None for p in cluster.procs), "finished before the kill: " + cluster.log("run1")
+        first_run = [_valid_events(port) or 0.0 for port in cluster.ports]
         time.sleep(0.01)
     cluster.procs[1].send_signal(signal.SIGKILL)
     assert cluster.procs[1].wait(10) == -signal.SIGKILL
-    try:  # its peer loses the connection and fails, like a pod's peers
-        cluster.procs[0].wait(20)
-    except subprocess.TimeoutExpired:
-        cluster.procs[0].kill()
-        cluster.procs[0].wait(10)
+    # Its peer loses the connection and exits with an error by itself: on
+    # Kubernetes every pod then restarts, and the cluster forms again.
+    assert cluster.procs[0].wait(20) != 0
     written_before_resume = _lines(out, "transactions")
     assert 0 < written_before_resume < total
 
@@ -190,8 +175,7 @@ def test_two_processes_sigkill_and_resume_give_the_one_process_minutes(tmp_path)
 
     assert _minutes(out) == expected
     assert _lines(out, "transactions") == total  # the resume truncated, so no duplicates
-    assert _lines(out, "dead_letter") == FILES
-    # Both processes served metrics and counted the events they parsed (the resume
-    # replays only what came after the snapshot, so together at most the total).
-    assert all(v > 0 for v in seen), seen
-    assert sum(seen) < total  # fewer than all: run 2 resumed from the snapshot
+    assert _lines(out, "dead_letter") == _lines(tmp_path / "ref", "dead_letter")
+    # Run 2 resumed from the snapshot: together its processes parsed fewer than all events.
+    assert sum(seen) < total, seen
+    assert all(v > 0 for v in first_run) and sum(first_run) < total, first_run
