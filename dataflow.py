@@ -36,7 +36,7 @@ from connectors import metrics
 from connectors.outputs import Outputs, TransactionBatch, build_outputs
 from connectors.sources import build_source
 from operators.parse import ChunkParser, ParsedChunk
-from operators.region_windows import ALERT, METRICS, RegionSummary, RegionWindows, RegionWindowState
+from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
 from operators.user_risk import UserRisk
 
 REGIONS_KEY = "regions"

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from config.settings import Settings
 from connectors.dead_letter_sinks import DeadLetterWriter, sink_dead_letter
-from connectors.sink_delivery import BufferedAwsSink, BufferedSinkPartition, Delivery, SendResult, delivery_policy
+from connectors.sink_delivery import BufferedAwsSink, BufferedSinkPartition, SendResult
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +129,7 @@ class CloudWatchSink(BufferedAwsSink):
     """Per-minute metrics to CloudWatch; items are lists of per-region minute records."""
 
     def __init__(self, settings: Settings, dead_letters: DeadLetterWriter) -> None:
-        super().__init__("cloudwatch", settings.sinks.cloudwatch.partitions)
-        self.settings = settings
-        self.dead_letters = dead_letters
-        self.deliveries: list[Delivery] = []
+        super().__init__("cloudwatch", settings.sinks.cloudwatch.partitions, settings, dead_letters)
 
     def build_buffered(self, part: str, resume_state: Optional[list]) -> BufferedSinkPartition:
         from connectors.aws_client import aws_client
@@ -148,8 +145,6 @@ class CloudWatchSink(BufferedAwsSink):
         def take(pending: Sequence[dict[str, Any]]) -> int:
             return limit
 
-        delivery = Delivery(part, send, take, self.dead_letters, delivery_policy(self.settings.sinks.retry),
-                            resource=f"CloudWatch namespace {cw.namespace}", setting="sinks.cloudwatch",
-                            pending=resume_state)
-        self.deliveries.append(delivery)
-        return BufferedSinkPartition(delivery, _Converter(part, self.settings, self.dead_letters), self.dead_letters)
+        return self.delivered(part, send, take, _Converter(part, self.settings, self.dead_letters),
+                              resource=f"CloudWatch namespace {cw.namespace}", setting="sinks.cloudwatch",
+                              pending=resume_state)

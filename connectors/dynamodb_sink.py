@@ -37,7 +37,7 @@ import orjson
 from config.settings import Settings
 from connectors.dead_letter_sinks import DeadLetterWriter
 from connectors.outputs import TransactionBatch
-from connectors.sink_delivery import BufferedAwsSink, BufferedSinkPartition, Delivery, SendResult, delivery_policy
+from connectors.sink_delivery import BufferedAwsSink, BufferedSinkPartition, SendResult
 
 MAX_BATCH = 25
 
@@ -146,12 +146,9 @@ class DynamoDbSink(BufferedAwsSink):
     def __init__(self, settings: Settings, kind: str, dead_letters: DeadLetterWriter) -> None:
         if kind not in KEYS:
             raise ValueError(f"unknown DynamoDB table kind {kind!r}; one of {sorted(KEYS)}")
-        super().__init__(f"dynamodb-{kind}", settings.sinks.dynamodb.partitions)
-        self.settings = settings
+        super().__init__(f"dynamodb-{kind}", settings.sinks.dynamodb.partitions, settings, dead_letters)
         self.kind = kind
         self.table = table_name(settings, kind)
-        self.dead_letters = dead_letters
-        self.deliveries: list[Delivery] = []
 
     def build_buffered(self, part: str, resume_state: Optional[list]) -> BufferedSinkPartition:
         from connectors.aws_client import aws_client
@@ -168,8 +165,6 @@ class DynamoDbSink(BufferedAwsSink):
         def take(pending: Sequence[dict[str, Any]]) -> int:
             return MAX_BATCH
 
-        delivery = Delivery(part, send, take, self.dead_letters, delivery_policy(self.settings.sinks.retry),
-                            resource=f"DynamoDB table {table}", setting=f"sinks.dynamodb.{self.kind}_table",
-                            pending=resume_state)
-        self.deliveries.append(delivery)
-        return BufferedSinkPartition(delivery, _converter(self.kind, self.settings), self.dead_letters)
+        return self.delivered(part, send, take, _converter(self.kind, self.settings),
+                              resource=f"DynamoDB table {table}", setting=f"sinks.dynamodb.{self.kind}_table",
+                              pending=resume_state)

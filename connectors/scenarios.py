@@ -31,6 +31,15 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from operators.alerts import (
+    AMOUNT_SPIKE,
+    FAILURE_RATE,
+    FRAUD_SUSPECTED,
+    IMPOSSIBLE_TRAVEL,
+    TRAFFIC_DROP,
+    VELOCITY,
+)
+
 EPOCH_SECONDS = 3600.0
 # The traffic-drop baseline needs 30 sliding windows (300 s) after the
 # region's first full 60 s window before it can judge anything.
@@ -42,13 +51,7 @@ REGION_GAP_SECONDS = 240.0
 TAIL_SECONDS = 180.0
 USER_WARMUP_SECONDS = 180.0
 
-# Alert types (same names as operators/alerts.py) and the non-alert label.
-FAILURE_RATE = "FAILURE_RATE"
-TRAFFIC_DROP = "TRAFFIC_DROP"
-VELOCITY = "VELOCITY"
-AMOUNT_SPIKE = "AMOUNT_SPIKE"
-IMPOSSIBLE_TRAVEL = "IMPOSSIBLE_TRAVEL"
-FRAUD_SUSPECTED = "FRAUD_SUSPECTED"
+# The label of deliberately late events (not an alert type).
 LATE = "LATE"
 
 FRAUD_MERCHANTS = ("Test Merchant 42", "FakeShop Online", "Dummy Store Ltd", "TEST-PAYMENTS", "fake-electronics")

@@ -29,7 +29,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Iterator, Optional
 from zlib import crc32

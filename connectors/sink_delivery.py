@@ -361,9 +361,12 @@ class BufferedAwsSink(FixedPartitionedSink[Any, list]):
     replay from the source anyway only if the snapshot predates them).
     """
 
-    def __init__(self, name: str, partitions: int) -> None:
+    def __init__(self, name: str, partitions: int, settings: Any, dead_letters: DeadLetterWriter) -> None:
         self.name = name
         self.partitions = partitions
+        self.settings = settings
+        self.dead_letters = dead_letters
+        self.deliveries: list[Delivery] = []
 
     def list_parts(self) -> list[str]:
         return [f"{self.name}-{i}" for i in range(self.partitions)]
@@ -373,7 +376,24 @@ class BufferedAwsSink(FixedPartitionedSink[Any, list]):
 
     @abstractmethod
     def build_buffered(self, part: str, resume_state: Optional[list]) -> BufferedSinkPartition:
-        """Build the partition (subclasses create their client and Delivery here)."""
+        """Build the partition: subclasses create their client and call :meth:`delivered`."""
+
+    def delivered(
+        self,
+        part: str,
+        send: Callable[[list[Any]], SendResult],
+        take: Callable[[Sequence[Any]], int],
+        convert: Callable[[Any], list],
+        *,
+        resource: str,
+        setting: str,
+        pending: Optional[list],
+    ) -> BufferedSinkPartition:
+        """A partition whose units go through a :class:`Delivery` with the configured retry policy."""
+        delivery = Delivery(part, send, take, self.dead_letters, delivery_policy(self.settings.sinks.retry),
+                            resource=resource, setting=setting, pending=pending)
+        self.deliveries.append(delivery)
+        return BufferedSinkPartition(delivery, convert, self.dead_letters)
 
 
 def delivery_policy(retry: Any) -> DeliveryPolicy:

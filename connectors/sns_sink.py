@@ -27,7 +27,7 @@ import orjson
 
 from config.settings import Settings
 from connectors.dead_letter_sinks import DeadLetterWriter
-from connectors.sink_delivery import BufferedAwsSink, BufferedSinkPartition, Delivery, SendResult, delivery_policy
+from connectors.sink_delivery import BufferedAwsSink, BufferedSinkPartition, SendResult
 from connectors.sink_retry import record_failure
 
 logger = logging.getLogger(__name__)
@@ -107,10 +107,7 @@ class SnsSink(BufferedAwsSink):
     """Alerts to an SNS topic; items are alert records."""
 
     def __init__(self, settings: Settings, dead_letters: DeadLetterWriter) -> None:
-        super().__init__("sns", settings.sinks.sns.partitions)
-        self.settings = settings
-        self.dead_letters = dead_letters
-        self.deliveries: list[Delivery] = []
+        super().__init__("sns", settings.sinks.sns.partitions, settings, dead_letters)
         sns = settings.sinks.sns
         self.fifo = (sns.topic_arn or sns.topic_name).endswith(".fifo")
 
@@ -146,9 +143,7 @@ class SnsSink(BufferedAwsSink):
                     result.failed.append((unit, failure))
             return result
 
-        delivery = Delivery(part, send, batch_count, self.dead_letters, delivery_policy(self.settings.sinks.retry),
-                            resource=f"SNS topic {sns.topic_arn or sns.topic_name}",
-                            setting="sinks.sns.topic_arn", pending=resume_state)
-        self.deliveries.append(delivery)
         fifo, prefix = self.fifo, sns.subject_prefix
-        return BufferedSinkPartition(delivery, lambda alert: [alert_entry(alert, fifo, prefix)], self.dead_letters)
+        return self.delivered(part, send, batch_count, lambda alert: [alert_entry(alert, fifo, prefix)],
+                              resource=f"SNS topic {sns.topic_arn or sns.topic_name}",
+                              setting="sinks.sns.topic_arn", pending=resume_state)

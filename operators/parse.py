@@ -294,7 +294,7 @@ class ChunkParser:
                 max_ts = ts
                 horizon = ts - lateness
 
-            # Fraud score (operators/scoring.py holds the same rules, uninlined).
+            # Fraud score: the brief's four rules, weights from operators/scoring.py's FraudScorer.
             fraud_score = 0
             if amount is not None:
                 if amount > high_amount:

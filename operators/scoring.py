@@ -8,7 +8,6 @@ test/fake/dummy +40, currency outside USD/EUR/GBP +20, amount a multiple of
 
 from __future__ import annotations
 
-from typing import Optional
 
 from config.settings import EnrichmentSettings, FraudRules
 
@@ -24,7 +23,14 @@ _MERCHANT_CACHE_LIMIT = 100_000
 
 
 class FraudScorer:
-    """Scores one transaction in O(1); merchant-name checks are cached."""
+    """Rule settings, the cached merchant-word check and the score -> status map.
+
+    The rules themselves are applied inline in the parse loop
+    (``operators/parse.py``), where a function call per event would cost a
+    visible share of the per-event budget. An absent field matches no rule,
+    and an amount of 0 is not a "round amount" (the rule is about
+    suspiciously round payments).
+    """
 
     __slots__ = ("_rules", "currencies", "merchant_hits", "high_value", "medium_value", "review_score", "suspected_score")
 
@@ -47,37 +53,9 @@ class FraudScorer:
             self.merchant_hits[name] = hit
         return hit
 
-    def score(self, amount: Optional[float], currency: Optional[str], merchant_name: Optional[str]) -> int:
-        """Sum of the points of every rule that matches; absent fields match nothing.
-
-        An amount of 0 is not a "round amount": the rule is about suspiciously
-        round payments, and a zero payment carries no risk of its own.
-        """
-        rules = self._rules
-        score = 0
-        if amount is not None:
-            if amount > rules.high_amount:
-                score += rules.high_amount_points
-            if amount > 0 and amount % rules.round_amount == 0:
-                score += rules.round_amount_points
-        if currency is not None and currency.upper() not in self.currencies:
-            score += rules.currency_points
-        if merchant_name and self.merchant_is_suspicious(merchant_name):
-            score += rules.merchant_points
-        return score
-
     def status(self, score: int) -> str:
         if score >= self._rules.suspected_score:
             return FRAUD_SUSPECTED
         if score >= self._rules.review_score:
             return REVIEW_REQUIRED
         return APPROVED
-
-    def category(self, amount: Optional[float]) -> str:
-        if amount is None:
-            return STANDARD
-        if amount >= self.high_value:
-            return HIGH_VALUE
-        if amount >= self.medium_value:
-            return MEDIUM_VALUE
-        return STANDARD

@@ -45,3 +45,14 @@ def lines_of(chunks: list[RawChunk]) -> list[bytes]:
 
 def count_lines(n: int) -> Callable[[list[RawChunk]], bool]:
     return lambda chunks: sum(len(c.lines) for c in chunks) >= n
+
+
+def read_all(source, states: Optional[dict] = None) -> tuple[dict, dict]:
+    """Drain every partition of a bounded source; return chunks and final snapshots by partition."""
+    chunks, snaps = {}, {}
+    for name in source.list_parts():
+        part = source.build_part("in", name, (states or {}).get(name))
+        chunks[name] = drain(part)
+        snaps[name] = part.snapshot()
+        part.close()
+    return chunks, snaps

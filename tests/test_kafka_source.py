@@ -13,7 +13,7 @@ from config.settings import KafkaSourceSettings
 from connectors.kafka_config import client_config
 from connectors.kafka_source import KafkaSource
 from connectors.source_lag import lags
-from tests.source_helpers import count_lines, drain, lines_of, step
+from tests.source_helpers import count_lines, drain, lines_of, read_all, step
 
 PARTITIONS = 3
 
@@ -43,23 +43,12 @@ def _produce(broker, topic: str, start: int, n: int, tombstone: bool = False) ->
     return values
 
 
-def _read_all(source: KafkaSource, states: dict | None = None) -> tuple[dict, dict]:
-    """Drain every partition of a bounded source; return chunks and final snapshots."""
-    chunks, snaps = {}, {}
-    for name in source.list_parts():
-        part = source.build_part("in", name, (states or {}).get(name))
-        chunks[name] = drain(part)
-        snaps[name] = part.snapshot()
-        part.close()
-    return chunks, snaps
-
-
 def test_bounded_reads_every_event_once_and_ends_with_done(kafka_broker, topic):
     sent = _produce(kafka_broker, topic, 0, 2000, tombstone=True)
     source = KafkaSource(_settings(kafka_broker, topic, bounded=True), batch_size=300, idle_seconds=30)
 
     assert source.list_parts() == [f"kafka:{topic}/{i}" for i in range(PARTITIONS)]
-    chunks, snaps = _read_all(source)
+    chunks, snaps = read_all(source)
 
     got = [line for cs in chunks.values() for line in lines_of(cs)]
     assert sorted(got) == sorted(sent + [b""])  # the tombstone is an empty line
@@ -90,7 +79,7 @@ def test_resume_from_snapshot_continues_exactly_after(kafka_broker, topic):
     assert 0 < len(first) < len(sent)
 
     more = _produce(kafka_broker, topic, 600, 400)
-    resumed, _ = _read_all(KafkaSource(settings, batch_size=50, idle_seconds=30), states)
+    resumed, _ = read_all(KafkaSource(settings, batch_size=50, idle_seconds=30), states)
     rest = [line for cs in resumed.values() for line in lines_of(cs)]
     assert sorted(first + rest) == sorted(sent + more)
     assert len(first) + len(rest) == len(sent) + len(more)  # nothing read twice
@@ -117,7 +106,7 @@ def test_latest_skips_existing_events(kafka_broker, topic):
 def test_bounded_latest_and_empty_partitions_end_immediately(kafka_broker, topic):
     _produce(kafka_broker, topic, 0, 100)
     source = KafkaSource(_settings(kafka_broker, topic, bounded=True, starting_offset="latest"), 100, 30)
-    chunks, _ = _read_all(source)
+    chunks, _ = read_all(source)
     assert all(lines_of(cs) == [] and cs[-1].done for cs in chunks.values())
 
 

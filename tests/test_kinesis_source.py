@@ -14,7 +14,7 @@ from config.settings import AwsSettings, KinesisSourceSettings
 from connectors.kinesis_shards import lineage, lineage_roots
 from connectors.kinesis_source import DONE, KinesisSource
 from connectors.source_lag import lags
-from tests.source_helpers import count_lines, drain, lines_of, step
+from tests.source_helpers import count_lines, drain, lines_of, read_all, step
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "kinesis_list_shards_split_merge.json").read_text())
 FAST = dict(min_poll_interval_seconds=0.0, idle_poll_interval_seconds=0.02)
@@ -49,22 +49,12 @@ def _source(moto, stream: str, batch_size: int = 1000, **extra) -> KinesisSource
     return KinesisSource(settings, AwsSettings(endpoint_url=moto.url), batch_size, idle_seconds=30)
 
 
-def _read_all(source: KinesisSource, states: dict | None = None):
-    chunks, snaps = {}, {}
-    for name in source.list_parts():
-        part = source.build_part("in", name, (states or {}).get(name))
-        chunks[name] = drain(part)
-        snaps[name] = part.snapshot()
-        part.close()
-    return chunks, snaps
-
-
 def test_bounded_reads_every_record_once_and_ends_with_done(moto, kinesis, stream):
     sent = _put(kinesis, stream, 0, 1500)
     source = _source(moto, stream, batch_size=200, bounded=True)
     parts = source.list_parts()
     assert len(parts) == 3 and parts[0] == f"kinesis:{stream}/shardId-000000000000"
-    chunks, snaps = _read_all(source)
+    chunks, snaps = read_all(source)
     got = [line for cs in chunks.values() for line in lines_of(cs)]
     assert sorted(got) == sorted(sent)
     for name, cs in chunks.items():
@@ -90,7 +80,7 @@ def test_resume_from_snapshot_continues_exactly_after(moto, kinesis, stream):
         part.close()
     assert 0 < len(first) < len(sent)
     more = _put(kinesis, stream, 900, 300)
-    resumed, _ = _read_all(_source(moto, stream, batch_size=40, bounded=True), states)
+    resumed, _ = read_all(_source(moto, stream, batch_size=40, bounded=True), states)
     rest = [line for cs in resumed.values() for line in lines_of(cs)]
     assert len(first) + len(rest) == len(sent) + len(more)
     assert sorted(first + rest) == sorted(sent + more)
@@ -125,7 +115,7 @@ def test_split_while_reading_loses_nothing(moto, kinesis, stream):
     more = _put(kinesis, stream, 300, 300)
     rest = lines_of(drain(part))
     part.close()
-    others, _ = _read_all(source)  # the other lineages, and the first one again
+    others, _ = read_all(source)  # the other lineages, and the first one again
     assert len(source.list_parts()) == 3  # the split kept the roots
     expected = set(sent + more)
     mine = first + rest

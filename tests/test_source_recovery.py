@@ -20,7 +20,6 @@ import uuid
 from pathlib import Path
 
 import boto3
-import pytest
 import yaml
 from kafka.admin import KafkaAdminClient, NewTopic
 
