@@ -12,7 +12,8 @@ simulator traffic, then measures in the same run:
   the JSONL sinks (scored transactions, per-minute metrics), wall clock
   from process start to exit 0, and the same minus the start-up of a run
   on an empty topic; its per-minute counts are checked against counts
-  computed directly from the published events;
+  computed directly from the published events; then the same as two
+  processes (``-i/-a``), each reading half of the partitions;
 - kinesis: :class:`KinesisSource` and the bounded pipeline against moto.
 
 Prints a Markdown table (the figures in docs/performance.md come from it).
@@ -44,7 +45,7 @@ from connectors.kafka_source import KafkaSource  # noqa: E402
 from connectors.kinesis_source import KinesisSource  # noqa: E402
 from connectors.producer import publish_kafka, publish_kinesis  # noqa: E402
 from connectors.simulator import iter_events  # noqa: E402
-from tests.servers import start_moto, start_tansu  # noqa: E402
+from tests.servers import free_port, start_moto, start_tansu  # noqa: E402
 
 
 def _events(n: int) -> list[tuple[str, bytes]]:
@@ -94,15 +95,22 @@ def _drain_source(source, n: int) -> float:
     return n / elapsed
 
 
-def _pipeline(tmp: Path, name: str, source: dict, env: dict | None = None) -> tuple[float, Path]:
+def _pipeline(tmp: Path, name: str, source: dict, env: dict | None = None, processes: int = 1) -> tuple[float, Path]:
+    """Wall seconds of ``bytewax.run dataflow`` as ``processes`` processes (``-i/-a``)."""
     out = tmp / name
     cfg = {"source": {"batch_size": 1000, **source},
            "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}}}
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    cluster = [["-i", str(i), "-a", addresses] for i in range(processes)] if processes > 1 else [[]]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bytewax.run", "dataflow"], cwd=ROOT, check=True,
-                   env={**os.environ, **(env or {}), "PAYWATCH_CONFIG": str(path)}, stdout=subprocess.DEVNULL)
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflow", *args], cwd=ROOT,
+                              env={**os.environ, **(env or {}), "PAYWATCH_CONFIG": str(path)}, stdout=subprocess.DEVNULL)
+             for args in cluster]
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"pipeline {name} failed with {proc.returncode}")
     return time.perf_counter() - start, out
 
 
@@ -145,11 +153,17 @@ def main() -> int:
         wall, out = _pipeline(tmp, "kafka", {"type": "kafka", "kafka": kafka})
         _check_minutes(out, expected)
         startup, _ = _pipeline(tmp, "kafka-empty", {"type": "kafka", "kafka": {**kafka, "topic": empty}})
+        wall2, out2 = _pipeline(tmp, "kafka-2", {"type": "kafka", "kafka": kafka}, processes=2)
+        _check_minutes(out2, expected)
+        startup2, _ = _pipeline(tmp, "kafka-empty-2", {"type": "kafka", "kafka": {**kafka, "topic": empty}}, processes=2)
+        net = args.events / max(wall - startup, 1e-9)
+        net2 = args.events / max(wall2 - startup2, 1e-9)
         rows += [
             (f"bare kafka-python consumer, {args.partitions} partitions", f"{bare:,.0f}"),
             ("KafkaSource alone (no flow)", f"{source:,.0f}"),
             ("pipeline from Kafka, wall clock incl. start-up", f"{args.events / wall:,.0f}"),
-            (f"pipeline from Kafka, minus start-up ({startup:.2f} s)", f"{args.events / max(wall - startup, 1e-9):,.0f}"),
+            (f"pipeline from Kafka, minus start-up ({startup:.2f} s)", f"{net:,.0f} ({net / bare:.0%} of bare)"),
+            (f"pipeline from Kafka, 2 processes, minus start-up ({startup2:.2f} s)", f"{net2:,.0f} ({net2 / bare:.0%} of bare)"),
         ]
     finally:
         broker.stop()

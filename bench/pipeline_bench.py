@@ -7,15 +7,21 @@ Generates N events (default 500,000) as JSONL, then measures:
 3. the same input split in two files read by two processes (``-i/-a``);
 4. the same two files with ``-w 2`` (two worker threads in one process).
 
+Start-up (imports, cluster connection) is measured on 1,000 events and
+subtracted for the ``net`` rates; ``per_cpu_s`` divides by the CPU time of
+the flow's processes, which other load on a shared machine moves least.
+
 Usage: .venv/bin/python bench/pipeline_bench.py [--events 500000] [--out bench/results]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import subprocess
@@ -63,7 +69,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_flow(pattern: str, out: Path, args_per_process: list[list[str]], extra_env: dict | None = None) -> float:
+def run_flow(pattern: str, out: Path, args_per_process: list[list[str]], extra_env: dict | None = None) -> tuple[float, float]:
+    """Run the flow; returns (wall seconds, CPU seconds of all its processes)."""
     shutil.rmtree(out, ignore_errors=True)
     config = out.parent / f"{out.name}.yaml"
     config.write_text(
@@ -71,12 +78,18 @@ def run_flow(pattern: str, out: Path, args_per_process: list[list[str]], extra_e
         f"sinks: {{jsonl: {{dir: '{out}', files: 2}}, stdout: {{alerts: false, metrics: false, dead_letters: false}}}}\n"
     )
     env = {**os.environ, "PAYWATCH_CONFIG": str(config), **(extra_env or {})}
+    cpu_before = _children_cpu()
     start = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflow", *a], cwd=ROOT, env=env) for a in args_per_process]
     for p in procs:
         if p.wait() != 0:
             raise SystemExit(f"flow failed with {p.returncode}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu() - cpu_before
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -91,20 +104,38 @@ def main() -> None:
         generate(all_path, a_path, b_path, args.events)
     n = args.events
     loads_rate = orjson_rate(all_path)
-    one = run_flow(str(all_path), work / "out-one", [[]])
+    small = work / "small.jsonl"
+    with open(all_path, "rb") as src, open(small, "wb") as dst:
+        dst.writelines(itertools.islice(src, 1000))
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
-    two_proc = run_flow(str(work / "part-*.jsonl"), work / "out-procs", [["-i", "0", "-a", addresses], ["-i", "1", "-a", addresses]])
-    two_threads = run_flow(str(work / "part-*.jsonl"), work / "out-threads", [["-w", "2"]])
+    two_process_args = [["-i", "0", "-a", addresses], ["-i", "1", "-a", addresses]]
+    # Start-up (imports, cluster connection) measured on 1,000 events and
+    # subtracted, so that the rates are the steady state's.
+    fixed_one, _ = run_flow(str(small), work / "out-small", [[]])
+    fixed_two, _ = run_flow(str(small), work / "out-small", two_process_args)
+    one, one_cpu = run_flow(str(all_path), work / "out-one", [[]])
+    two_proc, two_cpu = run_flow(str(work / "part-*.jsonl"), work / "out-procs", two_process_args)
+    two_threads, _ = run_flow(str(work / "part-*.jsonl"), work / "out-threads", [["-w", "2"]])
+    one_net = n / max(one - fixed_one, 1e-9)
+    two_net = n / max(two_proc - fixed_two, 1e-9)
     result = {
         "events": n,
         "orjson_loads_per_s": round(loads_rate),
         "one_process_per_s": round(n / one),
         "one_process_vs_orjson": round(n / one / loads_rate, 3),
+        "startup_s_one_process": round(fixed_one, 2),
+        "startup_s_two_processes": round(fixed_two, 2),
+        "one_process_net_per_s": round(one_net),
+        "one_process_net_vs_orjson": round(one_net / loads_rate, 3),
+        "one_process_per_cpu_s": round(n / one_cpu),
         "two_processes_per_s": round(n / two_proc),
         "two_processes_vs_one": round(one / two_proc, 2),
+        "two_processes_net_vs_one": round(two_net / one_net, 2),
+        "two_processes_per_cpu_s": round(n / two_cpu),
         "two_threads_per_s": round(n / two_threads),
         "two_threads_vs_one": round(one / two_threads, 2),
         "cpus": os.cpu_count(),
+        "load_average_at_end": os.getloadavg()[0],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pipeline.json").write_text(json.dumps(result, indent=2))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource
 
 from config.settings import Settings
 
 
-def build_source(settings: Settings) -> Source:
+def build_source(settings: Settings) -> FixedPartitionedSource:
     kind = settings.source.type
     batch_size = settings.source.batch_size
     if kind == "simulator":

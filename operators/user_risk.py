@@ -3,9 +3,17 @@
 Users are grouped into a fixed number of shards (``users.shards``); one
 Bytewax key per shard receives the user events of each parsed chunk as one
 list. Keying by user would cost one Bytewax item (routing, Python call) per
-event; keying by shard costs one per shard per chunk, and the state of a
-shard is an ``OrderedDict`` of users kept in least-recently-seen order so
-that expiry (idle time in event time) and the size cap are O(1) per event.
+event; keying by shard costs one per shard per chunk.
+
+A shard's state is a plain dict of user -> list of fields, and lists of
+floats inside: the cheapest things to update per event and to pickle at
+every epoch's snapshot (a deque pickles through ``copyreg`` in Python, five
+times slower). Users expire after ``idle_seconds`` of event time without a
+payment: a user whose next payment comes later than that starts afresh, and
+a sweep that runs once per eighth of ``idle_seconds`` of event time (or when
+the shard is 10 % over its cap) frees the idle ones and then the least
+recently seen beyond the cap: amortised O(1) per event, where keeping the
+dict in recency order would cost a reordering per event.
 
 Rules, each with a cooldown so a burst raises one alert, not one per event
 (a burst lasts while the condition keeps holding within the cooldown):
@@ -24,9 +32,9 @@ source partition and arrive in the same order on every run and worker count.
 
 from __future__ import annotations
 
+import heapq
 import pickle
-from bisect import bisect_left, insort
-from collections import OrderedDict, deque
+from bisect import bisect_left, bisect_right, insort
 from typing import Any, Optional
 
 from config.settings import RuleSettings, UserSettings
@@ -35,15 +43,22 @@ from operators import alerts
 # Per-user state is a list (cheaper than an object; pickled at snapshots).
 _LAST_TS = 0  # newest event time seen for the user
 _LAST_REGION = 1
-_VELOCITY = 2  # deque of (ts, amount), sorted by ts, within the window
-_VELOCITY_SUM = 3
-_AMOUNTS = 4  # deque of the last history_size amounts, oldest first
-_SORTED = 5  # the same amounts, sorted: the median in O(1), updates by bisection
-_VELOCITY_UNTIL = 6  # cooldown ends (event time)
-_SPIKE_UNTIL = 7
-_TRAVEL_UNTIL = 8
+_WINDOW_TS = 2  # event times within the velocity window, sorted
+_WINDOW_AMOUNTS = 3  # their amounts, in the same order
+_WINDOW_SUM = 4
+_AMOUNTS = 5  # the last history_size amounts, oldest first
+_SORTED = 6  # the same amounts, sorted: the median in O(1), updates by bisection
+_VELOCITY_UNTIL = 7  # cooldown ends (event time)
+_SPIKE_UNTIL = 8
+_TRAVEL_UNTIL = 9
 
 _NEVER = float("-inf")
+_SWEEPS_PER_IDLE_TIME = 8
+_CAP_SLACK = 1.1
+
+
+def _last_ts(item: tuple[str, list]) -> float:
+    return item[1][_LAST_TS]
 
 
 class UserRisk:
@@ -55,14 +70,16 @@ class UserRisk:
         self.travel = rules.impossible_travel
         self.idle_seconds = users.idle_seconds
         self.max_users = max(1, users.max_users // users.shards)
-        self.users: OrderedDict[str, list] = OrderedDict()
+        self._sweep_above = int(self.max_users * _CAP_SLACK)
+        self.users: dict[str, list] = {}
         self.newest = _NEVER
+        self.next_sweep = _NEVER
         if state is not None:
-            self.users, self.newest = pickle.loads(state)
+            self.users, self.newest, self.next_sweep = pickle.loads(state)
 
     def snapshot(self) -> bytes:
         """Pickled now, so later mutation cannot leak into the snapshot."""
-        return pickle.dumps((self.users, self.newest), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((self.users, self.newest, self.next_sweep), protocol=pickle.HIGHEST_PROTOCOL)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -78,45 +95,52 @@ class UserRisk:
         max_count = self.velocity.max_count
         max_amount = self.velocity.max_amount
         travel_window = self.travel.window_seconds
+        idle_seconds = self.idle_seconds
         newest = self.newest
 
         for user_id, ts, amount, region, txn in events:
-            user = users.get(user_id)
-            if user is None:
-                user = [ts, region, deque(), 0.0, deque(), [], _NEVER, _NEVER, _NEVER]
-                users[user_id] = user
-                previous_region = None
-            else:
-                users.move_to_end(user_id)
-                previous_region = user[_LAST_REGION]
             if ts > newest:
                 newest = ts
+            paid = amount or 0.0
+            user = users.get(user_id)
+            if user is None or ts - user[_LAST_TS] > idle_seconds:
+                # First payment (or first after an idle time): only the
+                # velocity amount limit can fire.
+                history = [] if amount is None else [amount]
+                user = [ts, region, [ts], [paid], paid, history, history[:], _NEVER, _NEVER, _NEVER]
+                users[user_id] = user
+                if paid > max_amount:
+                    out.append(self._velocity_alert(user_id, txn, ts, region, 1, paid))
+                    user[_VELOCITY_UNTIL] = ts + self.velocity.cooldown_seconds
+                continue
+            last_ts, last_region, times, amounts, total, history, ordered, _, _, _ = user
 
             # Impossible travel: against the previous payment's region and time.
-            if previous_region is not None and region != previous_region and abs(ts - user[_LAST_TS]) <= travel_window:
+            if region != last_region and abs(ts - last_ts) <= travel_window:
                 if ts > user[_TRAVEL_UNTIL]:
-                    out.append(self._travel_alert(user_id, txn, ts, region, previous_region, abs(ts - user[_LAST_TS])))
+                    out.append(self._travel_alert(user_id, txn, ts, region, last_region, abs(ts - last_ts)))
                 user[_TRAVEL_UNTIL] = ts + self.travel.cooldown_seconds
-            if ts >= user[_LAST_TS]:
+            if ts >= last_ts:
                 user[_LAST_TS] = ts
                 user[_LAST_REGION] = region
 
             # Velocity over the trailing window (relative to the newest event).
-            paid = amount or 0.0
-            window = user[_VELOCITY]
-            if not window or ts >= window[-1][0]:
-                window.append((ts, paid))
+            if ts >= times[-1]:
+                times.append(ts)
+                amounts.append(paid)
             else:
-                index = len(window)
-                while index > 0 and window[index - 1][0] > ts:
-                    index -= 1
-                window.insert(index, (ts, paid))
-            total = user[_VELOCITY_SUM] + paid
-            cutoff = window[-1][0] - velocity_window
-            while window[0][0] <= cutoff:
-                total -= window.popleft()[1]
-            user[_VELOCITY_SUM] = total
-            count = len(window)
+                index = bisect_right(times, ts)
+                times.insert(index, ts)
+                amounts.insert(index, paid)
+            total += paid
+            cutoff = times[-1] - velocity_window
+            if times[0] <= cutoff:
+                expired = bisect_right(times, cutoff)
+                for old in amounts[:expired]:
+                    total -= old
+                del times[:expired], amounts[:expired]
+            user[_WINDOW_SUM] = total
+            count = len(times)
             if count > max_count or total > max_amount:
                 if ts > user[_VELOCITY_UNTIL]:
                     out.append(self._velocity_alert(user_id, txn, ts, region, count, total))
@@ -124,8 +148,6 @@ class UserRisk:
 
             # Amount spike against the median of the user's recent amounts.
             if amount is not None:
-                history = user[_AMOUNTS]
-                ordered = user[_SORTED]
                 size = len(ordered)
                 if size >= min_history:
                     mid = size // 2
@@ -135,23 +157,23 @@ class UserRisk:
                             out.append(self._spike_alert(user_id, txn, ts, region, amount, typical))
                         user[_SPIKE_UNTIL] = ts + self.spike.cooldown_seconds
                 if size == history_size:
-                    ordered.pop(bisect_left(ordered, history.popleft()))
+                    del ordered[bisect_left(ordered, history.pop(0))]
                 history.append(amount)
                 insort(ordered, amount)
 
         self.newest = newest
-        self._expire()
+        if newest >= self.next_sweep or len(users) > self._sweep_above:
+            self._sweep()
         return out
 
-    def _expire(self) -> None:
-        """Drop users idle for ``idle_seconds`` of event time, then enforce the cap."""
-        users = self.users
+    def _sweep(self) -> None:
+        """Drop users idle for ``idle_seconds`` of event time, then the least recent beyond the cap."""
         horizon = self.newest - self.idle_seconds
-        while users:
-            user_id, user = next(iter(users.items()))
-            if user[_LAST_TS] >= horizon and len(users) <= self.max_users:
-                break
-            del users[user_id]
+        users = {user_id: user for user_id, user in self.users.items() if user[_LAST_TS] >= horizon}
+        if len(users) > self.max_users:
+            users = dict(heapq.nlargest(self.max_users, users.items(), key=_last_ts)[::-1])
+        self.users = users
+        self.next_sweep = self.newest + self.idle_seconds / _SWEEPS_PER_IDLE_TIME
 
     # -- alert records ---------------------------------------------------------
 

@@ -60,8 +60,8 @@ def test_builder_installs_the_pinned_requirements():
 
 def test_dockerignore_sends_only_the_app():
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignore[[l.strip() for l in ignore].index("**")] == "**"
-    allowed = {l[1:].rstrip("/") for l in ignore if l.startswith("!")}
+    assert ignore[[line.strip() for line in ignore].index("**")] == "**"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     copied = set(re.findall(r"^COPY (?:--chown=\S+ )?(\S+?)/? ", DOCKERFILE.read_text(), re.M)) - {"--from=builder"}
     assert copied <= allowed | {"requirements.txt"}
     assert not any(name in allowed for name in (".venv", "tests", ".git", ".tools"))

@@ -16,7 +16,7 @@ def parse(events, max_ts=None, settings=SETTINGS):
 
 
 def transactions(parsed):
-    return [orjson.loads(l) for l in parsed.transactions.splitlines()]
+    return [orjson.loads(line) for line in parsed.transactions.splitlines()]
 
 
 def test_valid_event_is_enriched_and_keeps_its_fields():
@@ -188,6 +188,35 @@ def test_input_holding_enrichment_keys_is_rewritten_not_duplicated():
     text = out.transactions.decode()
     assert text.count('"category"') == 1 and text.count('"fraud_score"') == 1
     assert transactions(out)[0]["fraud_score"] == 0
+
+
+def test_an_escaped_enrichment_key_is_still_found():
+    raw = line(event("t", T0)).replace(b'{"', b'{"c\\u0061tegory":"spoofed","', 1)
+    assert b"\\u0061" in raw and b'"category"' not in raw
+    _, out = parse([line(event("plain", T0)), raw])
+    plain, escaped = transactions(out)
+    assert escaped["category"] == plain["category"] != "spoofed"
+    assert out.transactions.decode().count("category") == 2
+
+
+def test_a_line_holding_two_events_is_one_invalid_line():
+    two = line(event("a", T0)) + b"," + line(event("b", T0))
+    _, out = parse([line(event("ok", T0)), two, line(event("ok2", T0))])
+    assert out.n_transactions == 2
+    assert [(d["reason"], d["position"]) for d in out.dead_letters] == [("invalid_json", 1)]
+
+
+def test_dead_letters_keep_line_order_across_rejection_kinds():
+    lines = [line(event("a", T0 + 100)), b"{oops", line(event("late", T0)), _with(region=7)]
+    _, out = parse(lines)
+    assert [(d["position"], d["reason"]) for d in out.dead_letters] == [(1, "invalid_json"), (2, "late"), (3, "invalid_field")]
+
+
+@pytest.mark.parametrize("amount, valid", [(2**53, True), (2**53 + 1, False), (1e300, True), (0, True), (-0.01, False)])
+def test_amount_limits(amount, valid):
+    _, out = parse([_with(amount=amount)])
+    assert out.n_transactions == (1 if valid else 0)
+    assert [d["field"] for d in out.dead_letters] == ([] if valid else ["amount"])
 
 
 def test_pretty_printed_json_stays_on_one_output_line():

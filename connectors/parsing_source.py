@@ -1,0 +1,70 @@
+"""Parse each chunk in the source partition that read it.
+
+Parsing is the heaviest per-event step. As a keyed step (keyed by source
+partition) it would run on whichever worker Bytewax's key hash picks, not
+on the worker that read the partition: two files read by two processes
+were parsed by one of them, and a second process added nothing. Parsing
+inside the partition keeps the work where the bytes are, so the flow
+scales with source partitions, and the partition's watermark state (the
+highest event time accepted, see ``operators/parse.py``) is snapshotted
+together with the source position it belongs to.
+
+The wrapper does no I/O of its own: the inner source reads, the pure
+:class:`~operators.parse.ChunkParser` parses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable, Optional
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from operators.parse import ChunkParser, ParsedChunk
+
+# (inner source's resume state, partition's max accepted event time)
+ParsingState = tuple[Any, Optional[float]]
+
+
+class _ParsingPartition(StatefulSourcePartition[ParsedChunk, ParsingState]):
+    def __init__(self, inner: StatefulSourcePartition, parser: ChunkParser, max_ts: Optional[float]) -> None:
+        self._inner = inner
+        self._parser = parser
+        self._max_ts = max_ts
+
+    def next_batch(self) -> list[ParsedChunk]:
+        parsed = []
+        for chunk in self._inner.next_batch():
+            self._max_ts, out = self._parser.parse(self._max_ts, chunk)
+            parsed.append(out)
+        return parsed
+
+    def next_awake(self) -> Optional[datetime]:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> ParsingState:
+        return (self._inner.snapshot(), self._max_ts)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class ParsingSource(FixedPartitionedSource[ParsedChunk, ParsingState]):
+    """Wraps a source of :class:`~connectors.chunks.RawChunk` items.
+
+    :arg source: the partitioned source that reads.
+    :arg make_parser: builds one parser per partition (its caches are not
+        shared between worker threads).
+    """
+
+    def __init__(self, source: FixedPartitionedSource, make_parser: Callable[[], ChunkParser]) -> None:
+        self._source = source
+        self._make_parser = make_parser
+
+    def list_parts(self) -> list[str]:
+        return self._source.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[ParsingState]) -> _ParsingPartition:
+        inner_state, max_ts = resume_state if resume_state is not None else (None, None)
+        inner = self._source.build_part(step_id, for_part, inner_state)
+        return _ParsingPartition(inner, self._make_parser(), max_ts)
