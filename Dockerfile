@@ -24,7 +24,8 @@ ARG UID=10001
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONPATH=/app
+    PYTHONPATH=/app \
+    BYTEWAX_DATAFLOW_API_CACHE_PATH=/tmp
 RUN groupadd --system --gid ${UID} paywatch \
  && useradd --system --uid ${UID} --gid ${UID} --home-dir /app --no-create-home --shell /usr/sbin/nologin paywatch
 COPY --from=builder /opt/venv /opt/venv
@@ -35,6 +36,8 @@ COPY --chown=root:root operators/ operators/
 COPY --chown=root:root dataflow.py ./
 USER ${UID}:${UID}
 # 9100: Prometheus /metrics, /healthz, /readyz (when metrics.port is set).
-EXPOSE 9100
+# 3030: Bytewax's own /metrics (when BYTEWAX_DATAFLOW_API_ENABLED is set; it
+# writes dataflow.json to BYTEWAX_DATAFLOW_API_CACHE_PATH, /app is read-only).
+EXPOSE 9100 3030
 ENTRYPOINT ["python", "-m", "bytewax.run", "dataflow"]
 CMD []

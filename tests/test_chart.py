@@ -49,7 +49,8 @@ def test_helm_lint():
 
 
 @pytest.mark.parametrize("sets", [[], ["processes=1"], ["processes=3", "workersPerProcess=2"],
-                                  ["metrics.serviceMonitor.enabled=true", "recovery.enabled=false"]])
+                                  ["metrics.serviceMonitor.enabled=true", "recovery.enabled=false"],
+                                  ["metrics.bytewaxApi.enabled=false", "metrics.serviceMonitor.enabled=true"]])
 def test_every_object_validates_against_the_kubernetes_schema(sets):
     objects = render(sets=sets)
     assert {"StatefulSet", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget"} <= {
@@ -122,8 +123,10 @@ def test_workers_per_process_and_extra_args_come_from_values():
     assert "command" not in main  # the image's ENTRYPOINT: python -m bytewax.run dataflow
 
 
-def test_hardening():
-    objects = render()
+@pytest.mark.parametrize("processes", [1, 2, 3])  # 2 = the default
+def test_hardening(processes):
+    objects = render(sets=[f"processes={processes}"])
+    assert one(objects, "StatefulSet")["spec"]["replicas"] == processes
     pod = one(objects, "StatefulSet")["spec"]["template"]["spec"]
     sc = pod["securityContext"]
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
@@ -165,6 +168,76 @@ def test_metrics_service_annotations_and_service_monitor():
     assert not by_kind(render(), "ServiceMonitor")
 
 
+def test_bytewax_api_env_port_services_and_service_monitor_endpoint():
+    """Bytewax's own metrics (bytewax_*) are on by default, on every discovery path."""
+    objects = render(sets=["metrics.serviceMonitor.enabled=true", "metrics.bytewaxApi.port=3031"])
+    sts = one(objects, "StatefulSet")
+    main = container(sts)
+    env = env_of(main)
+    assert env["BYTEWAX_DATAFLOW_API_ENABLED"] == "true"
+    assert env["BYTEWAX_DATAFLOW_API_PORT"] == "3031"
+    assert {"containerPort": 3031, "name": "bytewax-api", "protocol": "TCP"} in main["ports"]
+    # Bytewax writes dataflow.json there at start and exits if it cannot:
+    # it must be a writable mount (the root filesystem is read-only).
+    writable = {m["mountPath"] for m in main["volumeMounts"] if not m.get("readOnly")}
+    assert env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] in writable
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+
+    # The ServiceMonitor's Service carries both ports; its second endpoint
+    # scrapes Bytewax's port and keeps only bytewax_ series.
+    svc = one(objects, "Service", "-metrics")
+    assert {"name": "bytewax-api", "port": 3031, "targetPort": "bytewax-api", "protocol": "TCP"} in svc["spec"]["ports"]
+    monitor = one(objects, "ServiceMonitor")
+    endpoints = {e["port"]: e for e in monitor["spec"]["endpoints"]}
+    assert set(endpoints) == {"metrics", "bytewax-api"}
+    assert endpoints["bytewax-api"]["path"] == "/metrics"
+    assert endpoints["bytewax-api"]["metricRelabelings"] == [
+        {"sourceLabels": ["__name__"], "regex": "bytewax_.*", "action": "keep"},
+        {"sourceLabels": ["__name__"], "regex": "bytewax_partd_write_duration_seconds_.*", "action": "drop"}]
+    port_names = {p["name"] for p in main["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+
+    # Annotation-based discovery: the pods' annotations name the paywatch
+    # port; a second Service, annotated for the Bytewax port and with that one
+    # port, selects the same pods, and no ServiceMonitor selects it.
+    pod_annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    assert pod_annotations["prometheus.io/port"] == env["PAYWATCH__METRICS__PORT"]
+    annotated = one(objects, "Service", "-bytewax-api")
+    assert annotated["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "3031", "prometheus.io/path": "/metrics"}
+    assert [(p["port"], p["targetPort"]) for p in annotated["spec"]["ports"]] == [(3031, "bytewax-api")]
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert annotated["spec"]["selector"].items() <= pod_labels.items()
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= annotated["metadata"]["labels"].items()
+    assert "annotations" not in svc["metadata"]
+
+
+def test_bytewax_api_off_renders_no_variable_port_or_endpoint():
+    """Bytewax starts its server when the variable exists at all, so off = absent."""
+    objects = render(sets=["metrics.serviceMonitor.enabled=true", "metrics.bytewaxApi.enabled=false"])
+    main = container(one(objects, "StatefulSet"))
+    assert not [name for name in env_of(main) if name.startswith("BYTEWAX_DATAFLOW_API")]
+    assert [p["name"] for p in main["ports"]] == ["cluster", "metrics"]
+    assert [p["name"] for p in one(objects, "Service", "-metrics")["spec"]["ports"]] == ["metrics"]
+    assert [e["port"] for e in one(objects, "ServiceMonitor")["spec"]["endpoints"]] == ["metrics"]
+    assert not [s for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-bytewax-api")]
+    # Without annotation-based discovery there is no annotated Service either.
+    plain = render(sets=["metrics.podAnnotations=false"])
+    assert not [s for s in by_kind(plain, "Service") if s["metadata"]["name"].endswith("-bytewax-api")]
+    assert "bytewax-api" in {p["name"] for p in container(one(plain, "StatefulSet"))["ports"]}
+
+
+@pytest.mark.parametrize("sets", [["metrics.bytewaxApi.port=9100"], ["metrics.bytewaxApi.port=2101"],
+                                  ["metrics.port=2101", "metrics.bytewaxApi.enabled=false"]])
+def test_ports_of_a_pod_must_differ(sets):
+    args = ["template", "paywatch", str(CHART)]
+    for item in sets:
+        args += ["--set", item]
+    result = helm(*args, check=False)
+    assert result.returncode != 0
+    assert "must differ" in result.stderr
+
+
 def test_config_map_checksum_rolls_pods_and_irsa_annotation():
     base = one(render(), "StatefulSet")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     changed = render(sets=["config.rules.failure_rate.threshold_percent=5",
@@ -201,6 +274,9 @@ def test_default_config_is_valid_paywatch_settings(tmp_path):
     ["fullnameOverride=Not_A_DNS_Name"],
     ["proccesses=2"],
     ["resources.requests.cpu=lots"],
+    ["metrics.bytewaxApi.port=80"],
+    ["metrics.bytewaxApi.enabled=yes"],
+    ["metrics.bytewaxApi.prot=3030"],
 ])
 def test_bad_values_are_rejected_by_the_schema(bad):
     args = ["template", "paywatch", str(CHART)]

@@ -65,3 +65,23 @@ in process-id order. Rendered from .Values.processes so it always follows the re
 {{ printf "%s-%d.%s.%s.svc.%s:%d" $fullname $i $headless $.Release.Namespace $.Values.clusterDomain (int $.Values.clusterPort) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Bytewax's dataflow API server (bytewax_* metrics) is on when this is "true".
+*/}}
+{{- define "paywatch.bytewaxApi" -}}
+{{- if .Values.metrics.bytewaxApi.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The ports of one pod must differ (the schema cannot compare two values).
+*/}}
+{{- define "paywatch.checkPorts" -}}
+{{- $ports := list (int .Values.clusterPort) (int .Values.metrics.port) }}
+{{- if include "paywatch.bytewaxApi" . }}
+{{- $ports = append $ports (int .Values.metrics.bytewaxApi.port) }}
+{{- end }}
+{{- if ne (len $ports) (len (uniq $ports)) }}
+{{- fail (printf "clusterPort, metrics.port and metrics.bytewaxApi.port must differ; got %v" $ports) }}
+{{- end }}
+{{- end }}
