@@ -25,7 +25,6 @@ import msgspec
 MAX_INT_AMOUNT = 2**53
 
 ADDED_FIELDS = ("category", "fraud_score", "fraud_status", "processed_at")
-_ADDED_FIELD_NAMES = tuple(f'"{name}"'.encode() for name in ADDED_FIELDS)
 
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
@@ -71,26 +70,21 @@ class EventDecoder:
         self._one = msgspec.json.Decoder(event)
         self._many = msgspec.json.Decoder(list[event])
 
-    def decode(self, lines: list[bytes]) -> tuple[list[Any], Optional[list[int]], list[tuple[int, Exception]], bool]:
+    def decode(self, lines: list[bytes]) -> tuple[list[Any], Optional[list[int]], list[tuple[int, Exception]]]:
         """Decode ``lines``.
 
-        :returns: the events; the line index of each (None when every line
-            decoded, so index ``i`` is line ``i``); the rejected lines as
-            ``(index, error)``; and whether no line can carry one of the
-            fields Paywatch adds (none of their names in the bytes, and no
-            ``\\u`` escape that could spell one), so the parser need not
-            look for them event by event.
+        :returns: the events, the line index of each (None when every line
+            decoded, so index ``i`` is line ``i``), and the rejected lines
+            as ``(index, error)``.
         """
-        joined = b"[" + b",".join(lines) + b"]"
-        plain = b"\\u" not in joined and not any(name in joined for name in _ADDED_FIELD_NAMES)
         if lines:
             try:
-                events = self._many.decode(joined)
+                events = self._many.decode(b"[" + b",".join(lines) + b"]")
             except DECODE_ERRORS:
                 pass
             else:
                 if len(events) == len(lines):
-                    return events, None, [], plain
+                    return events, None, []
         decode_one = self._one.decode
         events, indices, rejected = [], [], []
         for index, raw in enumerate(lines):
@@ -100,4 +94,4 @@ class EventDecoder:
                 rejected.append((index, exc))
             else:
                 indices.append(index)
-        return events, indices, rejected, plain
+        return events, indices, rejected

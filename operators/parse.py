@@ -227,7 +227,7 @@ class ChunkParser:
         horizon = -math.inf if max_ts is None else max_ts - lateness
 
         lines = chunk.lines
-        events, indices, rejected, plain = self._decoder.decode(lines)
+        events, indices, rejected = self._decoder.decode(lines)
         for index, _exc in rejected:
             record = self._rejected(chunk, index, lines[index])
             if record is not None:
@@ -292,16 +292,13 @@ class ChunkParser:
             raw = lines[index]
             head = raw[: raw.rindex(b"}")]
             record = None
-            if plain:
-                rewrite = b"\n" in head
-            else:
-                rewrite = (
-                    ev.category is not unset
-                    or ev.fraud_score is not unset
-                    or ev.fraud_status is not unset
-                    or ev.processed_at is not unset
-                    or b"\n" in head
-                )
+            rewrite = (
+                ev.category is not unset
+                or ev.fraud_score is not unset
+                or ev.fraud_status is not unset
+                or ev.processed_at is not unset
+                or b"\n" in head
+            )
             if rewrite or fraud_score >= flag_score:
                 record = _as_dict(raw)
                 if record is None:

@@ -126,8 +126,14 @@ class UserRisk:
 
             # Velocity over the trailing window (relative to the newest event).
             if ts >= times[-1]:
-                times.append(ts)
-                amounts.append(paid)
+                if times[-1] <= ts - velocity_window:
+                    # The usual case: everything before has left the window.
+                    times = user[_WINDOW_TS] = [ts]
+                    amounts = user[_WINDOW_AMOUNTS] = [paid]
+                    total = 0.0
+                else:
+                    times.append(ts)
+                    amounts.append(paid)
             else:
                 index = bisect_right(times, ts)
                 times.insert(index, ts)

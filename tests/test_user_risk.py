@@ -1,5 +1,7 @@
 """Per-user rules: velocity, amount spike, impossible travel, cooldowns, bounded state."""
 
+from hypothesis import given, settings as hsettings, strategies as st
+
 from config import load_settings
 from operators.user_risk import UserRisk
 from tests.events import T0
@@ -114,3 +116,80 @@ def test_snapshot_round_trip_continues_identically():
     part += resumed.process(events[7:])
     assert part == whole
     assert sorted(types(whole)) == ["AMOUNT_SPIKE", "IMPOSSIBLE_TRAVEL", "VELOCITY"]
+
+
+def _reference_alerts(events, rules, idle_seconds):
+    """The three rules written the slow, obvious way: every user's full history, rescanned."""
+    users: dict = {}
+    out = []
+    for user_id, ts, amount, region, txn in events:
+        u = users.get(user_id)
+        if u is None or ts - u["last_ts"] > idle_seconds:
+            u = users[user_id] = {"events": [], "amounts": [], "last_ts": ts, "region": None, "until": {}}
+        never = float("-inf")
+        if u["region"] is not None and region != u["region"] and abs(ts - u["last_ts"]) <= rules.impossible_travel.window_seconds:
+            if ts > u["until"].get("travel", never):
+                out.append(("IMPOSSIBLE_TRAVEL", user_id, txn))
+            u["until"]["travel"] = ts + rules.impossible_travel.cooldown_seconds
+        if ts >= u["last_ts"] or u["region"] is None:
+            u["last_ts"], u["region"] = ts, region
+        u["events"].append((ts, amount or 0.0))
+        newest = max(t for t, _ in u["events"])
+        # An event leaves the window for good once the newest is window_seconds past it.
+        u["events"] = [(t, a) for t, a in u["events"] if t > newest - rules.velocity.window_seconds]
+        count, total = len(u["events"]), sum(a for _, a in u["events"])
+        if count > rules.velocity.max_count or total > rules.velocity.max_amount:
+            if ts > u["until"].get("velocity", never):
+                out.append(("VELOCITY", user_id, txn))
+            u["until"]["velocity"] = ts + rules.velocity.cooldown_seconds
+        if amount is not None:
+            recent = sorted(u["amounts"][-rules.amount_spike.history_size:])
+            if len(recent) >= rules.amount_spike.min_history:
+                mid = len(recent) // 2
+                typical = recent[mid] if len(recent) % 2 else (recent[mid - 1] + recent[mid]) / 2
+                if typical > 0 and amount >= rules.amount_spike.factor * typical:
+                    if ts > u["until"].get("spike", never):
+                        out.append(("AMOUNT_SPIKE", user_id, txn))
+                    u["until"]["spike"] = ts + rules.amount_spike.cooldown_seconds
+            u["amounts"].append(amount)
+    return out
+
+
+_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from([0, 0, 1, 2, 5, 30, 70, 900, 4000]),  # seconds after the previous event
+        st.sampled_from([0, 0, 0, 3, 15]),  # seconds out of order
+        st.sampled_from([None, 0.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 400.0, 3000.0, 9000.0]),  # whole: exact sums
+        st.sampled_from(["EU", "EU", "EU", "US"]),
+    ),
+    min_size=30,
+    max_size=200,
+)
+
+
+# Small limits, so that short random streams cross every boundary.
+TIGHT = load_settings(environ={}, overrides={
+    "rules": {
+        "velocity": {"window_seconds": 60, "max_count": 3, "max_amount": 10000, "cooldown_seconds": 30},
+        "amount_spike": {"factor": 3, "min_history": 2, "history_size": 4, "cooldown_seconds": 100},
+        "impossible_travel": {"window_seconds": 600, "cooldown_seconds": 300},
+    },
+    "users": {"idle_seconds": 3600},
+})
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(steps=_steps, batch=st.integers(1, 40))
+def test_rules_match_a_naive_reference(steps, batch):
+    """The incremental state (sorted window, sliding median, sweeps) decides exactly as rescanning would."""
+    now, events = float(T0), []
+    for i, (user, gap, behind, amount, region) in enumerate(steps):
+        now += gap
+        events.append((user, now - behind, amount, region, f"t{i}"))
+    r = UserRisk(TIGHT.rules, TIGHT.users)
+    got = []
+    for start in range(0, len(events), batch):
+        r = UserRisk(TIGHT.rules, TIGHT.users, r.snapshot())  # a resume between batches changes nothing
+        got += [(a["type"], a["user_id"], a["transaction_id"]) for a in r.process(events[start:start + batch])]
+    assert got == _reference_alerts(events, TIGHT.rules, TIGHT.users.idle_seconds)
