@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,12 +14,14 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
+from config import load_settings
 from connectors.cloudwatch_sink import CloudWatchSink
 from connectors.dead_letter_sinks import JsonlDeadLetterWriter, SqsDeadLetterWriter
 from connectors.dynamodb_sink import ALERTS, DynamoDbSink
 from connectors.outputs import TransactionBatch, build_outputs
-from connectors.sink_delivery import SinkError
+from connectors.sink_delivery import BufferedAwsSink, SinkError
 from connectors.sns_sink import SnsSink
+from connectors.stdout_sink import StdoutSink
 from operators.alerts import FAILURE_RATE, FRAUD_SUSPECTED, OPEN, RESOLVED, make_alert
 from tests.aws_helpers import (
     aws_settings,
@@ -292,3 +296,66 @@ def test_kafka_dead_letter_writer(kafka_broker):
     consumer.close()
     assert [r["n"] for r in got] == [0, 1, 2]
     assert {r["source"] for r in got} == {"sink:sns"}
+
+
+def test_fifo_topic_orders_by_key_and_deduplicates_by_alert_id(moto, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    settings = aws_settings(moto.url, tmp_path, {"sinks": {"sns": {
+        "topic_name": f"alerts-{tag}.fifo", "sqs_subscription": f"alerts-q-{tag}.fifo"}}})
+    provision(settings)
+    start = recent_minute(500)
+    alerts = ([a for i, region in enumerate(REGIONS) for a in failure_alerts(start + timedelta(minutes=i), region)]
+              + [fraud_alert(i, start) for i in range(3)])
+    writer = JsonlDeadLetterWriter(settings.sinks.dead_letter.path)
+    sinks = [SnsSink(settings, writer) for _ in range(2)]
+    assert all(sink.fifo for sink in sinks)
+    for sink in sinks:  # the second run is a replay of the same alerts (a resume after a crash)
+        run({"alerts": ([(a["key"], a) for a in alerts], [sink])}, [])
+        assert sum(d.stats.delivered for d in sink.deliveries) == len(alerts)
+
+    sqs = client("sqs", settings)
+    url = sqs.get_queue_url(QueueName=settings.sinks.sns.sqs_subscription)["QueueUrl"]
+    received = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+        if not batch:
+            break
+        for message in batch:
+            received.append(message)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    # One message per alert although every alert was published twice: deduplicated by alert_id.
+    by_id = {a["alert_id"]: a for a in alerts}
+    bodies = [orjson.loads(orjson.loads(m["Body"])["Message"]) for m in received]
+    assert sorted(b["alert_id"] for b in bodies) == sorted(by_id)
+    for message, body in zip(received, bodies):
+        assert message["Attributes"]["MessageDeduplicationId"] == body["alert_id"]
+        assert message["Attributes"]["MessageGroupId"] == by_id[body["alert_id"]]["key"]
+        assert body == by_id[body["alert_id"]]
+    # Within a group (a region's incidents, a transaction's alert) in publishing order: OPEN before RESOLVED.
+    groups = defaultdict(list)
+    for body in bodies:
+        groups[body["key"]].append(body["state"])
+    assert {k: v for k, v in groups.items() if k in REGIONS} == {r: ["OPEN", "RESOLVED"] for r in REGIONS}
+    assert dead_letters(settings) == []
+
+
+def test_default_settings_build_no_aws_sink(monkeypatch):
+    import boto3
+
+    def no_aws(*_args, **_kwargs):
+        raise AssertionError("an AWS client was created")
+
+    monkeypatch.setattr(boto3, "client", no_aws)
+    monkeypatch.setattr(boto3.session.Session, "client", no_aws)
+    outputs = build_outputs(load_settings(environ={}))  # config/defaults.yaml alone
+    assert [type(s) for s in outputs.alerts] == [StdoutSink]
+    assert [type(s) for s in outputs.metrics] == [StdoutSink]
+    assert [type(s) for s in outputs.dead_letters] == [StdoutSink]
+    assert outputs.transactions == []
+
+    # The same inspection does see AWS sinks when one is switched on.
+    for name, kind in (("CLOUDWATCH", "CloudWatchSink"), ("SNS", "SnsSink"), ("DYNAMODB", "DynamoDbSink")):
+        on = build_outputs(load_settings(environ={f"PAYWATCH__SINKS__{name}__ENABLED": "true"}))
+        aws = [s for s in on.alerts + on.metrics + on.transactions + on.dead_letters if isinstance(s, BufferedAwsSink)]
+        assert aws and {type(s).__name__ for s in aws} == {kind}
