@@ -114,7 +114,8 @@ def build_flow(settings: Settings, source: Optional[FixedPartitionedSource] = No
     outputs = outputs if outputs is not None else build_outputs(settings)
 
     flow = Dataflow("paywatch")
-    parsed_chunks = op.input("source", flow, ParsingSource(source, lambda: ChunkParser(settings)))
+    lines = any(getattr(sink, "wants_transaction_lines", True) for sink in outputs.transactions)
+    parsed_chunks = op.input("source", flow, ParsingSource(source, lambda: ChunkParser(settings, lines)))
     lateness = settings.windows.allowed_lateness_seconds
     op.inspect("count_chunks", parsed_chunks, lambda _step, chunk: metrics.record_parsed_chunk(chunk, lateness))
 

@@ -5,7 +5,8 @@ Generates N events (default 500,000) as JSONL, then measures:
 2. ``python -m bytewax.run dataflow`` (one process, wall time including start-up)
    with the file source and every JSONL output on;
 3. the same input split in two files read by two processes (``-i/-a``);
-4. the same two files with ``-w 2`` (two worker threads in one process).
+4. the same two files with ``-w 2`` (two worker threads in one process);
+5. one process with no sink of every transaction (flagged-only storage).
 
 Start-up (imports, cluster connection) is measured on 1,000 events and
 subtracted for the ``net`` rates; ``per_cpu_s`` divides by the CPU time of
@@ -69,18 +70,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_flow(pattern: str, out: Path, args_per_process: list[list[str]], extra_env: dict | None = None) -> tuple[float, float]:
-    """Run the flow; returns (wall seconds, CPU seconds of all its processes)."""
+def run_flow(
+    pattern: str, out: Path, args_per_process: list[list[str]], extra_env: dict | None = None, jsonl: bool = True
+) -> tuple[float, float]:
+    """Run the flow; returns (wall seconds, CPU seconds of all its processes).
+
+    ``jsonl=False``: alerts, metrics and dead letters to stdout (discarded)
+    and no sink of every transaction, the shape of a deployment that stores
+    flagged transactions only (DynamoDB's default).
+    """
     shutil.rmtree(out, ignore_errors=True)
     config = out.parent / f"{out.name}.yaml"
-    config.write_text(
-        f"source: {{type: file, path: '{pattern}', batch_size: 1000}}\n"
-        f"sinks: {{jsonl: {{dir: '{out}', files: 2}}, stdout: {{alerts: false, metrics: false, dead_letters: false}}}}\n"
-    )
+    sinks = (f"{{jsonl: {{dir: '{out}', files: 2}}, stdout: {{alerts: false, metrics: false, dead_letters: false}}}}"
+             if jsonl else "{stdout: {alerts: true, metrics: true, dead_letters: true}}")
+    config.write_text(f"source: {{type: file, path: '{pattern}', batch_size: 1000}}\nsinks: {sinks}\n")
     env = {**os.environ, "PAYWATCH_CONFIG": str(config), **(extra_env or {})}
     cpu_before = _children_cpu()
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflow", *a], cwd=ROOT, env=env) for a in args_per_process]
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflow", *a], cwd=ROOT, env=env,
+                              stdout=None if jsonl else subprocess.DEVNULL) for a in args_per_process]
     for p in procs:
         if p.wait() != 0:
             raise SystemExit(f"flow failed with {p.returncode}")
@@ -116,6 +124,7 @@ def main() -> None:
     one, one_cpu = run_flow(str(all_path), work / "out-one", [[]])
     two_proc, two_cpu = run_flow(str(work / "part-*.jsonl"), work / "out-procs", two_process_args)
     two_threads, _ = run_flow(str(work / "part-*.jsonl"), work / "out-threads", [["-w", "2"]])
+    flagged_only, flagged_only_cpu = run_flow(str(all_path), work / "out-flagged", [[]], jsonl=False)
     one_net = n / max(one - fixed_one, 1e-9)
     two_net = n / max(two_proc - fixed_two, 1e-9)
     result = {
@@ -132,6 +141,8 @@ def main() -> None:
         "two_processes_vs_one": round(one / two_proc, 2),
         "two_processes_net_vs_one": round(two_net / one_net, 2),
         "two_processes_per_cpu_s": round(n / two_cpu),
+        "one_process_no_transaction_sink_per_s": round(n / flagged_only),
+        "one_process_no_transaction_sink_per_cpu_s": round(n / flagged_only_cpu),
         "two_threads_per_s": round(n / two_threads),
         "two_threads_vs_one": round(one / two_threads, 2),
         "cpus": os.cpu_count(),

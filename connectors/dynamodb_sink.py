@@ -149,6 +149,9 @@ class DynamoDbSink(BufferedAwsSink):
         super().__init__(f"dynamodb-{kind}", settings.sinks.dynamodb.partitions, settings, dead_letters)
         self.kind = kind
         self.table = table_name(settings, kind)
+        # Only `transactions: all` reads TransactionBatch.jsonl; the flow
+        # skips building it when no transaction sink does.
+        self.wants_transaction_lines = kind == TRANSACTIONS and settings.sinks.dynamodb.transactions == "all"
 
     def build_buffered(self, part: str, resume_state: Optional[list]) -> BufferedSinkPartition:
         from connectors.aws_client import aws_client

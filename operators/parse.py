@@ -30,12 +30,13 @@ from typing import Any, Optional
 from zlib import crc32
 
 import orjson
+import msgspec
 from msgspec import UNSET
 
 from config.settings import Settings
 from connectors.chunks import RawChunk
 from operators import alerts
-from operators.event_decoder import ADDED_FIELDS, MAX_INT_AMOUNT, EventDecoder
+from operators.event_decoder import ADDED_FIELDS, DECODE_ERRORS, MAX_INT_AMOUNT, EventDecoder
 from operators.scoring import FRAUD_SUSPECTED, HIGH_VALUE, MEDIUM_VALUE, REVIEW_REQUIRED, STANDARD, FraudScorer
 from operators.timestamps import TimestampParser, iso_utc
 
@@ -61,9 +62,16 @@ def _first(pair: tuple) -> Any:
 
 
 def _as_dict(raw: bytes) -> Optional[dict]:
+    """The event as a dict for the rare paths: orjson's, or msgspec's where
+    orjson's limits differ (nesting depth), so that what the typed decoder
+    accepted is never rejected here, whatever sinks are configured."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
+        pass
+    try:
+        return msgspec.json.decode(raw)
+    except DECODE_ERRORS:
         return None
 
 
@@ -116,7 +124,11 @@ class ChunkParser:
     watermark is passed in and returned so Bytewax can snapshot it.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, transaction_lines: bool = True) -> None:
+        """:arg transaction_lines: build the scored-transactions JSONL blob
+        (off when no sink consumes every transaction, e.g. DynamoDB storing
+        flagged ones only: it is a quarter of the per-event work)."""
+        self._transaction_lines = transaction_lines
         self._lateness = settings.windows.allowed_lateness_seconds
         self._max_id = settings.validation.max_id_length
         self._decoder = EventDecoder(self._max_id)
@@ -224,6 +236,8 @@ class ChunkParser:
         dead: list[tuple[int, dict]] = []  # (line index, dead letter)
         fraud_alerts: list[dict] = []
         n_late = 0
+        n_valid = 0
+        transaction_lines = self._transaction_lines
         horizon = -math.inf if max_ts is None else max_ts - lateness
 
         lines = chunk.lines
@@ -290,15 +304,17 @@ class ChunkParser:
             # The raw object up to its closing brace, then the enrichment.
             # The rare paths need the event as a dict: orjson's, as before.
             raw = lines[index]
-            head = raw[: raw.rindex(b"}")]
-            record = None
-            rewrite = (
-                ev.category is not unset
-                or ev.fraud_score is not unset
-                or ev.fraud_status is not unset
-                or ev.processed_at is not unset
-                or b"\n" in head
-            )
+            record = head = None
+            rewrite = False
+            if transaction_lines:
+                head = raw[: raw.rindex(b"}")]
+                rewrite = (
+                    ev.category is not unset
+                    or ev.fraud_score is not unset
+                    or ev.fraud_status is not unset
+                    or ev.processed_at is not unset
+                    or b"\n" in head
+                )
             if rewrite or fraud_score >= flag_score:
                 record = _as_dict(raw)
                 if record is None:
@@ -316,11 +332,13 @@ class ChunkParser:
                 max_ts = ts
                 horizon = ts - lateness
 
-            suffix = suffixes.get(fraud_score * 3 + category)
-            if suffix is None:
-                suffix = self._enrichment_suffix(fraud_score, category, processed_tail)
-            append_line(head)
-            append_line(suffix)
+            n_valid += 1
+            if transaction_lines:
+                suffix = suffixes.get(fraud_score * 3 + category)
+                if suffix is None:
+                    suffix = self._enrichment_suffix(fraud_score, category, processed_tail)
+                append_line(head)
+                append_line(suffix)
 
             region = ev.region
             key = (region, int(ts))
@@ -359,7 +377,7 @@ class ChunkParser:
             idle=chunk.idle,
             watermark=None if max_ts is None else max_ts - lateness,
             transactions=b"".join(out_lines),
-            n_transactions=len(out_lines) // 2,
+            n_transactions=n_valid,
             flagged=flagged,
             dead_letters=[record for _, record in (sorted(dead, key=_first) if rejected else dead)],
             alerts=fraud_alerts,

@@ -247,3 +247,21 @@ def test_arbitrary_events_are_either_transactions_or_dead_letters(events):
     _, out = ChunkParser(SETTINGS).parse(None, chunk([line(e) for e in events]))
     assert out.n_transactions + len(out.dead_letters) == len(events)
     assert len(out.transactions.splitlines()) == out.n_transactions
+
+
+def test_without_transaction_lines_the_verdicts_and_counts_are_the_same():
+    lines = [line(event(f"t{i}", T0 + i, amount=6000 if i == 3 else 50)) for i in range(6)]
+    lines += [b"{oops", line(event("spoof", T0 + 7, category="x")), line(event("late", T0 - 60))]
+    parser = ChunkParser(SETTINGS)
+    with_lines = parser.parse(None, chunk(lines))
+    without = ChunkParser(SETTINGS, transaction_lines=False).parse(None, chunk(lines))
+    assert without[1].transactions == b"" and with_lines[1].transactions != b""
+    assert without[0] == with_lines[0]
+    for name in ("n_transactions", "n_late", "dead_letters", "region_counts", "user_events", "watermark"):
+        assert getattr(without[1], name) == getattr(with_lines[1], name), name
+    # flagged records and alerts do not depend on the blob either (processed_at aside)
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "processed_at"} for r in records]
+
+    assert strip(without[1].flagged) == strip(with_lines[1].flagged) and len(without[1].flagged) == 1
+    assert [a["alert_id"] for a in without[1].alerts] == [a["alert_id"] for a in with_lines[1].alerts]

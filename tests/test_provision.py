@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import boto3
-import pytest
 import yaml
 from botocore.exceptions import ClientError
 
