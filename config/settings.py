@@ -307,6 +307,18 @@ class SnsSinkSettings(_Section):
     email_subscription: Optional[str] = None
     sqs_subscription: Optional[str] = None
 
+    @model_validator(mode="after")
+    def _fifo_matches_queue(self) -> "SnsSinkSettings":
+        # SNS refuses these only at subscribe time, deep inside provisioning:
+        # a standard topic cannot deliver to a FIFO queue, and a FIFO topic
+        # delivers to SQS queues only.
+        fifo = self.topic_name.endswith(".fifo")
+        if self.sqs_subscription is not None and not fifo and self.sqs_subscription.endswith(".fifo"):
+            raise ValueError(f"sqs_subscription: standard topic {self.topic_name} cannot deliver to a FIFO queue")
+        if fifo and self.email_subscription is not None:
+            raise ValueError("email_subscription: a FIFO topic cannot deliver to email")
+        return self
+
 
 class DynamoDbSinkSettings(_Section):
     enabled: bool = False

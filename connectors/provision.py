@@ -109,8 +109,9 @@ class Provisioner:
         sns = self.settings.sinks.sns
         existing = self._subscriptions(topic_arn)
         made = []
-        if sns.email_subscription and ("email", sns.email_subscription) not in existing:
-            self.sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint=sns.email_subscription)
+        if sns.email_subscription:
+            if ("email", sns.email_subscription) not in existing:
+                self.sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint=sns.email_subscription)
             made.append(f"email:{sns.email_subscription}")
         if sns.sqs_subscription:
             queue_arn = self._queue_up(sns.sqs_subscription, topic_arn)
@@ -166,11 +167,15 @@ class Provisioner:
         self._wait(lambda: self.dynamodb.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE",
                    f"table {name}")
         ddb = self.settings.sinks.dynamodb
-        if ddb.ttl_days:
-            ttl = self.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-            if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-                self.dynamodb.update_time_to_live(
-                    TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ddb.ttl_attribute})
+        ttl = self.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        status = ttl.get("TimeToLiveStatus")
+        if ddb.ttl_days and status not in ("ENABLED", "ENABLING"):
+            self.dynamodb.update_time_to_live(
+                TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ddb.ttl_attribute})
+        elif not ddb.ttl_days and status == "ENABLED":
+            # Settings say no TTL: converge, or old items would keep expiring.
+            self.dynamodb.update_time_to_live(
+                TableName=name, TimeToLiveSpecification={"Enabled": False, "AttributeName": ttl["AttributeName"]})
         return name
 
     def _alarms_up(self, topic_arn: str) -> list[str]:

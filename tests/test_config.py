@@ -49,6 +49,8 @@ def test_environment_overrides_single_keys(tmp_path):
         ("source: {type: carrier-pigeon}", "source.type"),
         ("simulator: {scenario: nope}", "simulator.scenario"),
         ("rules: {fraud: {currencies: [DOLLARS]}}", "rules.fraud.currencies"),
+        ("sinks: {sns: {topic_name: alerts, sqs_subscription: q.fifo}}", "sqs_subscription"),
+        ("sinks: {sns: {topic_name: alerts.fifo, email_subscription: ops@example.com}}", "email_subscription"),
     ],
 )
 def test_invalid_settings_name_the_key(tmp_path, yaml_text, key):

@@ -229,3 +229,17 @@ def test_bad_settings_exit_2_naming_the_problem(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PAYWATCH_CONFIG", str(tmp_path / "absent.yaml"))
     assert main(["up"]) == 2
     assert "absent.yaml" in capsys.readouterr().err
+
+
+def test_up_turns_ttl_off_when_the_settings_drop_it(moto, tmp_path, monkeypatch, capsys):
+    config, tag = _config(tmp_path, moto.url, {"dynamodb": {"ttl_days": 7, "ttl_attribute": "purge_at"}})
+    _run_main(config, "up", monkeypatch, capsys)
+    c = _clients(moto.url)
+    table = f"alerts-{tag}"
+    assert c["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
+    data = yaml.safe_load(config.read_text())
+    data["sinks"]["dynamodb"]["ttl_days"] = None
+    config.write_text(yaml.safe_dump(data))
+    _run_main(config, "up", monkeypatch, capsys)
+    assert c["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
+    _run_main(config, "down", monkeypatch, capsys)
