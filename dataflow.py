@@ -115,7 +115,8 @@ def build_flow(settings: Settings, source: Optional[FixedPartitionedSource] = No
 
     flow = Dataflow("paywatch")
     lines = any(getattr(sink, "wants_transaction_lines", True) for sink in outputs.transactions)
-    parsed_chunks = op.input("source", flow, ParsingSource(source, lambda: ChunkParser(settings, lines)))
+    parser = ChunkParser(settings, transaction_lines=lines)
+    parsed_chunks = op.input("source", flow, ParsingSource(source, parser.for_partition))
     lateness = settings.windows.allowed_lateness_seconds
     op.inspect("count_chunks", parsed_chunks, lambda _step, chunk: metrics.record_parsed_chunk(chunk, lateness))
 

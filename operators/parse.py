@@ -23,6 +23,7 @@ closed (see docs/architecture.md, "Event time").
 from __future__ import annotations
 
 import base64
+import copy
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -139,6 +140,23 @@ class ChunkParser:
         self._statuses = _status_table()
         self._rules = settings.rules.fraud
         self._suffixes: dict[int, bytes] = {}
+        self._years = (settings.validation.min_year, settings.validation.max_year)
+
+    def for_partition(self) -> "ChunkParser":
+        """A parser for one more source partition of this process.
+
+        It shares the caches that grow with the data (user -> shard,
+        merchant verdicts), so a process reading many partitions holds them
+        once; what changes within a chunk (enrichment suffixes, the last
+        timestamp error) stays its own, because partitions are parsed by
+        different worker threads. The shared dicts are only read and
+        written whole-entry, which the GIL keeps consistent.
+        """
+        parser = copy.copy(self)
+        parser._suffixes = {}
+        parser._timestamps = TimestampParser(*self._years)
+        parser._statuses = dict(self._statuses)
+        return parser
 
     # -- helpers kept off the hot path -------------------------------------
 

@@ -265,3 +265,14 @@ def test_without_transaction_lines_the_verdicts_and_counts_are_the_same():
 
     assert strip(without[1].flagged) == strip(with_lines[1].flagged) and len(without[1].flagged) == 1
     assert [a["alert_id"] for a in without[1].alerts] == [a["alert_id"] for a in with_lines[1].alerts]
+
+
+def test_partitions_share_the_growing_caches_but_not_the_per_chunk_state():
+    base = ChunkParser(SETTINGS)
+    a, b = base.for_partition(), base.for_partition()
+    a.parse(None, chunk([line(event("t1", T0, user="u-shared"))]))
+    assert "u-shared" in b._shard_of  # one user -> shard cache per process
+    assert a._scorer is b._scorer  # and one merchant-verdict cache
+    assert a._suffixes is not b._suffixes and a._timestamps is not b._timestamps
+    _, out = b.parse(None, chunk([line(event("t2", T0, user="u-shared"))]))
+    assert [u for u, *_ in next(iter(out.user_events.values()))] == ["u-shared"]
