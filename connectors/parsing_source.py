@@ -53,8 +53,9 @@ class ParsingSource(FixedPartitionedSource[ParsedChunk, ParsingState]):
     """Wraps a source of :class:`~connectors.chunks.RawChunk` items.
 
     :arg source: the partitioned source that reads.
-    :arg make_parser: builds one parser per partition (its caches are not
-        shared between worker threads).
+    :arg make_parser: builds the parser of one partition
+        (:meth:`~operators.parse.ChunkParser.for_partition`: per-chunk state
+        of its own, the process's user and merchant caches shared).
     """
 
     def __init__(self, source: FixedPartitionedSource, make_parser: Callable[[], ChunkParser]) -> None:
