@@ -27,6 +27,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any, Optional
 from zlib import crc32
 
@@ -56,10 +57,6 @@ UNDECODABLE = "the event could not be decoded"
 _CATEGORIES = (HIGH_VALUE, MEDIUM_VALUE, STANDARD)
 _SHARD_CACHE_LIMIT = 500_000
 _OPTIONAL_TEXT = ("merchant_id", "merchant_name", "device")
-
-
-def _first(pair: tuple) -> Any:
-    return pair[0]
 
 
 def _as_dict(raw: bytes) -> Optional[dict]:
@@ -146,7 +143,7 @@ class ChunkParser:
         """A parser for one more source partition of this process.
 
         It shares the caches that grow with the data (user -> shard,
-        merchant verdicts), so a process reading many partitions holds them
+        merchant verdicts, status spellings), so a process reading many partitions holds them
         once; what changes within a chunk (enrichment suffixes, the last
         timestamp error) stays its own, because partitions are parsed by
         different worker threads. The shared dicts are only read and
@@ -155,7 +152,6 @@ class ChunkParser:
         parser = copy.copy(self)
         parser._suffixes = {}
         parser._timestamps = TimestampParser(*self._years)
-        parser._statuses = dict(self._statuses)
         return parser
 
     # -- helpers kept off the hot path -------------------------------------
@@ -268,6 +264,7 @@ class ChunkParser:
             indices = range(len(lines))
 
         for index, ev in zip(indices, events):
+            raw = lines[index]
             # Types, lengths and signs are checked; what remains is syntax.
             ts_value = ev.timestamp
             ts = None
@@ -282,20 +279,20 @@ class ChunkParser:
                 ts = timestamps.parse(ts_value)
                 if ts is None:
                     if ts_value is None:
-                        dead.append((index, dead_letter(chunk, index, lines[index], MISSING_FIELD, "timestamp", "timestamp is required")))
+                        dead.append((index, dead_letter(chunk, index, raw, MISSING_FIELD, "timestamp", "timestamp is required")))
                     else:
-                        dead.append((index, dead_letter(chunk, index, lines[index], INVALID_FIELD, "timestamp", timestamps.error)))
+                        dead.append((index, dead_letter(chunk, index, raw, INVALID_FIELD, "timestamp", timestamps.error)))
                     continue
             status = ev.payment_status
             failed = statuses.get(status)
             if failed is None:
                 failed = self._status_is_failure(status)
                 if failed is None:
-                    dead.append((index, dead_letter(chunk, index, lines[index], *self._field_error("payment_status", status))))
+                    dead.append((index, dead_letter(chunk, index, raw, *self._field_error("payment_status", status))))
                     continue
             currency = ev.currency
             if currency is not None and not currency.isalpha():
-                dead.append((index, dead_letter(chunk, index, lines[index], *_currency_error(currency))))
+                dead.append((index, dead_letter(chunk, index, raw, *_currency_error(currency))))
                 continue
 
             # Fraud score: the brief's four rules, weights from operators/scoring.py's FraudScorer.
@@ -321,7 +318,6 @@ class ChunkParser:
 
             # The raw object up to its closing brace, then the enrichment.
             # The rare paths need the event as a dict: orjson's, as before.
-            raw = lines[index]
             record = head = None
             rewrite = False
             if transaction_lines:
@@ -397,7 +393,7 @@ class ChunkParser:
             transactions=b"".join(out_lines),
             n_transactions=n_valid,
             flagged=flagged,
-            dead_letters=[record for _, record in (sorted(dead, key=_first) if rejected else dead)],
+            dead_letters=[record for _, record in (sorted(dead, key=itemgetter(0)) if rejected else dead)],
             alerts=fraud_alerts,
             region_counts=region_counts,
             user_events=user_events,
