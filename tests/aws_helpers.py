@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import boto3
 
@@ -14,6 +14,7 @@ from config import load_settings
 from config.loader import deep_merge
 from config.settings import Settings
 from connectors.provision import Provisioner
+from connectors.sink_delivery import BufferedAwsSink
 
 
 def aws_settings(endpoint_url: str, tmp_path, overrides: Optional[dict[str, Any]] = None) -> Settings:
@@ -99,3 +100,17 @@ def scan(settings: Settings, table: str) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.02)
+
+
+def delivery_stat(sink: BufferedAwsSink, name: str) -> int:
+    """One :class:`DeliveryStats` counter summed over the sink's partitions in this process."""
+    return sum(getattr(delivery.stats, name) for delivery in sink.deliveries)

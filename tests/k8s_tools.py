@@ -67,13 +67,24 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def render(release: str = "paywatch", namespace: str = "payments", sets: Optional[list[str]] = None,
-           set_json: Optional[list[str]] = None) -> list[dict[str, Any]]:
-    """``helm template`` the chart and return the rendered objects."""
+def _template_args(release: str, namespace: str, sets: Optional[list[str]], set_json: Optional[list[str]]) -> list[str]:
     args = ["template", release, str(CHART), "--namespace", namespace]
     for item in sets or []:
         args += ["--set", item]
     for item in set_json or []:
         args += ["--set-json", item]
-    out = helm(*args).stdout
+    return args
+
+
+def render(release: str = "paywatch", namespace: str = "payments", sets: Optional[list[str]] = None,
+           set_json: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    """``helm template`` the chart and return the rendered objects."""
+    out = helm(*_template_args(release, namespace, sets, set_json)).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def render_error(sets: list[str]) -> str:
+    """``helm template`` with values the chart must refuse; returns Helm's error output."""
+    result = helm(*_template_args("paywatch", "payments", sets, None), check=False)
+    assert result.returncode != 0, f"helm accepted {sets}"
+    return result.stderr

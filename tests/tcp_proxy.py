@@ -41,19 +41,11 @@ class TcpProxy:
         """Refuse new connections and reset the open ones."""
         server, self._server = self._server, None
         if server is not None:
-            try:
-                server.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            server.close()
+            _close(server)
         with self._lock:
             conns, self._conns = self._conns, set()
         for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+            _close(conn)
 
     def _accept(self, server: socket.socket) -> None:
         while True:
@@ -85,12 +77,17 @@ class TcpProxy:
         except OSError:
             pass
         finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
+            _close(src)
+            _close(dst)
             with self._lock:
                 self._conns.discard(src)
                 self._conns.discard(dst)
+
+
+def _close(sock: socket.socket) -> None:
+    """Shut down both directions (so the peer sees the cut at once), then close."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -18,7 +17,9 @@ from connectors.outputs import build_outputs
 from connectors.sink_delivery import BufferedAwsSink
 from connectors.sources import build_source
 from dataflow import build_flow
-from tests.aws_helpers import aws_settings, iso, metric_values, provision, recent_minute, scan, sqs_messages
+from tests.aws_helpers import (
+    aws_settings, delivery_stat, iso, metric_values, provision, recent_minute, scan, sqs_messages, wait_until,
+)
 from tests.tcp_proxy import TcpProxy
 
 REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
@@ -163,18 +164,6 @@ class GatedSource(FixedPartitionedSource):
         return _GatedPartition(self._inner.build_part(step_id, for_part, resume_state), self)
 
 
-def _wait_until(what: str, condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.02)
-
-
-def _stat(sink: BufferedAwsSink, name: str) -> int:
-    return sum(getattr(d.stats, name) for d in sink.deliveries)
-
-
 def _outage_settings(endpoint: str, tmp_path, path) -> Settings:
     return aws_settings(endpoint, tmp_path, {
         "source": {"type": "file", "path": str(path), "batch_size": 500, "idle_partition_seconds": 600},
@@ -244,17 +233,17 @@ def test_outage_mid_run_through_the_real_dataflow_loses_nothing(moto, tmp_path):
 
         def control() -> None:
             try:
-                _wait_until("the source paused and every sink delivered its first records", lambda: (
+                wait_until("the source paused and every sink delivered its first records", lambda: (
                     gated.paused.is_set() and all(s.deliveries for s in sinks)
-                    and all(_stat(s, "delivered") > 0 for s in sinks)
+                    and all(delivery_stat(s, "delivered") > 0 for s in sinks)
                     and all(not d.snapshot() for s in sinks for d in s.deliveries)))
-                seen["before"] = {s.name: _stat(s, "delivered") for s in sinks}
+                seen["before"] = {s.name: delivery_stat(s, "delivered") for s in sinks}
                 proxy.stop()
                 seen["cut"] = True
                 gated.opened.set()
                 # The worker is not stalled by the outage: it reads to the end of the input meanwhile.
-                _wait_until("every sink retried through the outage and the source read to the end", lambda: (
-                    gated.exhausted.is_set() and all(_stat(s, "transient_errors") >= 3 for s in sinks)))
+                wait_until("every sink retried through the outage and the source read to the end", lambda: (
+                    gated.exhausted.is_set() and all(delivery_stat(s, "transient_errors") >= 3 for s in sinks)))
                 seen["running_at_restore"] = not finished.is_set()
                 seen["buffered_at_restore"] = {s.name: sum(len(d.snapshot()) for d in s.deliveries) for s in sinks}
             except BaseException as exc:  # noqa: BLE001 - re-raised on the test thread
@@ -278,10 +267,10 @@ def test_outage_mid_run_through_the_real_dataflow_loses_nothing(moto, tmp_path):
         assert seen["running_at_restore"]
         assert all(seen["buffered_at_restore"].values()), seen  # every sink held undelivered records
         for sink in sinks:
-            assert _stat(sink, "transient_errors") >= 3, sink.name
-            assert _stat(sink, "delivered") > seen["before"][sink.name], sink.name
-            assert _stat(sink, "dead_lettered") == 0, sink.name
-            assert _stat(sink, "permanent_errors") == 0, sink.name
+            assert delivery_stat(sink, "transient_errors") >= 3, sink.name
+            assert delivery_stat(sink, "delivered") > seen["before"][sink.name], sink.name
+            assert delivery_stat(sink, "dead_lettered") == 0, sink.name
+            assert delivery_stat(sink, "permanent_errors") == 0, sink.name
         assert not (tmp_path / "outage" / "sink_dead_letter.jsonl").exists()
 
         got = _delivered(settings, moto.url, window)
