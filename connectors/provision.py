@@ -16,9 +16,16 @@ moto_server or LocalStack) and, idempotently:
   ``HighPaymentFailureRate-<REGION>`` for each region of
   ``sinks.cloudwatch.alarm_regions`` (default: ``simulator.regions``).
 
-``down`` deletes the same resources; a resource already gone is fine.
-Every resource is created whatever sink is enabled: provisioning is for the
-deployment, the ``enabled`` flags are for the flow.
+``up`` converges: it also deletes the regional alarms of regions no longer
+configured, moves TTL to a renamed ``ttl_attribute`` (AWS allows one TTL
+change per table per hour; when it refuses the second half, ``up`` says so
+under ``pending`` and the next ``up`` finishes it), and waits out a table
+or stream still being deleted by an earlier ``down``.
+
+``down`` deletes the same resources, every Paywatch alarm on the namespace
+(whatever regions the settings list today); a resource already gone is
+fine. Every resource is created whatever sink is enabled: provisioning is
+for the deployment, the ``enabled`` flags are for the flow.
 """
 
 from __future__ import annotations
@@ -49,9 +56,11 @@ def _code(exc: ClientError) -> str:
 class Provisioner:
     """Creates (``up``) or deletes (``down``) Paywatch's AWS resources."""
 
-    def __init__(self, settings: Settings, wait_seconds: float = 60.0) -> None:
+    def __init__(self, settings: Settings, wait_seconds: float = 60.0, poll_seconds: float = 1.0) -> None:
         self.settings = settings
         self.wait_seconds = wait_seconds
+        self.poll_seconds = poll_seconds
+        self.pending: list[str] = []
         self.kinesis = aws_client("kinesis", settings, sink=False)
         self.sns = aws_client("sns", settings, sink=False)
         self.sqs = aws_client("sqs", settings, sink=False)
@@ -69,10 +78,6 @@ class Provisioner:
         cw = self.settings.sinks.cloudwatch
         return list(cw.alarm_regions if cw.alarm_regions is not None else self.settings.simulator.regions)
 
-    def alarm_names(self) -> list[str]:
-        base = self.settings.sinks.cloudwatch.alarm_name
-        return [base] + [f"{base}-{region}" for region in self.alarm_regions]
-
     def tables(self) -> dict[str, str]:
         return {kind: table_name(self.settings, kind) for kind in (ALERTS, AGGREGATES, TRANSACTIONS)}
 
@@ -86,9 +91,15 @@ class Provisioner:
         out["subscriptions"] = self._subscriptions_up(topic_arn)
         out["tables"] = [self._table_up(kind, name) for kind, name in self.tables().items()]
         out["alarms"] = self._alarms_up(topic_arn)
+        out["alarms_removed"] = self._delete_alarms(keep=set(out["alarms"]))
+        if self.pending:
+            out["pending"] = self.pending
         return out
 
     def _stream_up(self) -> str:
+        self._wait_gone_if_deleting(
+            lambda: self.kinesis.describe_stream_summary(StreamName=self.stream_name)
+            ["StreamDescriptionSummary"]["StreamStatus"], f"stream {self.stream_name}")
         try:
             self.kinesis.create_stream(StreamName=self.stream_name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
             logger.info("created Kinesis stream %s", self.stream_name)
@@ -151,6 +162,8 @@ class Provisioner:
         schema = [{"AttributeName": keys[0], "KeyType": "HASH"}]
         if len(keys) > 1:
             schema.append({"AttributeName": keys[1], "KeyType": "RANGE"})
+        self._wait_gone_if_deleting(
+            lambda: self.dynamodb.describe_table(TableName=name)["Table"]["TableStatus"], f"table {name}")
         try:
             self.dynamodb.create_table(
                 TableName=name,
@@ -166,17 +179,38 @@ class Provisioner:
                 raise
         self._wait(lambda: self.dynamodb.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE",
                    f"table {name}")
+        self._ttl_up(name)
+        return name
+
+    def _ttl_up(self, name: str) -> None:
+        """TTL as the settings say: on ``ttl_attribute`` when ``ttl_days`` is set, else off.
+
+        A renamed attribute needs TTL off, then on again; until then items
+        written with the new attribute would never expire, so ``up`` never
+        leaves it silently on the old one.
+        """
         ddb = self.settings.sinks.dynamodb
         ttl = self.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
         status = ttl.get("TimeToLiveStatus")
-        if ddb.ttl_days and status not in ("ENABLED", "ENABLING"):
-            self.dynamodb.update_time_to_live(
-                TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ddb.ttl_attribute})
-        elif not ddb.ttl_days and status == "ENABLED":
-            # Settings say no TTL: converge, or old items would keep expiring.
+        on = status in ("ENABLED", "ENABLING")
+        if on and (not ddb.ttl_days or ttl.get("AttributeName") != ddb.ttl_attribute):
+            # Settings say no TTL (old items would keep expiring) or another attribute.
             self.dynamodb.update_time_to_live(
                 TableName=name, TimeToLiveSpecification={"Enabled": False, "AttributeName": ttl["AttributeName"]})
-        return name
+            logger.info("table %s: TTL on %s turned off", name, ttl["AttributeName"])
+            on = False
+        if ddb.ttl_days and not on:
+            try:
+                self.dynamodb.update_time_to_live(
+                    TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ddb.ttl_attribute})
+            except ClientError as exc:
+                if _code(exc) != "ValidationException":
+                    raise
+                # AWS: one TTL change per table per hour (and none while DISABLING).
+                message = (f"table {name}: TTL on {ddb.ttl_attribute} not enabled yet ({exc.response['Error'].get('Message')}); "
+                           "run `up` again once AWS allows the change (within an hour)")
+                logger.warning(message)
+                self.pending.append(message)
 
     def _alarms_up(self, topic_arn: str) -> list[str]:
         cw = self.settings.sinks.cloudwatch
@@ -210,9 +244,7 @@ class Provisioner:
 
     def down(self) -> dict[str, Any]:
         """Delete everything ``up`` creates; missing resources are skipped."""
-        out: dict[str, Any] = {}
-        self.cloudwatch.delete_alarms(AlarmNames=self.alarm_names())
-        out["alarms"] = self.alarm_names()
+        out: dict[str, Any] = {"alarms": self._delete_alarms(keep=set())}
         out["tables"] = [n for n in self.tables().values() if self._ignore_gone(self.dynamodb.delete_table, TableName=n)]
         topic_arn = self._find_topic()
         if topic_arn:
@@ -234,6 +266,29 @@ class Provisioner:
             self.kinesis.delete_stream, StreamName=self.stream_name, EnforceConsumerDeletion=True) else None
         return out
 
+    def _our_alarms(self) -> list[str]:
+        """Names of the alarms ``up`` made, for any region: the base name or
+        ``<base>-<region>``, on our namespace and metric (not someone else's
+        alarm that happens to share the prefix)."""
+        cw = self.settings.sinks.cloudwatch
+        names = []
+        for page in self.cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=cw.alarm_name):
+            for alarm in page["MetricAlarms"]:
+                name = alarm["AlarmName"]
+                if ((name == cw.alarm_name or name.startswith(f"{cw.alarm_name}-"))
+                        and alarm.get("Namespace") == cw.namespace and alarm.get("MetricName") == "PaymentFailureRate"):
+                    names.append(name)
+        return names
+
+    def _delete_alarms(self, keep: set[str]) -> list[str]:
+        """Delete our alarms not in ``keep``; returns their names."""
+        doomed = sorted(set(self._our_alarms()) - keep)
+        for start in range(0, len(doomed), 100):  # DeleteAlarms takes at most 100 names
+            self.cloudwatch.delete_alarms(AlarmNames=doomed[start:start + 100])
+        if doomed:
+            logger.info("deleted alarms %s", ", ".join(doomed))
+        return doomed
+
     def _find_topic(self) -> Optional[str]:
         name = self.settings.sinks.sns.topic_name
         for page in self.sns.get_paginator("list_topics").paginate():
@@ -252,12 +307,28 @@ class Provisioner:
                 return False
             raise
 
-    def _wait(self, ready: Any, what: str) -> None:
+    def _wait(self, ready: Any, what: str, state: str = "ACTIVE") -> None:
         deadline = time.monotonic() + self.wait_seconds
         while not ready():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not ACTIVE after {self.wait_seconds:.0f}s")
-            time.sleep(1.0)
+                raise TimeoutError(f"{what} not {state} after {self.wait_seconds:.0f}s")
+            time.sleep(self.poll_seconds)
+
+    def _wait_gone_if_deleting(self, status: Any, what: str) -> None:
+        """After ``down``, AWS deletes tables and streams asynchronously; creating
+        one of the same name meanwhile fails (or finds it and then loses it)."""
+
+        def not_deleting() -> bool:
+            try:
+                return status() != "DELETING"
+            except ClientError as exc:
+                if _code(exc) in _GONE:
+                    return True
+                raise
+
+        if not not_deleting():
+            logger.info("%s is being deleted; waiting", what)
+            self._wait(not_deleting, what, state="deleted")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

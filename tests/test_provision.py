@@ -243,3 +243,76 @@ def test_up_turns_ttl_off_when_the_settings_drop_it(moto, tmp_path, monkeypatch,
     _run_main(config, "up", monkeypatch, capsys)
     assert c["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
     _run_main(config, "down", monkeypatch, capsys)
+
+
+def test_up_converges_on_changed_regions_and_ttl_attribute_and_down_removes_every_region(
+        moto, tmp_path, monkeypatch, capsys):
+    config, tag = _config(tmp_path, moto.url, {
+        "cloudwatch": {"namespace": "Paywatch-{tag}", "alarm_regions": ["US-EAST", "EU-WEST"]},
+        "dynamodb": {"ttl_days": 7, "ttl_attribute": "purge_at"},
+    })
+    namespace = f"Paywatch-{tag}"
+    c = _clients(moto.url)
+    # Someone else's alarm sharing the name prefix, on another namespace: never ours to delete.
+    c["cloudwatch"].put_metric_alarm(
+        AlarmName=f"HighPaymentFailureRate-Other-{tag}", Namespace=f"Other-{tag}", MetricName="PaymentFailureRate",
+        Statistic="Average", Period=60, EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
+    _run_main(config, "up", monkeypatch, capsys)
+
+    def change(**dynamodb_and_cloudwatch) -> None:
+        data = yaml.safe_load(config.read_text())
+        for section, values in dynamodb_and_cloudwatch.items():
+            data["sinks"][section].update(values)
+        config.write_text(yaml.safe_dump(data))
+
+    change(cloudwatch={"alarm_regions": ["US-EAST", "AP-SOUTH"]}, dynamodb={"ttl_attribute": "expires_at"})
+    out = _run_main(config, "up", monkeypatch, capsys)
+    assert out["alarms_removed"] == ["HighPaymentFailureRate-EU-WEST"]
+    assert set(_alarms(c["cloudwatch"], namespace)) == {
+        "HighPaymentFailureRate", "HighPaymentFailureRate-US-EAST", "HighPaymentFailureRate-AP-SOUTH"}
+    # TTL follows the renamed attribute (moto allows both halves of the change at once; AWS's
+    # one-change-per-hour answer is the unit test's); nothing is left pending.
+    for name in (f"alerts-{tag}", f"aggs-{tag}", f"txn-{tag}"):
+        ttl = c["dynamodb"].describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+    assert "pending" not in out
+
+    # `down` with settings that no longer list AP-SOUTH still removes its alarm.
+    change(cloudwatch={"alarm_regions": ["US-EAST"]})
+    gone = _run_main(config, "down", monkeypatch, capsys)
+    assert gone["alarms"] == sorted(["HighPaymentFailureRate", "HighPaymentFailureRate-AP-SOUTH",
+                                     "HighPaymentFailureRate-US-EAST"])
+    assert _alarms(c["cloudwatch"], namespace) == {}
+    assert set(_alarms(c["cloudwatch"], f"Other-{tag}")) == {f"HighPaymentFailureRate-Other-{tag}"}
+
+
+def test_up_waits_out_a_deleting_table_and_reports_a_ttl_change_aws_defers(monkeypatch, caplog):
+    """What moto cannot show: AWS deletes tables asynchronously (``up`` right after ``down`` finds
+    DELETING) and allows one TTL change per table per hour. Recorded answers, in order."""
+    from botocore.stub import Stubber
+
+    from connectors.provision import Provisioner
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(overrides={"sinks": {"dynamodb": {"ttl_days": 7, "ttl_attribute": "expires_at"}}}, environ={})
+    provisioner = Provisioner(settings, wait_seconds=5, poll_seconds=0)
+    table = {"TableName": "txn", "TableStatus": "DELETING"}
+    with Stubber(provisioner.dynamodb) as stub:
+        stub.add_response("describe_table", {"Table": table}, {"TableName": "txn"})
+        stub.add_client_error("describe_table", "ResourceNotFoundException", expected_params={"TableName": "txn"})
+        stub.add_response("create_table", {"TableDescription": {**table, "TableStatus": "CREATING"}})
+        stub.add_response("describe_table", {"Table": {**table, "TableStatus": "ACTIVE"}}, {"TableName": "txn"})
+        stub.add_response("describe_time_to_live",
+                          {"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED", "AttributeName": "purge_at"}})
+        stub.add_response("update_time_to_live", {"TimeToLiveSpecification": {"Enabled": False, "AttributeName": "purge_at"}},
+                          {"TableName": "txn", "TimeToLiveSpecification": {"Enabled": False, "AttributeName": "purge_at"}})
+        stub.add_client_error(
+            "update_time_to_live", "ValidationException",
+            "Time to live has been modified multiple times within a fixed interval",
+            expected_params={"TableName": "txn", "TimeToLiveSpecification": {"Enabled": True, "AttributeName": "expires_at"}})
+        assert provisioner._table_up("alerts", "txn") == "txn"
+        stub.assert_no_pending_responses()
+    [pending] = provisioner.pending
+    assert "table txn" in pending and "expires_at" in pending and "modified multiple times" in pending
+    assert "run `up` again" in pending
