@@ -12,6 +12,13 @@ thousand events. If that fails, or yields a different number of events
 than lines (a line holding two objects separated by a comma), the chunk is
 decoded line by line, so a rejected line never depends on its neighbours:
 the same line is accepted or rejected in every chunk it could land in.
+
+The array decoder also refuses the fields Paywatch adds (an input that
+already carries ``fraud_score``, say, must be rewritten before it is
+enriched), so a chunk that decodes in one piece, with no raw newline in
+it, is *plain*: the parser then skips its per-event rewrite checks. Such
+inputs (a replay of Paywatch's own output) take the line-by-line path,
+where those fields decode as anything and the parser looks at each event.
 """
 
 from __future__ import annotations
@@ -26,16 +33,23 @@ MAX_INT_AMOUNT = 2**53
 
 ADDED_FIELDS = ("category", "fraud_score", "fraud_status", "processed_at")
 
+# No string matches the empty negative lookahead, and no other type is a
+# string: a field of this type makes any event that has it invalid.
+_ABSENT = Annotated[str, msgspec.Meta(pattern="(?!)")]
+
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
-def event_type(max_id_length: int) -> type[msgspec.Struct]:
+def event_type(max_id_length: int, added_fields: bool = True) -> type[msgspec.Struct]:
     """The struct one event decodes into; unknown fields are ignored.
 
     ``category``/``fraud_score``/``fraud_status``/``processed_at`` are the
-    fields Paywatch adds; they are declared (any type, default UNSET) only
-    so the parser can see that an input already carries one.
+    fields Paywatch adds; they are declared (default UNSET) only so the
+    parser can see that an input already carries one: as anything with
+    ``added_fields``, else as a type no value has, so that such an event
+    fails to decode.
     """
+    added = Any if added_fields else _ABSENT
     ident = Annotated[str, msgspec.Meta(min_length=1, max_length=max_id_length)]
     amount = Union[
         Annotated[int, msgspec.Meta(ge=0, le=MAX_INT_AMOUNT)],
@@ -55,7 +69,7 @@ def event_type(max_id_length: int) -> type[msgspec.Struct]:
             ("merchant_id", Optional[str], None),
             ("merchant_name", Optional[str], None),
             ("device", Optional[str], None),
-            *((name, Any, msgspec.UNSET) for name in ADDED_FIELDS),
+            *((name, added, msgspec.UNSET) for name in ADDED_FIELDS),
         ],
         gc=False,
         kw_only=True,
@@ -66,25 +80,25 @@ class EventDecoder:
     """Decodes chunks of lines into event structs."""
 
     def __init__(self, max_id_length: int) -> None:
-        event = event_type(max_id_length)
-        self._one = msgspec.json.Decoder(event)
-        self._many = msgspec.json.Decoder(list[event])
+        self._one = msgspec.json.Decoder(event_type(max_id_length))
+        self._many = msgspec.json.Decoder(list[event_type(max_id_length, added_fields=False)])
 
-    def decode(self, lines: list[bytes]) -> tuple[list[Any], Optional[list[int]], list[tuple[int, Exception]]]:
+    def decode(self, lines: list[bytes]) -> tuple[list[Any], Optional[list[int]], list[tuple[int, Exception]], bool]:
         """Decode ``lines``.
 
         :returns: the events, the line index of each (None when every line
-            decoded, so index ``i`` is line ``i``), and the rejected lines
-            as ``(index, error)``.
+            decoded, so index ``i`` is line ``i``), the rejected lines as
+            ``(index, error)``, and whether the chunk is plain (see above).
         """
         if lines:
+            buffer = b",".join(lines)
             try:
-                events = self._many.decode(b"[" + b",".join(lines) + b"]")
+                events = self._many.decode(b"[" + buffer + b"]")
             except DECODE_ERRORS:
                 pass
             else:
                 if len(events) == len(lines):
-                    return events, None, []
+                    return events, None, [], b"\n" not in buffer
         decode_one = self._one.decode
         events, indices, rejected = [], [], []
         for index, raw in enumerate(lines):
@@ -94,4 +108,4 @@ class EventDecoder:
                 rejected.append((index, exc))
             else:
                 indices.append(index)
-        return events, indices, rejected
+        return events, indices, rejected, False

@@ -255,7 +255,7 @@ class ChunkParser:
         horizon = -math.inf if max_ts is None else max_ts - lateness
 
         lines = chunk.lines
-        events, indices, rejected = self._decoder.decode(lines)
+        events, indices, rejected, plain = self._decoder.decode(lines)
         for index, _exc in rejected:
             record = self._rejected(chunk, index, lines[index])
             if record is not None:
@@ -322,7 +322,7 @@ class ChunkParser:
             rewrite = False
             if transaction_lines:
                 head = raw[: raw.rindex(b"}")]
-                rewrite = (
+                rewrite = not plain and (
                     ev.category is not unset
                     or ev.fraud_score is not unset
                     or ev.fraud_status is not unset

@@ -199,6 +199,27 @@ def test_an_escaped_enrichment_key_is_still_found():
     assert out.transactions.decode().count("category") == 2
 
 
+def test_a_chunk_enriches_each_line_as_it_would_alone():
+    """Plain chunks skip the per-event rewrite checks: a chunk mixing plain events with ones
+    carrying enrichment keys or newlines must still come out line for line as they do alone."""
+    lines = [
+        line(event("a", T0)),
+        line(event("b", T0, category="spoofed", fraud_score=99, processed_at="never")),
+        orjson.dumps(event("c", T0), option=orjson.OPT_INDENT_2),
+        line(event("d", T0)),
+    ]
+
+    def without_time(records):
+        return [{k: v for k, v in r.items() if k != "processed_at"} for r in records]
+
+    _, whole = parse(lines)
+    alone = [transactions(parse([raw])[1])[0] for raw in lines]
+    assert len(whole.transactions.splitlines()) == 4
+    assert without_time(transactions(whole)) == without_time(alone)
+    assert [r["fraud_score"] for r in alone] == [0, 0, 0, 0]
+    assert all(text.count(b'"category"') == 1 for text in whole.transactions.splitlines())
+
+
 def test_a_line_holding_two_events_is_one_invalid_line():
     two = line(event("a", T0)) + b"," + line(event("b", T0))
     _, out = parse([line(event("ok", T0)), two, line(event("ok2", T0))])
