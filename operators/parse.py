@@ -245,7 +245,7 @@ class ChunkParser:
         out_lines: list[bytes] = []
         append_line = out_lines.append
         region_counts: dict[tuple[str, int], list[int]] = {}
-        user_events: dict[int, list] = {}
+        by_shard: list[list] = [[] for _ in range(self._shards)]
         flagged: list[dict] = []
         dead: list[tuple[int, dict]] = []  # (line index, dead letter)
         fraud_alerts: list[dict] = []
@@ -321,7 +321,8 @@ class ChunkParser:
             record = head = None
             rewrite = False
             if transaction_lines:
-                head = raw[: raw.rindex(b"}")]
+                # The usual line ends at its closing brace: no search needed.
+                head = raw[:-1] if raw[-1] == 125 else raw[: raw.rindex(b"}")]
                 rewrite = not plain and (
                     ev.category is not unset
                     or ev.fraud_score is not unset
@@ -379,10 +380,7 @@ class ChunkParser:
                 shard = shard_of.get(user_id)
                 if shard is None:
                     shard = self._shard(user_id)
-                batch = user_events.get(shard)
-                if batch is None:
-                    batch = user_events[shard] = []
-                batch.append((user_id, ts, amount, region, txn))
+                by_shard[shard].append((user_id, ts, amount, region, txn))
 
         return max_ts, ParsedChunk(
             part=chunk.part,
@@ -396,7 +394,7 @@ class ChunkParser:
             dead_letters=[record for _, record in (sorted(dead, key=itemgetter(0)) if rejected else dead)],
             alerts=fraud_alerts,
             region_counts=region_counts,
-            user_events=user_events,
+            user_events={shard: events for shard, events in enumerate(by_shard) if events},
             n_late=n_late,
         )
 

@@ -220,6 +220,13 @@ def test_a_chunk_enriches_each_line_as_it_would_alone():
     assert all(text.count(b'"category"') == 1 for text in whole.transactions.splitlines())
 
 
+def test_whitespace_after_the_closing_brace_is_enriched_inside_the_object():
+    raws = [line(event("a", T0)) + b"  \t", line(event("b", T0)) + b"\r", line(event("c", T0))]
+    _, out = parse(raws)
+    assert [r["transaction_id"] for r in transactions(out)] == ["a", "b", "c"]
+    assert all(r["fraud_status"] == "APPROVED" for r in transactions(out))
+
+
 def test_a_line_holding_two_events_is_one_invalid_line():
     two = line(event("a", T0)) + b"," + line(event("b", T0))
     _, out = parse([line(event("ok", T0)), two, line(event("ok2", T0))])
