@@ -31,8 +31,7 @@ from connectors.simulator import iter_events
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_EVENTS = 60_000
 KINESIS_EVENTS = 12_000  # moto serves about 4,000 records/s
-# Undecodable or invalid payloads. (Kafka tombstones arrive as b"" lines, which
-# the parse step currently skips as blank lines; see docs/sources.md.)
+# Undecodable or invalid payloads, dead-lettered with their source position.
 BAD = [(f"bad-{i}", [b"{not json %d", b"[%d]", b'{"transaction_id": %d}'][i % 3] % i) for i in range(40)]
 
 
