@@ -11,9 +11,17 @@ simulator traffic, then measures in the same run:
 - pipeline: ``python -m bytewax.run dataflow`` in bounded Kafka mode with
   the JSONL sinks (scored transactions, per-minute metrics), wall clock
   from process start to exit 0, and the same minus the start-up of a run
-  on an empty topic; its per-minute counts are checked against counts
+  on a topic holding one event per partition (not an empty one: a fetch
+  from an empty partition waits ``fetch_max_wait_ms`` for data, which
+  would inflate the start-up subtracted); its per-minute counts are checked against counts
   computed directly from the published events; then the same as two
   processes (``-i/-a``), each reading half of the partitions;
+- file: the same events through the same pipeline from a JSONL file (no
+  Kafka), minus its own start-up: what the flow costs without a source.
+  Reading and processing share one thread in a process, so one process
+  from Kafka can reach at most 1 / (1/bare + 1/file) events/s; the table
+  prints that bound as a share of the bare consumer next to the measured
+  share;
 - kinesis: :class:`KinesisSource` and the bounded pipeline against moto.
 
 Prints a Markdown table (the figures in docs/performance.md come from it).
@@ -132,6 +140,7 @@ def main() -> int:
     parser.add_argument("--kinesis-shards", type=int, default=2)
     args = parser.parse_args()
 
+    from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
     tmp = Path(tempfile.mkdtemp(prefix="paywatch-bench-"))
@@ -139,31 +148,45 @@ def main() -> int:
     broker = start_tansu(tmp)
     try:
         admin = KafkaAdminClient(bootstrap_servers=broker.address)
-        topic, empty = f"bench-{uuid.uuid4().hex[:8]}", f"empty-{uuid.uuid4().hex[:8]}"
-        admin.create_topics([NewTopic(topic, args.partitions, 1), NewTopic(empty, args.partitions, 1)])
+        topic, tiny = f"bench-{uuid.uuid4().hex[:8]}", f"tiny-{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(topic, args.partitions, 1), NewTopic(tiny, args.partitions, 1)])
         admin.close()
         events = _events(args.events)
         expected = _expected_minutes(events)
         settings = KafkaSourceSettings(brokers=[broker.address], topic=topic, bounded=True)
         publish_kafka(settings, events, linger_ms=5)
+        producer = KafkaProducer(bootstrap_servers=broker.address)
+        for partition in range(args.partitions):
+            producer.send(tiny, events[partition][1], partition=partition)
+        producer.close()
 
         bare = _bare_consumer(broker.address, topic, args.partitions, args.events)
         source = _drain_source(KafkaSource(settings, 1000, 30), args.events)
         kafka = {"brokers": [broker.address], "topic": topic, "bounded": True}
         wall, out = _pipeline(tmp, "kafka", {"type": "kafka", "kafka": kafka})
         _check_minutes(out, expected)
-        startup, _ = _pipeline(tmp, "kafka-empty", {"type": "kafka", "kafka": {**kafka, "topic": empty}})
+        startup, _ = _pipeline(tmp, "kafka-tiny", {"type": "kafka", "kafka": {**kafka, "topic": tiny}})
         wall2, out2 = _pipeline(tmp, "kafka-2", {"type": "kafka", "kafka": kafka}, processes=2)
         _check_minutes(out2, expected)
-        startup2, _ = _pipeline(tmp, "kafka-empty-2", {"type": "kafka", "kafka": {**kafka, "topic": empty}}, processes=2)
+        startup2, _ = _pipeline(tmp, "kafka-tiny-2", {"type": "kafka", "kafka": {**kafka, "topic": tiny}}, processes=2)
+        events_file, empty_file = tmp / "events.jsonl", tmp / "empty.jsonl"
+        events_file.write_bytes(b"".join(payload + b"\n" for _, payload in events))
+        empty_file.write_bytes(b"")
+        wall_file, out_file = _pipeline(tmp, "file", {"type": "file", "path": str(events_file)})
+        _check_minutes(out_file, expected)
+        startup_file, _ = _pipeline(tmp, "file-empty", {"type": "file", "path": str(empty_file)})
         net = args.events / max(wall - startup, 1e-9)
         net2 = args.events / max(wall2 - startup2, 1e-9)
+        net_file = args.events / max(wall_file - startup_file, 1e-9)
+        bound = 1 / (1 / bare + 1 / net_file)
         rows += [
             (f"bare kafka-python consumer, {args.partitions} partitions", f"{bare:,.0f}"),
             ("KafkaSource alone (no flow)", f"{source:,.0f}"),
             ("pipeline from Kafka, wall clock incl. start-up", f"{args.events / wall:,.0f}"),
             (f"pipeline from Kafka, minus start-up ({startup:.2f} s)", f"{net:,.0f} ({net / bare:.0%} of bare)"),
             (f"pipeline from Kafka, 2 processes, minus start-up ({startup2:.2f} s)", f"{net2:,.0f} ({net2 / bare:.0%} of bare)"),
+            (f"pipeline from a file, same events, 1 process, minus start-up ({startup_file:.2f} s)", f"{net_file:,.0f}"),
+            ("one-process bound from Kafka, 1/(1/bare + 1/file)", f"{bound:,.0f} ({bound / bare:.0%} of bare)"),
         ]
     finally:
         broker.stop()
