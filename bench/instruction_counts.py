@@ -1,0 +1,175 @@
+"""Instructions per event of each hot stage, counted by valgrind (callgrind).
+
+    .venv/bin/python bench/instruction_counts.py [--events 30000] [--warm 100000]
+
+Wall-clock rates on a shared machine move by 20 % between identical runs;
+instruction counts of the same code on the same input are the same to a few
+hundred per event, so a change of 2 % shows. Each figure is the difference
+between two runs under ``valgrind --tool=callgrind`` (``PYTHONHASHSEED=0``)
+that differ only in the stage measured, divided by ``--events``:
+
+- ``decode``: msgspec decoding the chunks (``operators/event_decoder.py``);
+- ``orjson``: ``orjson.loads`` per line, for scale;
+- ``parse``: the parse step without the transactions blob, and
+  ``parse_lines`` with it;
+- ``users``: the user-risk rules over the parsed chunks;
+- ``flow``: the whole dataflow (``run_main``, file source, JSONL outputs),
+  as the difference between a run of ``warm + events`` and one of ``warm``.
+  The epoch is an hour long so that snapshots, which Bytewax takes on a
+  wall-clock interval, do not multiply under valgrind's 50x slowdown.
+
+Every stage but ``flow`` first parses and scores ``--warm`` events with the
+same caches and user state, so the counts are those of a process in its
+steady state (users seen before), not of a cold start. Needs ``valgrind``
+(Debian package); takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config.loader import load_settings  # noqa: E402
+from connectors.chunks import RawChunk  # noqa: E402
+from connectors.simulator import iter_events  # noqa: E402
+
+STAGES = ("none", "decode", "orjson", "parse", "parse_lines", "users")
+USERS = 50_000
+
+
+def write_events(path: Path, n: int) -> None:
+    """Simulator traffic (50,000 users, about 500 events per second of event time)."""
+    sim = load_settings(overrides={"simulator": {
+        "events": n, "rate": 0, "users": USERS, "start": "2025-07-09T19:00:00Z", "event_rate": 500}}).simulator
+    path.write_bytes(b"".join(payload + b"\n" for _, payload in iter_events(sim)))
+
+
+def run_stage(stage: str, path: Path, warm: int, events: int) -> None:
+    """The measured program: warm up, then run ``stage`` over ``events`` more events."""
+    from operators.parse import ChunkParser
+    from operators.user_risk import UserRisk
+
+    settings = load_settings()
+    lines = path.read_bytes().splitlines()[: warm + events]
+    chunks = [RawChunk("file:bench", 1, lines[i:i + 1000], "bench", i) for i in range(0, len(lines), 1000)]
+    warm_chunks, chunks = chunks[: warm // 1000], chunks[warm // 1000:]
+    gc.disable()
+    warm_parser = ChunkParser(settings, transaction_lines=True)
+    parser = warm_parser.for_partition()  # shares the user and merchant caches
+    parser._transaction_lines = stage != "parse"
+    risks: dict[int, UserRisk] = {}
+
+    def score_users(parsed) -> None:
+        for shard, shard_events in parsed.user_events.items():
+            risk = risks.get(shard)
+            if risk is None:
+                risk = risks[shard] = UserRisk(settings.rules, settings.users)
+            risk.process(shard_events)
+
+    max_ts = None
+    for chunk in warm_chunks:
+        max_ts, parsed = warm_parser.parse(max_ts, chunk)
+        score_users(parsed)
+    if stage == "decode":
+        for chunk in chunks:
+            parser._decoder.decode(chunk.lines)
+    elif stage == "orjson":
+        import orjson
+
+        for chunk in chunks:
+            for line in chunk.lines:
+                orjson.loads(line)
+    elif stage in ("parse", "parse_lines", "users"):
+        parsed_chunks = []
+        for chunk in chunks:
+            max_ts, parsed = parser.parse(max_ts, chunk)
+            parsed_chunks.append(parsed)
+        if stage == "users":
+            for parsed in parsed_chunks:
+                score_users(parsed)
+
+
+def run_flow(path: Path, out: Path) -> None:
+    import dataflow
+    from bytewax.testing import run_main
+
+    settings = load_settings(overrides={
+        "source": {"type": "file", "path": str(path), "batch_size": 1000},
+        "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}},
+    })
+    flow = dataflow.build_flow(settings)
+    dataflow._tune_garbage_collector()
+    run_main(flow, epoch_interval=timedelta(hours=1))
+
+
+def count(name: str, args: list[str], tmp: Path) -> int:
+    """Instructions of one ``python bench/instruction_counts.py ARGS`` under callgrind."""
+    out_file = tmp / f"callgrind.{name}"
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", sys.executable, __file__, *args],
+        cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True,
+    )
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run {args} failed:\n{proc.stderr[-2000:]}")
+    out_file.unlink(missing_ok=True)
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--warm", type=int, default=100_000)
+    parser.add_argument("--run", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        kind, path, *rest = args.run
+        if kind == "flow":
+            run_flow(Path(path), Path(rest[0]))
+        else:
+            run_stage(kind, Path(path), args.warm, args.events)
+        return 0
+
+    tmp = Path(tempfile.mkdtemp(prefix="paywatch-ir-"))
+    events = tmp / "events.jsonl"
+    write_events(events, args.warm + args.events)
+    warm_file = tmp / "warm.jsonl"
+    warm_file.write_bytes(b"".join(events.read_bytes().splitlines(keepends=True)[: args.warm]))
+    sizes = ["--events", str(args.events), "--warm", str(args.warm)]
+    jobs = {stage: [*sizes, "--run", stage, str(events)] for stage in STAGES}
+    jobs["flow_warm"] = ["--run", "flow", str(warm_file), str(tmp / "out-warm")]
+    jobs["flow_all"] = ["--run", "flow", str(events), str(tmp / "out-all")]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        totals = dict(zip(jobs, pool.map(lambda item: count(item[0], item[1], tmp), jobs.items())))
+
+    def per_event(a: str, b: str) -> int:
+        return (totals[a] - totals[b]) // args.events
+
+    rows = [
+        ("orjson.loads per line", per_event("orjson", "none")),
+        ("msgspec chunk decode", per_event("decode", "none")),
+        ("parse, no transactions blob", per_event("parse", "none")),
+        ("parse, with the transactions blob", per_event("parse_lines", "none")),
+        ("user-risk rules", per_event("users", "parse_lines")),
+        ("whole flow (run_main, JSONL outputs)", per_event("flow_all", "flow_warm")),
+    ]
+    print(f"instructions per event; {args.events:,} events after {args.warm:,} warm-up, {USERS:,} users\n")
+    print("| stage | instructions/event | vs orjson.loads |\n|---|---:|---:|")
+    for name, value in rows:
+        print(f"| {name} | {value:,} | {value / rows[0][1]:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
