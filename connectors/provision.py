@@ -97,17 +97,18 @@ class Provisioner:
         return out
 
     def _stream_up(self) -> str:
-        self._wait_gone_if_deleting(
-            lambda: self.kinesis.describe_stream_summary(StreamName=self.stream_name)
-            ["StreamDescriptionSummary"]["StreamStatus"], f"stream {self.stream_name}")
+        def status() -> str:
+            return self.kinesis.describe_stream_summary(StreamName=self.stream_name)["StreamDescriptionSummary"]["StreamStatus"]
+
+        what = f"stream {self.stream_name}"
+        self._wait_gone_if_deleting(status, what)
         try:
             self.kinesis.create_stream(StreamName=self.stream_name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
             logger.info("created Kinesis stream %s", self.stream_name)
         except ClientError as exc:
             if _code(exc) != "ResourceInUseException":
                 raise
-        self._wait(lambda: self.kinesis.describe_stream_summary(StreamName=self.stream_name)
-                   ["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE", f"stream {self.stream_name}")
+        self._wait(lambda: status() == "ACTIVE", what)
         return self.stream_name
 
     def _topic_up(self) -> str:
@@ -162,8 +163,11 @@ class Provisioner:
         schema = [{"AttributeName": keys[0], "KeyType": "HASH"}]
         if len(keys) > 1:
             schema.append({"AttributeName": keys[1], "KeyType": "RANGE"})
-        self._wait_gone_if_deleting(
-            lambda: self.dynamodb.describe_table(TableName=name)["Table"]["TableStatus"], f"table {name}")
+
+        def status() -> str:
+            return self.dynamodb.describe_table(TableName=name)["Table"]["TableStatus"]
+
+        self._wait_gone_if_deleting(status, f"table {name}")
         try:
             self.dynamodb.create_table(
                 TableName=name,
@@ -177,8 +181,7 @@ class Provisioner:
         except ClientError as exc:
             if _code(exc) != "ResourceInUseException":
                 raise
-        self._wait(lambda: self.dynamodb.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE",
-                   f"table {name}")
+        self._wait(lambda: status() == "ACTIVE", f"table {name}")
         self._ttl_up(name)
         return name
 
