@@ -46,6 +46,14 @@ def _clients(moto_url: str) -> dict:
             for name in ("cloudwatch", "dynamodb", "sns", "sqs", "kinesis")}
 
 
+def _change_sinks(config: Path, **sections: dict) -> None:
+    """Edit the ``sinks`` sections of a config file between two provisioning runs."""
+    data = yaml.safe_load(config.read_text())
+    for section, values in sections.items():
+        data["sinks"].setdefault(section, {}).update(values)
+    config.write_text(yaml.safe_dump(data))
+
+
 def _run_cli(config: Path, action: str) -> dict:
     """The real entry point, as an operator runs it: ``python -m connectors.provision ACTION``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYWATCH")}
@@ -237,9 +245,7 @@ def test_up_turns_ttl_off_when_the_settings_drop_it(moto, tmp_path, monkeypatch,
     c = _clients(moto.url)
     table = f"alerts-{tag}"
     assert c["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
-    data = yaml.safe_load(config.read_text())
-    data["sinks"]["dynamodb"]["ttl_days"] = None
-    config.write_text(yaml.safe_dump(data))
+    _change_sinks(config, dynamodb={"ttl_days": None})
     _run_main(config, "up", monkeypatch, capsys)
     assert c["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
     _run_main(config, "down", monkeypatch, capsys)
@@ -259,13 +265,7 @@ def test_up_converges_on_changed_regions_and_ttl_attribute_and_down_removes_ever
         Statistic="Average", Period=60, EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
     _run_main(config, "up", monkeypatch, capsys)
 
-    def change(**dynamodb_and_cloudwatch) -> None:
-        data = yaml.safe_load(config.read_text())
-        for section, values in dynamodb_and_cloudwatch.items():
-            data["sinks"][section].update(values)
-        config.write_text(yaml.safe_dump(data))
-
-    change(cloudwatch={"alarm_regions": ["US-EAST", "AP-SOUTH"]}, dynamodb={"ttl_attribute": "expires_at"})
+    _change_sinks(config, cloudwatch={"alarm_regions": ["US-EAST", "AP-SOUTH"]}, dynamodb={"ttl_attribute": "expires_at"})
     out = _run_main(config, "up", monkeypatch, capsys)
     assert out["alarms_removed"] == ["HighPaymentFailureRate-EU-WEST"]
     assert set(_alarms(c["cloudwatch"], namespace)) == {
@@ -278,7 +278,7 @@ def test_up_converges_on_changed_regions_and_ttl_attribute_and_down_removes_ever
     assert "pending" not in out
 
     # `down` with settings that no longer list AP-SOUTH still removes its alarm.
-    change(cloudwatch={"alarm_regions": ["US-EAST"]})
+    _change_sinks(config, cloudwatch={"alarm_regions": ["US-EAST"]})
     gone = _run_main(config, "down", monkeypatch, capsys)
     assert gone["alarms"] == sorted(["HighPaymentFailureRate", "HighPaymentFailureRate-AP-SOUTH",
                                      "HighPaymentFailureRate-US-EAST"])
