@@ -31,7 +31,9 @@ RUN groupadd --system --gid ${UID} paywatch \
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=root:root config/ config/
+COPY --chown=root:root cli/ cli/
 COPY --chown=root:root connectors/ connectors/
+COPY --chown=root:root observability/ observability/
 COPY --chown=root:root operators/ operators/
 COPY --chown=root:root dataflow.py ./
 USER ${UID}:${UID}

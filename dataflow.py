@@ -33,11 +33,12 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.operators import StatefulBatchLogic
 
 from config import Settings, SettingsError, load_settings
-from connectors import metrics
-from connectors.outputs import Outputs, TransactionBatch, build_outputs
-from connectors.parsing_source import ParsingSource
+from connectors.sinks.outputs import Outputs, build_outputs
 from connectors.sources import build_source
+from connectors.sources.parsing import ParsingSource
+from observability import metrics
 from operators.parse import ChunkParser, ParsedChunk
+from operators.records import TransactionBatch
 from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
 from operators.user_risk import UserRisk
 
@@ -100,12 +101,14 @@ def _keyed_by(stream: Stream, step_id: str, field: str) -> Stream:
     return op.map(step_id, stream, lambda record: (str(record[field]), record))
 
 
-def build_flow(settings: Settings, source: Optional[FixedPartitionedSource] = None, outputs: Optional[Outputs] = None) -> Dataflow:
+def build_flow(
+    settings: Settings, source: Optional[FixedPartitionedSource] = None, outputs: Optional[Outputs] = None
+) -> Dataflow:
     """Build the Paywatch dataflow.
 
     :arg settings: validated settings.
     :arg source: overrides the configured source (tests use TestingSource
-        with :class:`~connectors.chunks.RawChunk` items); any partitioned
+        with :class:`~operators.records.RawChunk` items); any partitioned
         source of raw chunks, parsed where it is read.
     :arg outputs: overrides the configured sinks.
     """
@@ -125,9 +128,7 @@ def build_flow(settings: Settings, source: Optional[FixedPartitionedSource] = No
     transactions = op.map("transaction_batches", parsed_chunks, _transactions)
 
     summaries = op.map("region_summaries", parsed_chunks, _region_summary)
-    region_out = op.stateful_batch(
-        "region_windows", summaries, lambda state: _RegionWindowsLogic(settings, state)
-    )
+    region_out = op.stateful_batch("region_windows", summaries, lambda state: _RegionWindowsLogic(settings, state))
     region_items = op.map("drop_region_key", region_out, lambda kv: kv[1])
     split = op.branch("metrics_or_alerts", region_items, lambda kind_item: kind_item[0] == METRICS)
     minutes = op.map("minute_records", split.trues, lambda kind_item: kind_item[1])

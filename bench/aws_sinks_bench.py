@@ -7,7 +7,8 @@ Usage::
 Runs the real dataflow (file source, JSONL written here) once with the AWS
 sinks off and once with CloudWatch, SNS and DynamoDB on against a fresh
 moto_server, counts every HTTP request each sink's client sends (botocore
-``provide-client-params`` hook; botocore retries are off for sink clients, so one call is one request), and prints a JSON summary plus the per-event Lambda
+``provide-client-params`` hook; botocore retries are off for sink clients, so
+one call is one request), and prints a JSON summary plus the per-event Lambda
 design of the product brief for comparison.
 
 The input: four regions, ``--event-rate`` events per second of event time,
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def write_events(path: Path, events: int, event_rate: float, start: datetime) ->
             fraud = n % 200 == 7
             event = {
                 "transaction_id": f"t{n}",
-                "timestamp": datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                "timestamp": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
                 "payment_status": "FAIL" if (n // 4) % every == every - 1 else "SUCCESS",
                 "region": region,
                 "user_id": f"{region}-u{(n // 4) % 20000}",
@@ -71,13 +72,14 @@ def write_events(path: Path, events: int, event_rate: float, start: datetime) ->
 
 def _count_requests(counts: Counter, units: Counter) -> None:
     """Wrap the sinks' client factory: count calls and the records they carry, per API (and table)."""
-    import connectors.aws_client as aws_client_module
+    import connectors.aws.client as aws_client_module
 
     original = aws_client_module.aws_client
 
     def counting(service: str, settings: Any, *, sink: bool = True) -> Any:
         client = original(service, settings, sink=sink)
         if sink:
+
             def hook(**kwargs: Any) -> None:
                 name = f"{service}.{kwargs['model'].name}"
                 params = kwargs.get("params") or {}
@@ -88,6 +90,7 @@ def _count_requests(counts: Counter, units: Counter) -> None:
                     return
                 counts[name] += 1
                 units[name] += len(params.get("MetricData") or params.get("PublishBatchRequestEntries") or [1])
+
             client.meta.events.register("provide-client-params", hook)
         return client
 
@@ -112,24 +115,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
+    from cli.provision import Provisioner
     from config import load_settings
-    from connectors.provision import Provisioner
     from tests.servers import start_moto
 
     # moto accepts any credentials; never let a benchmark reach a real account.
-    for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         os.environ[name] = value
     os.environ.pop("AWS_PROFILE", None)
 
     tmp = Path(tempfile.mkdtemp(prefix="paywatch-aws-bench-"))
     span = timedelta(seconds=args.events / args.event_rate)
-    start = (datetime.now(timezone.utc) - span - timedelta(minutes=10)).replace(second=0, microsecond=0)
+    start = (datetime.now(UTC) - span - timedelta(minutes=10)).replace(second=0, microsecond=0)
     events_path = tmp / "events.jsonl"
     write_events(events_path, args.events, args.event_rate, start)
 
-    base = {"source": {"type": "file", "path": str(events_path), "batch_size": 1000},
-            "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}}}
+    base = {
+        "source": {"type": "file", "path": str(events_path), "batch_size": 1000},
+        "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}},
+    }
     # Both runs write the JSONL outputs too (the baseline needs a sink; the AWS sinks run alongside it).
     off = load_settings(environ={}, overrides={**base, "sinks": {**base["sinks"], "jsonl": {"dir": str(tmp / "off")}}})
     seconds_off = run_flow(off)
@@ -138,14 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     counts: Counter = Counter()
     units: Counter = Counter()
     try:
-        on = load_settings(environ={}, overrides={
-            **base,
-            "aws": {"endpoint_url": moto.url},
-            "sinks": {**base["sinks"], "jsonl": {"dir": str(tmp / "on")},
-                      "dead_letter": {"path": str(tmp / "sink_dead_letter.jsonl")},
-                      "cloudwatch": {"enabled": True}, "sns": {"enabled": True},
-                      "dynamodb": {"enabled": True, "transactions": args.transactions}},
-        })
+        on = load_settings(
+            environ={},
+            overrides={
+                **base,
+                "aws": {"endpoint_url": moto.url},
+                "sinks": {
+                    **base["sinks"],
+                    "jsonl": {"dir": str(tmp / "on")},
+                    "dead_letter": {"path": str(tmp / "sink_dead_letter.jsonl")},
+                    "cloudwatch": {"enabled": True},
+                    "sns": {"enabled": True},
+                    "dynamodb": {"enabled": True, "transactions": args.transactions},
+                },
+            },
+        )
         Provisioner(on, wait_seconds=10).up()
         _count_requests(counts, units)
         seconds_on = run_flow(on)

@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config.loader import load_settings  # noqa: E402
-from connectors.chunks import RawChunk  # noqa: E402
-from connectors.simulator import iter_events  # noqa: E402
+from connectors.simulator.source import iter_events  # noqa: E402
+from operators.records import RawChunk  # noqa: E402
 
 STAGES = ("none", "decode", "orjson", "parse", "parse_lines", "users")
 USERS = 50_000
@@ -50,8 +50,11 @@ USERS = 50_000
 
 def write_events(path: Path, n: int) -> None:
     """Simulator traffic (50,000 users, about 500 events per second of event time)."""
-    sim = load_settings(overrides={"simulator": {
-        "events": n, "rate": 0, "users": USERS, "start": "2025-07-09T19:00:00Z", "event_rate": 500}}).simulator
+    sim = load_settings(
+        overrides={
+            "simulator": {"events": n, "rate": 0, "users": USERS, "start": "2025-07-09T19:00:00Z", "event_rate": 500}
+        }
+    ).simulator
     path.write_bytes(b"".join(payload + b"\n" for _, payload in iter_events(sim)))
 
 
@@ -62,8 +65,8 @@ def run_stage(stage: str, path: Path, warm: int, events: int) -> None:
 
     settings = load_settings()
     lines = path.read_bytes().splitlines()[: warm + events]
-    chunks = [RawChunk("file:bench", 1, lines[i:i + 1000], "bench", i) for i in range(0, len(lines), 1000)]
-    warm_chunks, chunks = chunks[: warm // 1000], chunks[warm // 1000:]
+    chunks = [RawChunk("file:bench", 1, lines[i : i + 1000], "bench", i) for i in range(0, len(lines), 1000)]
+    warm_chunks, chunks = chunks[: warm // 1000], chunks[warm // 1000 :]
     gc.disable()
     warm_parser = ChunkParser(settings, transaction_lines=True)
     parser = warm_parser.for_partition()  # shares the user and merchant caches
@@ -101,13 +104,16 @@ def run_stage(stage: str, path: Path, warm: int, events: int) -> None:
 
 
 def run_flow(path: Path, out: Path) -> None:
-    import dataflow
     from bytewax.testing import run_main
 
-    settings = load_settings(overrides={
-        "source": {"type": "file", "path": str(path), "batch_size": 1000},
-        "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}},
-    })
+    import dataflow
+
+    settings = load_settings(
+        overrides={
+            "source": {"type": "file", "path": str(path), "batch_size": 1000},
+            "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}},
+        }
+    )
     flow = dataflow.build_flow(settings)
     dataflow._tune_garbage_collector()
     run_main(flow, epoch_interval=timedelta(hours=1))
@@ -118,7 +124,10 @@ def count(name: str, args: list[str], tmp: Path) -> int:
     out_file = tmp / f"callgrind.{name}"
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", sys.executable, __file__, *args],
-        cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
     )
     found = re.search(r"Collected : (\d+)", proc.stderr)
     if proc.returncode != 0 or found is None:
@@ -151,7 +160,7 @@ def main() -> int:
     jobs["flow_warm"] = ["--run", "flow", str(warm_file), str(tmp / "out-warm")]
     jobs["flow_all"] = ["--run", "flow", str(events), str(tmp / "out-all")]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        totals = dict(zip(jobs, pool.map(lambda item: count(item[0], item[1], tmp), jobs.items())))
+        totals = dict(zip(jobs, pool.map(lambda item: count(item[0], item[1], tmp), jobs.items()), strict=False))
 
     def per_event(a: str, b: str) -> int:
         return (totals[a] - totals[b]) // args.events

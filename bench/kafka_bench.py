@@ -41,24 +41,37 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-for _k, _v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+for _k, _v in {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
     os.environ.setdefault(_k, _v)
 
 import orjson  # noqa: E402
 import yaml  # noqa: E402
 
+from cli.producer import publish_kafka, publish_kinesis  # noqa: E402
 from config.loader import load_settings  # noqa: E402
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings  # noqa: E402
-from connectors.kafka_source import KafkaSource  # noqa: E402
-from connectors.kinesis_source import KinesisSource  # noqa: E402
-from connectors.producer import publish_kafka, publish_kinesis  # noqa: E402
-from connectors.simulator import iter_events  # noqa: E402
+from connectors.kafka.source import KafkaSource  # noqa: E402
+from connectors.kinesis.source import KinesisSource  # noqa: E402
+from connectors.simulator.source import iter_events  # noqa: E402
 from tests.servers import free_port, start_moto, start_tansu  # noqa: E402
 
 
 def _events(n: int) -> list[tuple[str, bytes]]:
-    sim = load_settings(overrides={"simulator": {
-        "events": n, "rate": 0, "users": 50_000, "start": "2025-07-09T19:00:00Z", "event_rate": n / 1200}}).simulator
+    sim = load_settings(
+        overrides={
+            "simulator": {
+                "events": n,
+                "rate": 0,
+                "users": 50_000,
+                "start": "2025-07-09T19:00:00Z",
+                "event_rate": n / 1200,
+            }
+        }
+    ).simulator
     return list(iter_events(sim))
 
 
@@ -73,8 +86,14 @@ def _expected_minutes(events: list[tuple[str, bytes]]) -> Counter:
 def _bare_consumer(brokers: str, topic: str, partitions: int, n: int) -> float:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False,
-                             max_poll_records=1000, fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)
+    consumer = KafkaConsumer(
+        bootstrap_servers=brokers,
+        group_id=None,
+        enable_auto_commit=False,
+        max_poll_records=1000,
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=4 << 20,
+    )
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -106,16 +125,24 @@ def _drain_source(source, n: int) -> float:
 def _pipeline(tmp: Path, name: str, source: dict, env: dict | None = None, processes: int = 1) -> tuple[float, Path]:
     """Wall seconds of ``bytewax.run dataflow`` as ``processes`` processes (``-i/-a``)."""
     out = tmp / name
-    cfg = {"source": {"batch_size": 1000, **source},
-           "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}}}
+    cfg = {
+        "source": {"batch_size": 1000, **source},
+        "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}},
+    }
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     cluster = [["-i", str(i), "-a", addresses] for i in range(processes)] if processes > 1 else [[]]
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflow", *args], cwd=ROOT,
-                              env={**os.environ, **(env or {}), "PAYWATCH_CONFIG": str(path)}, stdout=subprocess.DEVNULL)
-             for args in cluster]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflow", *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {}), "PAYWATCH_CONFIG": str(path)},
+            stdout=subprocess.DEVNULL,
+        )
+        for args in cluster
+    ]
     for proc in procs:
         if proc.wait() != 0:
             raise SystemExit(f"pipeline {name} failed with {proc.returncode}")
@@ -129,7 +156,9 @@ def _check_minutes(out: Path, expected: Counter) -> None:
             rec = orjson.loads(line)
             if rec.get("region") in {r for r, _ in expected}:
                 got[(rec["region"], rec["window_start"][:16])] += rec["count"]
-    assert got == expected, f"per-minute counts differ: {sorted((got - expected).items())[:5]} {sorted((expected - got).items())[:5]}"
+    assert got == expected, (
+        f"per-minute counts differ: {sorted((got - expected).items())[:5]} {sorted((expected - got).items())[:5]}"
+    )
 
 
 def main() -> int:
@@ -184,8 +213,14 @@ def main() -> int:
             ("KafkaSource alone (no flow)", f"{source:,.0f}"),
             ("pipeline from Kafka, wall clock incl. start-up", f"{args.events / wall:,.0f}"),
             (f"pipeline from Kafka, minus start-up ({startup:.2f} s)", f"{net:,.0f} ({net / bare:.0%} of bare)"),
-            (f"pipeline from Kafka, 2 processes, minus start-up ({startup2:.2f} s)", f"{net2:,.0f} ({net2 / bare:.0%} of bare)"),
-            (f"pipeline from a file, same events, 1 process, minus start-up ({startup_file:.2f} s)", f"{net_file:,.0f}"),
+            (
+                f"pipeline from Kafka, 2 processes, minus start-up ({startup2:.2f} s)",
+                f"{net2:,.0f} ({net2 / bare:.0%} of bare)",
+            ),
+            (
+                f"pipeline from a file, same events, 1 process, minus start-up ({startup_file:.2f} s)",
+                f"{net_file:,.0f}",
+            ),
             ("one-process bound from Kafka, 1/(1/bare + 1/file)", f"{bound:,.0f} ({bound / bare:.0%} of bare)"),
         ]
     finally:
@@ -201,13 +236,19 @@ def main() -> int:
         client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
         events = _events(args.kinesis_events)
         aws = AwsSettings(endpoint_url=moto.url)
-        kin = {"stream_name": stream, "bounded": True, "min_poll_interval_seconds": 0.0, "idle_poll_interval_seconds": 0.05}
+        kin = {
+            "stream_name": stream,
+            "bounded": True,
+            "min_poll_interval_seconds": 0.0,
+            "idle_poll_interval_seconds": 0.05,
+        }
         start = time.perf_counter()
         publish_kinesis(KinesisSourceSettings(**kin), aws, events, client=client)
         put_rate = len(events) / (time.perf_counter() - start)
         source = _drain_source(KinesisSource(KinesisSourceSettings(**kin), aws, 10_000, 30), len(events))
-        wall, out = _pipeline(tmp, "kinesis", {"type": "kinesis", "kinesis": kin},
-                              env={"PAYWATCH__AWS__ENDPOINT_URL": moto.url})
+        wall, out = _pipeline(
+            tmp, "kinesis", {"type": "kinesis", "kinesis": kin}, env={"PAYWATCH__AWS__ENDPOINT_URL": moto.url}
+        )
         _check_minutes(out, _expected_minutes(events))
         rows += [
             (f"producer PutRecords to moto, {args.kinesis_shards} shards", f"{put_rate:,.0f}"),

@@ -39,15 +39,20 @@ def generate(path: Path, n: int) -> None:
     rng = random.Random(3)
     with open(path, "wb") as out:
         for i in range(n):
-            out.write(orjson.dumps({
-                "transaction_id": f"t{i}",
-                "timestamp": int((T0 + i / 2000) * 1000),
-                "payment_status": "FAIL" if rng.random() < 0.02 else "SUCCESS",
-                "region": REGIONS[i % 4],
-                "user_id": f"u{rng.randrange(50_000)}",
-                "amount": round(rng.uniform(1, 900), 2),
-                "currency": "USD",
-            }) + b"\n")
+            out.write(
+                orjson.dumps(
+                    {
+                        "transaction_id": f"t{i}",
+                        "timestamp": int((T0 + i / 2000) * 1000),
+                        "payment_status": "FAIL" if rng.random() < 0.02 else "SUCCESS",
+                        "region": REGIONS[i % 4],
+                        "user_id": f"u{rng.randrange(50_000)}",
+                        "amount": round(rng.uniform(1, 900), 2),
+                        "currency": "USD",
+                    }
+                )
+                + b"\n"
+            )
 
 
 def _free_port() -> int:
@@ -83,8 +88,9 @@ def run_once(work: Path, events: int, metrics_on: bool) -> tuple[float, int]:
     stop, scrapes = threading.Event(), [0]
     scraper = threading.Thread(target=_scrape_until, args=(port, stop, scrapes), daemon=True)
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflow"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "dataflow"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     if metrics_on:
         scraper.start()
     _, err = proc.communicate(timeout=600)

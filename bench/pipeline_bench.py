@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -43,13 +43,24 @@ def generate(path_all: Path, path_a: Path, path_b: Path, n: int) -> None:
     with open(path_all, "wb") as f_all, open(path_a, "wb") as f_a, open(path_b, "wb") as f_b:
         for i in range(n):
             user = rng.randrange(50_000)
-            ts = datetime.fromtimestamp(T0 + i / 2000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            line = orjson.dumps({
-                "transaction_id": f"txn_{i:09d}", "user_id": f"u{user}", "timestamp": ts,
-                "payment_status": "FAIL" if rng.random() < 0.01 else "SUCCESS", "region": REGIONS[user % 4],
-                "amount": round(rng.uniform(5, 400), 2), "currency": "USD", "merchant_id": f"m{user % 97}",
-                "merchant_name": f"Merchant {user % 97}", "device": "mobile",
-            }) + b"\n"
+            ts = datetime.fromtimestamp(T0 + i / 2000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            line = (
+                orjson.dumps(
+                    {
+                        "transaction_id": f"txn_{i:09d}",
+                        "user_id": f"u{user}",
+                        "timestamp": ts,
+                        "payment_status": "FAIL" if rng.random() < 0.01 else "SUCCESS",
+                        "region": REGIONS[user % 4],
+                        "amount": round(rng.uniform(5, 400), 2),
+                        "currency": "USD",
+                        "merchant_id": f"m{user % 97}",
+                        "merchant_name": f"Merchant {user % 97}",
+                        "device": "mobile",
+                    }
+                )
+                + b"\n"
+            )
             f_all.write(line)
             (f_a if user % 2 == 0 else f_b).write(line)
 
@@ -81,14 +92,24 @@ def run_flow(
     """
     shutil.rmtree(out, ignore_errors=True)
     config = out.parent / f"{out.name}.yaml"
-    sinks = (f"{{jsonl: {{dir: '{out}', files: 2}}, stdout: {{alerts: false, metrics: false, dead_letters: false}}}}"
-             if jsonl else "{stdout: {alerts: true, metrics: true, dead_letters: true}}")
+    sinks = (
+        f"{{jsonl: {{dir: '{out}', files: 2}}, stdout: {{alerts: false, metrics: false, dead_letters: false}}}}"
+        if jsonl
+        else "{stdout: {alerts: true, metrics: true, dead_letters: true}}"
+    )
     config.write_text(f"source: {{type: file, path: '{pattern}', batch_size: 1000}}\nsinks: {sinks}\n")
     env = {**os.environ, "PAYWATCH_CONFIG": str(config), **(extra_env or {})}
     cpu_before = _children_cpu()
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflow", *a], cwd=ROOT, env=env,
-                              stdout=None if jsonl else subprocess.DEVNULL) for a in args_per_process]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflow", *a],
+            cwd=ROOT,
+            env=env,
+            stdout=None if jsonl else subprocess.DEVNULL,
+        )
+        for a in args_per_process
+    ]
     for p in procs:
         if p.wait() != 0:
             raise SystemExit(f"flow failed with {p.returncode}")

@@ -61,7 +61,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, raw in sorted(environ.items()):
         if not name.startswith(OVERRIDE_PREFIX):
             continue
-        path = [part.lower() for part in name[len(OVERRIDE_PREFIX):].split("__")]
+        path = [part.lower() for part in name[len(OVERRIDE_PREFIX) :].split("__")]
         if not all(path):
             raise SettingsError(f"environment variable {name}: empty key segment")
         try:

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import orjson
 
-from connectors.simulator import scenario_labels
+from connectors.simulator.source import scenario_labels
 from evaluation import report as reporting
 from evaluation.matching import TypeReport, late_routing, match
 from evaluation.runner import RunOutput, build_settings, run
@@ -57,8 +57,15 @@ def evaluate(
     command: str = "",
 ) -> Evaluation:
     """Run the dataflow on the mix, score it, write report.json (and timeline.png)."""
-    simulator = {"scenario": scenario, "events": events, "seed": seed, "event_rate": event_rate,
-                 "users": users, "partitions": partitions, "start": start}
+    simulator = {
+        "scenario": scenario,
+        "events": events,
+        "seed": seed,
+        "event_rate": event_rate,
+        "users": users,
+        "partitions": partitions,
+        "start": start,
+    }
     settings = build_settings(simulator, out_dir, config)
     labels = scenario_labels(settings.simulator)
     output = run(settings, use_subprocess=use_subprocess, workers=workers)
@@ -78,17 +85,27 @@ def evaluate(
     document = reporting.document(reports, bar, run_info, late)
     (out_dir / "report.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     if timeline:
-        render(out_dir / "timeline.png", output.metrics, output.alerts, labels, rule.threshold_percent,
-               f"Paywatch detection: scenario {scenario}, {output.n_events:,} events, seed {seed}",
-               set().union(*(r.false_ids for r in reports.values())))
+        render(
+            out_dir / "timeline.png",
+            output.metrics,
+            output.alerts,
+            labels,
+            rule.threshold_percent,
+            f"Paywatch detection: scenario {scenario}, {output.n_events:,} events, seed {seed}",
+            set().union(*(r.false_ids for r in reports.values())),
+        )
     return Evaluation(output, labels, reports, bar, late, document)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="mixed", help="simulator scenario (connectors/scenarios.py)")
-    parser.add_argument("--events", type=int, default=1_100_000,
-                        help="simulated event slots (default 1,100,000; traffic drops remove some)")
+    parser.add_argument("--scenario", default="mixed", help="simulator scenario (connectors/simulator/scenarios.py)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=1_100_000,
+        help="simulated event slots (default 1,100,000; traffic drops remove some)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--event-rate", type=float, default=150.0, help="events per second of event time")
     parser.add_argument("--users", type=int, default=10_000)
@@ -104,22 +121,38 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     command = "python -m evaluation " + " ".join(argv if argv is not None else sys.argv[1:])
     result = evaluate(
-        Path(args.out), scenario=args.scenario, events=args.events, seed=args.seed, event_rate=args.event_rate,
-        users=args.users, partitions=args.partitions, start=args.start, config=args.config,
-        use_subprocess=args.subprocess, workers=args.workers, timeline=not args.no_timeline, command=command.strip(),
+        Path(args.out),
+        scenario=args.scenario,
+        events=args.events,
+        seed=args.seed,
+        event_rate=args.event_rate,
+        users=args.users,
+        partitions=args.partitions,
+        start=args.start,
+        config=args.config,
+        use_subprocess=args.subprocess,
+        workers=args.workers,
+        timeline=not args.no_timeline,
+        command=command.strip(),
     )
-    print(f"{result.output.n_events:,} events, {len(result.labels)} labels, "
-          f"run {result.output.wall_seconds:.1f} s wall")
+    print(
+        f"{result.output.n_events:,} events, {len(result.labels)} labels, run {result.output.wall_seconds:.1f} s wall"
+    )
     print(reporting.table(result.reports))
     late = result.late
-    print(f"late events: {late['caught']}/{late['labels']} routed to dead letters as late, "
-          f"{late['unexpected_late']} others judged late")
+    print(
+        f"late events: {late['caught']}/{late['labels']} routed to dead letters as late, "
+        f"{late['unexpected_late']} others judged late"
+    )
     if args.markdown:
         print()
         print(reporting.markdown_table(result.reports))
     bar = result.bar
     print("bar (issue 7):", "PASS" if bar["passed"] else "FAIL", *[f"\n  - {f}" for f in bar["failures"]])
-    print(f"report: {Path(args.out) / 'report.json'}" + ("" if args.no_timeline else f", timeline: {Path(args.out) / 'timeline.png'}"))
+    print(
+        f"report: {Path(args.out) / 'report.json'}"
+        + ("" if args.no_timeline else f", timeline: {Path(args.out) / 'timeline.png'}")
+    )
     return 1 if args.check and not bar["passed"] else 0
 
 

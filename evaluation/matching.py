@@ -1,7 +1,7 @@
 """Matching alerts to ground-truth labels, and the figures per alert type.
 
 Pure functions over plain records (alerts as the JSONL sink writes them,
-labels as :func:`connectors.simulator.scenario_labels` returns them), so the
+labels as :func:`connectors.simulator.source.scenario_labels` returns them), so the
 scoring is tested without running a dataflow.
 
 An OPEN alert is *correct* when a label with ``expected=True`` of the same
@@ -22,9 +22,10 @@ page for one problem.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 REGION_TYPES = ("FAILURE_RATE", "TRAFFIC_DROP")
 ALERT_TYPES = ("FAILURE_RATE", "TRAFFIC_DROP", "VELOCITY", "AMOUNT_SPIKE", "IMPOSSIBLE_TRAVEL", "FRAUD_SUSPECTED")
@@ -59,7 +60,6 @@ class TypeReport:
     false: list = field(default_factory=list)  # false alerts (first few)
     false_ids: set = field(default_factory=set)  # alert_id of every false alert
 
-
     def summary(self) -> dict[str, Any]:
         """JSON-ready figures (delays summarised, examples kept short)."""
         record = asdict(self)
@@ -72,8 +72,11 @@ class TypeReport:
 def _delay_stats(values: list[float]) -> Optional[dict[str, float]]:
     if not values:
         return None
-    return {"median": round(statistics.median(values), 3), "worst": round(max(values), 3),
-            "best": round(min(values), 3)}
+    return {
+        "median": round(statistics.median(values), 3),
+        "worst": round(max(values), 3),
+        "best": round(min(values), 3),
+    }
 
 
 @dataclass
@@ -148,8 +151,14 @@ def match(
             if candidates:
                 report.near_miss_alerts += 1
             if len(report.false) < keep_examples:
-                report.false.append({"key": alert["key"], "event_time": alert["event_time"],
-                                     "value": alert.get("value"), "near_miss": bool(candidates)})
+                report.false.append(
+                    {
+                        "key": alert["key"],
+                        "event_time": alert["event_time"],
+                        "value": alert.get("value"),
+                        "near_miss": bool(candidates),
+                    }
+                )
             continue
         hit.open_id = alert.get("incident_id", alert.get("alert_id"))
         report.correct += 1

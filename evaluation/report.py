@@ -41,19 +41,48 @@ def _delay(values: list[float]) -> str:
     if not values:
         return "-"
     ordered = sorted(values)
-    median = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    median = (
+        ordered[len(ordered) // 2]
+        if len(ordered) % 2
+        else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    )
     return f"{median:.1f} / {ordered[-1]:.1f}"
 
 
 def table(reports: dict[str, TypeReport]) -> str:
     """A fixed-width table; delays are median / worst in seconds of event time."""
-    header = ("type", "labels", "near", "alerts", "detected", "dup", "false", "precision", "recall",
-              "false/M", "open delay s", "resolve delay s")
+    header = (
+        "type",
+        "labels",
+        "near",
+        "alerts",
+        "detected",
+        "dup",
+        "false",
+        "precision",
+        "recall",
+        "false/M",
+        "open delay s",
+        "resolve delay s",
+    )
     rows = [header]
     for name, r in reports.items():
-        rows.append((name, str(r.labels), str(r.near_misses), str(r.alerts), str(r.detected), str(r.duplicates),
-                     str(r.false_alerts), _fmt(r.precision), _fmt(r.recall), _fmt(r.false_per_million, 2),
-                     _delay(r.open_delays), _delay(r.resolve_delays)))
+        rows.append(
+            (
+                name,
+                str(r.labels),
+                str(r.near_misses),
+                str(r.alerts),
+                str(r.detected),
+                str(r.duplicates),
+                str(r.false_alerts),
+                _fmt(r.precision),
+                _fmt(r.recall),
+                _fmt(r.false_per_million, 2),
+                _delay(r.open_delays),
+                _delay(r.resolve_delays),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):
@@ -66,18 +95,22 @@ def table(reports: dict[str, TypeReport]) -> str:
 
 def markdown_table(reports: dict[str, TypeReport]) -> str:
     """The same table in Markdown, for docs/detection.md."""
-    lines = ["| type | labels | near misses | alerts | detected | duplicates | false | precision | recall "
-             "| false / M events | OPEN delay s (median / worst) | RESOLVED delay s (median / worst) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| type | labels | near misses | alerts | detected | duplicates | false | precision | recall "
+        "| false / M events | OPEN delay s (median / worst) | RESOLVED delay s (median / worst) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in reports.items():
-        lines.append(f"| {name} | {r.labels} | {r.near_misses} | {r.alerts} | {r.detected} | {r.duplicates} | "
-                     f"{r.false_alerts} | {_fmt(r.precision)} | {_fmt(r.recall)} | {_fmt(r.false_per_million, 2)} | "
-                     f"{_delay(r.open_delays)} | {_delay(r.resolve_delays)} |")
+        lines.append(
+            f"| {name} | {r.labels} | {r.near_misses} | {r.alerts} | {r.detected} | {r.duplicates} | "
+            f"{r.false_alerts} | {_fmt(r.precision)} | {_fmt(r.recall)} | {_fmt(r.false_per_million, 2)} | "
+            f"{_delay(r.open_delays)} | {_delay(r.resolve_delays)} |"
+        )
     return "\n".join(lines)
 
 
-def document(reports: dict[str, TypeReport], bar: dict[str, Any], run: dict[str, Any],
-             late: dict[str, Any]) -> dict[str, Any]:
+def document(
+    reports: dict[str, TypeReport], bar: dict[str, Any], run: dict[str, Any], late: dict[str, Any]
+) -> dict[str, Any]:
     """The JSON report."""
-    return {"run": run, "bar": bar, "late_events": late,
-            "types": {name: r.summary() for name, r in reports.items()}}
+    return {"run": run, "bar": bar, "late_events": late, "types": {name: r.summary() for name, r in reports.items()}}

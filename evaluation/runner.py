@@ -13,9 +13,10 @@ import glob
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Optional
 
 import orjson
 import yaml
@@ -43,8 +44,7 @@ def run_overrides(simulator: Mapping[str, Any], out_dir: Path) -> dict[str, Any]
     return {
         "source": {"type": "simulator"},
         "simulator": {"rate": 0, **simulator},
-        "sinks": {"jsonl": {"dir": str(out_dir)},
-                  "stdout": {"alerts": False, "metrics": False, "dead_letters": False}},
+        "sinks": {"jsonl": {"dir": str(out_dir)}, "stdout": {"alerts": False, "metrics": False, "dead_letters": False}},
     }
 
 

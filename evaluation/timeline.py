@@ -11,9 +11,9 @@ crosses.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Collection, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Collection, Iterable
 
 from evaluation.matching import REGION_TYPES, epoch
 
@@ -22,11 +22,18 @@ _SPAN_COLOURS = {"FAILURE_RATE": "#d62728", "TRAFFIC_DROP": "#1f77b4"}
 
 
 def _dt(iso: str) -> datetime:
-    return datetime.fromtimestamp(epoch(iso), timezone.utc)
+    return datetime.fromtimestamp(epoch(iso), UTC)
 
 
-def render(path: Path, metrics: Iterable[dict], alerts: Iterable[dict], labels: Iterable[dict],
-           threshold_percent: float, title: str, false_ids: Collection[str] = ()) -> Path:
+def render(
+    path: Path,
+    metrics: Iterable[dict],
+    alerts: Iterable[dict],
+    labels: Iterable[dict],
+    threshold_percent: float,
+    title: str,
+    false_ids: Collection[str] = (),
+) -> Path:
     """Write the timeline PNG to ``path``.
 
     :arg false_ids: ``alert_id`` of the alerts the matching judged false.
@@ -46,9 +53,14 @@ def render(path: Path, metrics: Iterable[dict], alerts: Iterable[dict], labels: 
     alerts = list(alerts)
     labels = list(labels)
     regions = sorted({m["region"] for m in metrics})
-    fig, axes = plt.subplots(len(regions) + 1, 1, figsize=(16, 2.6 * len(regions) + 3.2), sharex=True,
-                             gridspec_kw={"height_ratios": [3] * len(regions) + [2]})
-    for ax, region in zip(axes, regions):
+    fig, axes = plt.subplots(
+        len(regions) + 1,
+        1,
+        figsize=(16, 2.6 * len(regions) + 3.2),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3] * len(regions) + [2]},
+    )
+    for ax, region in zip(axes, regions, strict=False):
         rows = sorted((m for m in metrics if m["region"] == region), key=lambda m: m["window_start"])
         times = [_dt(m["window_start"]) for m in rows]
         volume = ax.twinx()
@@ -58,22 +70,41 @@ def render(path: Path, metrics: Iterable[dict], alerts: Iterable[dict], labels: 
         volume.set_ylim(bottom=0)
         ax.set_zorder(volume.get_zorder() + 1)
         ax.patch.set_visible(False)
-        ax.step(times, [m["failure_rate"] for m in rows], where="post", color="black", lw=1.0,
-                label="failure rate % (1-min)")
+        ax.step(
+            times,
+            [m["failure_rate"] for m in rows],
+            where="post",
+            color="black",
+            lw=1.0,
+            label="failure rate % (1-min)",
+        )
         ax.axhline(threshold_percent, color="#d62728", ls="--", lw=1, label=f"threshold {threshold_percent}%")
         for lab in labels:
             if lab["type"] in REGION_TYPES and lab["key"] == region:
-                ax.axvspan(_dt(lab["start"]), _dt(lab["end"]), color=_SPAN_COLOURS[lab["type"]],
-                           alpha=0.18 if lab["expected"] else 0.08, hatch=None if lab["expected"] else "//",
-                           lw=0)
+                ax.axvspan(
+                    _dt(lab["start"]),
+                    _dt(lab["end"]),
+                    color=_SPAN_COLOURS[lab["type"]],
+                    alpha=0.18 if lab["expected"] else 0.08,
+                    hatch=None if lab["expected"] else "//",
+                    lw=0,
+                )
         top = max([m["failure_rate"] for m in rows] + [threshold_percent * 2])
         for alert in alerts:
             if alert["type"] not in REGION_TYPES or alert["key"] != region:
                 continue
             y = alert["value"] if alert["type"] == "FAILURE_RATE" else top * 0.92
             marker = "^" if alert["state"] == "OPEN" else "v"
-            ax.plot(_dt(alert["event_time"]), y, marker=marker, ms=8, ls="none",
-                    color=_SPAN_COLOURS[alert["type"]], mec="black", mew=0.6)
+            ax.plot(
+                _dt(alert["event_time"]),
+                y,
+                marker=marker,
+                ms=8,
+                ls="none",
+                color=_SPAN_COLOURS[alert["type"]],
+                mec="black",
+                mew=0.6,
+            )
         ax.set_ylim(0, top * 1.05)
         ax.set_ylabel(f"{region}\nfailure %", fontsize=9)
         ax.grid(alpha=0.25)
@@ -104,13 +135,19 @@ def render(path: Path, metrics: Iterable[dict], alerts: Iterable[dict], labels: 
     ax.set_yticks(range(len(_USER_TYPES)), _USER_TYPES, fontsize=8)
     ax.set_ylim(-0.6, len(_USER_TYPES) - 0.2)
     ax.grid(alpha=0.25)
-    ax.legend(handles=[
-        plt.Line2D([], [], marker="|", ms=12, ls="none", color="#999999", label="incident (label)"),
-        plt.Line2D([], [], marker="|", ms=8, ls="none", color="#ff9896", label="near miss"),
-        plt.Line2D([], [], marker="o", ms=4, ls="none", color="#2ca02c", label="alert, correct"),
-        plt.Line2D([], [], marker="x", ms=8, ls="none", color="#d62728", mew=2, label="alert, false"),
-    ], loc="upper left", fontsize=7, ncol=4, framealpha=0.9)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
+    ax.legend(
+        handles=[
+            plt.Line2D([], [], marker="|", ms=12, ls="none", color="#999999", label="incident (label)"),
+            plt.Line2D([], [], marker="|", ms=8, ls="none", color="#ff9896", label="near miss"),
+            plt.Line2D([], [], marker="o", ms=4, ls="none", color="#2ca02c", label="alert, correct"),
+            plt.Line2D([], [], marker="x", ms=8, ls="none", color="#d62728", mew=2, label="alert, false"),
+        ],
+        loc="upper left",
+        fontsize=7,
+        ncol=4,
+        framealpha=0.9,
+    )
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
     ax.set_xlabel("event time (UTC)")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -26,19 +26,19 @@ import base64
 import copy
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, Optional
 from zlib import crc32
 
-import orjson
 import msgspec
+import orjson
 from msgspec import UNSET
 
 from config.settings import Settings
-from connectors.chunks import RawChunk
 from operators import alerts
 from operators.event_decoder import ADDED_FIELDS, DECODE_ERRORS, MAX_INT_AMOUNT, EventDecoder
+from operators.records import RawChunk
 from operators.scoring import FRAUD_SUSPECTED, HIGH_VALUE, MEDIUM_VALUE, REVIEW_REQUIRED, STANDARD, FraudScorer
 from operators.timestamps import TimestampParser, iso_utc
 
@@ -139,7 +139,7 @@ class ChunkParser:
         self._suffixes: dict[int, bytes] = {}
         self._years = (settings.validation.min_year, settings.validation.max_year)
 
-    def for_partition(self) -> "ChunkParser":
+    def for_partition(self) -> ChunkParser:
         """A parser for one more source partition of this process.
 
         It shares the caches that grow with the data (user -> shard,
@@ -167,7 +167,9 @@ class ChunkParser:
     def _enrichment_suffix(self, score: int, category: int, processed_tail: bytes) -> bytes:
         """The bytes that close a raw event, cached per (score, category) for one chunk."""
         status = self._scorer.status(score)
-        suffix = f',"category":"{_CATEGORIES[category]}","fraud_score":{score},"fraud_status":"{status}","processed_at":"'.encode()
+        suffix = (
+            f',"category":"{_CATEGORIES[category]}","fraud_score":{score},"fraud_status":"{status}","processed_at":"'
+        ).encode()
         suffix += processed_tail
         self._suffixes[score * 3 + category] = suffix
         return suffix
@@ -241,7 +243,7 @@ class ChunkParser:
         dead_letter = self.dead_letter
         unset = UNSET
 
-        processed_tail = (datetime.now(timezone.utc).isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
+        processed_tail = (datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
         out_lines: list[bytes] = []
         append_line = out_lines.append
         region_counts: dict[tuple[str, int], list[int]] = {}
@@ -263,7 +265,7 @@ class ChunkParser:
         if indices is None:
             indices = range(len(lines))
 
-        for index, ev in zip(indices, events):
+        for index, ev in zip(indices, events, strict=False):
             raw = lines[index]
             # Types, lengths and signs are checked; what remains is syntax.
             ts_value = ev.timestamp
@@ -279,9 +281,13 @@ class ChunkParser:
                 ts = timestamps.parse(ts_value)
                 if ts is None:
                     if ts_value is None:
-                        dead.append((index, dead_letter(chunk, index, raw, MISSING_FIELD, "timestamp", "timestamp is required")))
+                        dead.append(
+                            (index, dead_letter(chunk, index, raw, MISSING_FIELD, "timestamp", "timestamp is required"))
+                        )
                     else:
-                        dead.append((index, dead_letter(chunk, index, raw, INVALID_FIELD, "timestamp", timestamps.error)))
+                        dead.append(
+                            (index, dead_letter(chunk, index, raw, INVALID_FIELD, "timestamp", timestamps.error))
+                        )
                     continue
             status = ev.payment_status
             failed = statuses.get(status)
@@ -341,7 +347,19 @@ class ChunkParser:
             # Event time: late against this partition's own progress.
             if ts < horizon:
                 n_late += 1
-                dead.append((index, dead_letter(chunk, index, raw, LATE, "timestamp", f"event time {iso_utc(ts)} is behind the watermark {iso_utc(horizon)}")))
+                dead.append(
+                    (
+                        index,
+                        dead_letter(
+                            chunk,
+                            index,
+                            raw,
+                            LATE,
+                            "timestamp",
+                            f"event time {iso_utc(ts)} is behind the watermark {iso_utc(horizon)}",
+                        ),
+                    )
+                )
                 continue
             if max_ts is None or ts > max_ts:
                 max_ts = ts
@@ -442,7 +460,11 @@ class ChunkParser:
         if currency is not None and (type(currency) is not str or len(currency) != 3 or not currency.isalpha()):
             return self.dead_letter(chunk, index, raw, *_currency_error(currency))
         user_id = ev.get("user_id")
-        if user_id is not None and type(user_id) is not int and (type(user_id) is not str or not user_id or len(user_id) > max_id):
+        if (
+            user_id is not None
+            and type(user_id) is not int
+            and (type(user_id) is not str or not user_id or len(user_id) > max_id)
+        ):
             detail = f"user_id must be a non-empty string, got {user_id!r:.80}"
             return self.dead_letter(chunk, index, raw, INVALID_FIELD, "user_id", detail)
         for name in _OPTIONAL_TEXT:
@@ -461,7 +483,9 @@ class ChunkParser:
         record["processed_at"] = processed_tail[:-3].decode()
         return record
 
-    def _fraud_alert(self, ev: dict, txn: str, ts: float, region: str, user_id: Optional[str], fraud_score: int) -> dict:
+    def _fraud_alert(
+        self, ev: dict, txn: str, ts: float, region: str, user_id: Optional[str], fraud_score: int
+    ) -> dict:
         return alerts.make_alert(
             alerts.FRAUD_SUSPECTED,
             alerts.OPEN,
@@ -470,7 +494,10 @@ class ChunkParser:
             event_time=ts,
             value=float(fraud_score),
             threshold=float(self._scorer.suspected_score),
-            message=f"transaction {txn} scored {fraud_score} (amount {ev.get('amount')} {ev.get('currency') or ''}, merchant {ev.get('merchant_name')!r})",
+            message=(
+                f"transaction {txn} scored {fraud_score} (amount {ev.get('amount')} {ev.get('currency') or ''}, "
+                f"merchant {ev.get('merchant_name')!r})"
+            ),
             region=region,
             user_id=user_id,
             transaction_id=txn,

@@ -239,16 +239,18 @@ class RegionWindows:
             if self.state.regions[region].first_second >= end:
                 continue
             count, failures, suspected, review = self._sum(region, start, end)
-            records.append({
-                "region": region,
-                "window_start": iso_utc(start),
-                "window_end": iso_utc(end),
-                "count": count,
-                "failures": failures,
-                "failure_rate": round(failures * 100.0 / count, 4) if count else 0.0,
-                "fraud_suspected": suspected,
-                "review_required": review,
-            })
+            records.append(
+                {
+                    "region": region,
+                    "window_start": iso_utc(start),
+                    "window_end": iso_utc(end),
+                    "count": count,
+                    "failures": failures,
+                    "failure_rate": round(failures * 100.0 / count, 4) if count else 0.0,
+                    "fraud_suspected": suspected,
+                    "review_required": review,
+                }
+            )
         return records
 
     # -- incidents --------------------------------------------------------------
@@ -278,22 +280,46 @@ class RegionWindows:
         rate = failures * 100.0 / count
         key = (alerts.FAILURE_RATE, region)
         open_id = self.state.incidents.get(key)
-        details = {"count": count, "failures": failures, "window_start": iso_utc(end - rule.window_seconds),
-                   "window_seconds": rule.window_seconds}
+        details = {
+            "count": count,
+            "failures": failures,
+            "window_start": iso_utc(end - rule.window_seconds),
+            "window_seconds": rule.window_seconds,
+        }
         if open_id is None and rate > rule.threshold_percent:
             incident = f"{alerts.FAILURE_RATE}:{region}:{alerts.compact_time(end)}"
             self.state.incidents[key] = incident
-            return [alerts.make_alert(
-                alerts.FAILURE_RATE, alerts.OPEN, region, incident, end, round(rate, 4), rule.threshold_percent,
-                f"payment failure rate in {region} is {rate:.2f}% over the last {rule.window_seconds}s "
-                f"({failures} of {count}), above {rule.threshold_percent}%",
-                region=region, details=details)]
+            return [
+                alerts.make_alert(
+                    alerts.FAILURE_RATE,
+                    alerts.OPEN,
+                    region,
+                    incident,
+                    end,
+                    round(rate, 4),
+                    rule.threshold_percent,
+                    f"payment failure rate in {region} is {rate:.2f}% over the last {rule.window_seconds}s "
+                    f"({failures} of {count}), above {rule.threshold_percent}%",
+                    region=region,
+                    details=details,
+                )
+            ]
         if open_id is not None and rate <= rule.threshold_percent:
             del self.state.incidents[key]
-            return [alerts.make_alert(
-                alerts.FAILURE_RATE, alerts.RESOLVED, region, open_id, end, round(rate, 4), rule.threshold_percent,
-                f"payment failure rate in {region} is back to {rate:.2f}% ({failures} of {count})",
-                region=region, details=details)]
+            return [
+                alerts.make_alert(
+                    alerts.FAILURE_RATE,
+                    alerts.RESOLVED,
+                    region,
+                    open_id,
+                    end,
+                    round(rate, 4),
+                    rule.threshold_percent,
+                    f"payment failure rate in {region} is back to {rate:.2f}% ({failures} of {count})",
+                    region=region,
+                    details=details,
+                )
+            ]
         return []
 
     def _judge_traffic(self, region: str, info: _RegionState, end: int, count: int) -> list[dict]:
@@ -307,23 +333,46 @@ class RegionWindows:
         open_id = self.state.incidents.get(key)
         warmed = info.baseline_windows >= drop.baseline_windows and info.baseline >= drop.min_baseline
         out = []
-        details = {"count": count, "baseline": round(info.baseline, 2),
-                   "window_start": iso_utc(end - self.rule.window_seconds)}
+        details = {
+            "count": count,
+            "baseline": round(info.baseline, 2),
+            "window_start": iso_utc(end - self.rule.window_seconds),
+        }
         if open_id is None and warmed and count < drop.fraction * info.baseline:
             incident = f"{alerts.TRAFFIC_DROP}:{region}:{alerts.compact_time(end)}"
             self.state.incidents[key] = incident
-            out.append(alerts.make_alert(
-                alerts.TRAFFIC_DROP, alerts.OPEN, region, incident, end, float(count),
-                round(drop.fraction * info.baseline, 2),
-                f"traffic in {region} fell to {count} payments in {self.rule.window_seconds}s "
-                f"(baseline {info.baseline:.0f})", region=region, details=details))
+            out.append(
+                alerts.make_alert(
+                    alerts.TRAFFIC_DROP,
+                    alerts.OPEN,
+                    region,
+                    incident,
+                    end,
+                    float(count),
+                    round(drop.fraction * info.baseline, 2),
+                    f"traffic in {region} fell to {count} payments in {self.rule.window_seconds}s "
+                    f"(baseline {info.baseline:.0f})",
+                    region=region,
+                    details=details,
+                )
+            )
         elif open_id is not None and count >= drop.recover_fraction * info.baseline:
             del self.state.incidents[key]
-            out.append(alerts.make_alert(
-                alerts.TRAFFIC_DROP, alerts.RESOLVED, region, open_id, end, float(count),
-                round(drop.recover_fraction * info.baseline, 2),
-                f"traffic in {region} recovered to {count} payments in {self.rule.window_seconds}s "
-                f"(baseline {info.baseline:.0f})", region=region, details=details))
+            out.append(
+                alerts.make_alert(
+                    alerts.TRAFFIC_DROP,
+                    alerts.RESOLVED,
+                    region,
+                    open_id,
+                    end,
+                    float(count),
+                    round(drop.recover_fraction * info.baseline, 2),
+                    f"traffic in {region} recovered to {count} payments in {self.rule.window_seconds}s "
+                    f"(baseline {info.baseline:.0f})",
+                    region=region,
+                    details=details,
+                )
+            )
         if key not in self.state.incidents:
             if info.baseline_windows == 0:
                 info.baseline = float(count)

@@ -8,7 +8,6 @@ test/fake/dummy +40, currency outside USD/EUR/GBP +20, amount a multiple of
 
 from __future__ import annotations
 
-
 from config.settings import EnrichmentSettings, FraudRules
 
 FRAUD_SUSPECTED = "FRAUD_SUSPECTED"
@@ -32,7 +31,15 @@ class FraudScorer:
     suspiciously round payments).
     """
 
-    __slots__ = ("_rules", "currencies", "merchant_hits", "high_value", "medium_value", "review_score", "suspected_score")
+    __slots__ = (
+        "_rules",
+        "currencies",
+        "merchant_hits",
+        "high_value",
+        "medium_value",
+        "review_score",
+        "suspected_score",
+    )
 
     def __init__(self, rules: FraudRules, enrichment: EnrichmentSettings) -> None:
         self._rules = rules

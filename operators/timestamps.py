@@ -13,7 +13,7 @@ from __future__ import annotations
 import calendar
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Optional
 
 _CACHE_LIMIT = 20_000  # per partition: 5.5 hours of distinct seconds
@@ -53,7 +53,9 @@ class TimestampParser:
             if shift is None:
                 shift = self._parse_suffix(suffix)
                 if shift is None:
-                    self.error = "timestamp needs a zone (Z or +hh:mm)" if suffix == "" else "bad timestamp fraction or zone"
+                    self.error = (
+                        "timestamp needs a zone (Z or +hh:mm)" if suffix == "" else "bad timestamp fraction or zone"
+                    )
                     return None
             ts = base + shift
         elif type(value) is int or type(value) is float:
@@ -105,7 +107,7 @@ class TimestampParser:
 def iso_utc(epoch_seconds: float) -> str:
     """ISO-8601 UTC with ``Z``; whole seconds print without a fraction."""
     whole = int(epoch_seconds // 1)
-    text = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     frac = epoch_seconds - whole
     if frac > 1e-9:
         millis = int(round(frac * 1000))

@@ -189,28 +189,54 @@ class UserRisk:
         value, threshold = (float(count), float(rule.max_count)) if by_count else (round(total, 2), rule.max_amount)
         what = f"{count} payments" if by_count else f"{total:.2f} in payments"
         return alerts.make_alert(
-            alerts.VELOCITY, alerts.OPEN, user_id, f"{alerts.VELOCITY}:{user_id}:{txn}", ts, value, threshold,
+            alerts.VELOCITY,
+            alerts.OPEN,
+            user_id,
+            f"{alerts.VELOCITY}:{user_id}:{txn}",
+            ts,
+            value,
+            threshold,
             f"user {user_id} made {what} within {rule.window_seconds:g}s",
-            region=region, user_id=user_id, transaction_id=txn,
-            details={"count": count, "amount_sum": round(total, 2), "window_seconds": rule.window_seconds,
-                     "limit": "count" if by_count else "amount"},
+            region=region,
+            user_id=user_id,
+            transaction_id=txn,
+            details={
+                "count": count,
+                "amount_sum": round(total, 2),
+                "window_seconds": rule.window_seconds,
+                "limit": "count" if by_count else "amount",
+            },
         )
 
     def _spike_alert(self, user_id: str, txn: str, ts: float, region: str, amount: float, typical: float) -> dict:
         factor = amount / typical
         return alerts.make_alert(
-            alerts.AMOUNT_SPIKE, alerts.OPEN, user_id, f"{alerts.AMOUNT_SPIKE}:{user_id}:{txn}", ts,
-            round(factor, 2), self.spike.factor,
+            alerts.AMOUNT_SPIKE,
+            alerts.OPEN,
+            user_id,
+            f"{alerts.AMOUNT_SPIKE}:{user_id}:{txn}",
+            ts,
+            round(factor, 2),
+            self.spike.factor,
             f"user {user_id} paid {amount:g}, {factor:.1f}x their typical {typical:g}",
-            region=region, user_id=user_id, transaction_id=txn,
+            region=region,
+            user_id=user_id,
+            transaction_id=txn,
             details={"amount": amount, "typical_amount": typical},
         )
 
     def _travel_alert(self, user_id: str, txn: str, ts: float, region: str, previous: str, gap: float) -> dict:
         return alerts.make_alert(
-            alerts.IMPOSSIBLE_TRAVEL, alerts.OPEN, user_id, f"{alerts.IMPOSSIBLE_TRAVEL}:{user_id}:{txn}", ts,
-            round(gap, 3), self.travel.window_seconds,
+            alerts.IMPOSSIBLE_TRAVEL,
+            alerts.OPEN,
+            user_id,
+            f"{alerts.IMPOSSIBLE_TRAVEL}:{user_id}:{txn}",
+            ts,
+            round(gap, 3),
+            self.travel.window_seconds,
             f"user {user_id} paid from {region} {gap:.0f}s after paying from {previous}",
-            region=region, user_id=user_id, transaction_id=txn,
+            region=region,
+            user_id=user_id,
+            transaction_id=txn,
             details={"from_region": previous, "to_region": region, "seconds_between": round(gap, 3)},
         )

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Optional
 
 import boto3
 
+from cli.provision import Provisioner
 from config import load_settings
 from config.loader import deep_merge
 from config.settings import Settings
-from connectors.provision import Provisioner
-from connectors.sink_delivery import BufferedAwsSink
+from connectors.sinks.delivery import BufferedAwsSink
 
 
 def aws_settings(endpoint_url: str, tmp_path, overrides: Optional[dict[str, Any]] = None) -> Settings:
@@ -28,8 +29,13 @@ def aws_settings(endpoint_url: str, tmp_path, overrides: Optional[dict[str, Any]
             "retry": {"base_seconds": 0.02, "max_seconds": 0.2, "close_timeout_seconds": 20},
             "cloudwatch": {"enabled": True, "namespace": f"Paywatch-{tag}", "alarm_regions": ["US-WEST"]},
             "sns": {"enabled": True, "topic_name": f"alerts-{tag}", "sqs_subscription": f"alerts-q-{tag}"},
-            "dynamodb": {"enabled": True, "transactions_table": f"txn-{tag}", "alerts_table": f"alerts-{tag}",
-                         "aggregates_table": f"aggs-{tag}", "ttl_days": 30},
+            "dynamodb": {
+                "enabled": True,
+                "transactions_table": f"txn-{tag}",
+                "alerts_table": f"alerts-{tag}",
+                "aggregates_table": f"aggs-{tag}",
+                "ttl_days": 30,
+            },
             "dead_letter": {"type": "jsonl", "path": str(tmp_path / "sink_dead_letter.jsonl")},
         },
     }
@@ -46,7 +52,7 @@ def client(service: str, settings: Settings) -> Any:
 
 def recent_minute(minutes_ago: int = 30) -> datetime:
     """A whole UTC minute inside CloudWatch's two-week window."""
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
     return now - timedelta(minutes=minutes_ago)
 
 
@@ -54,21 +60,32 @@ def iso(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def metric_values(settings: Settings, metric: str, region: Optional[str], start: datetime, end: datetime,
-                  stat: str = "Average") -> dict[datetime, float]:
+def metric_values(
+    settings: Settings, metric: str, region: Optional[str], start: datetime, end: datetime, stat: str = "Average"
+) -> dict[datetime, float]:
     """Datapoints per minute of one metric (``region`` None = the all-regions series)."""
     cw = client("cloudwatch", settings)
     dims = [{"Name": "Region", "Value": region}] if region else []
     response = cw.get_metric_data(
-        MetricDataQueries=[{
-            "Id": "m",
-            "MetricStat": {"Metric": {"Namespace": settings.sinks.cloudwatch.namespace, "MetricName": metric,
-                                      "Dimensions": dims}, "Period": 60, "Stat": stat},
-        }],
-        StartTime=start, EndTime=end,
+        MetricDataQueries=[
+            {
+                "Id": "m",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": settings.sinks.cloudwatch.namespace,
+                        "MetricName": metric,
+                        "Dimensions": dims,
+                    },
+                    "Period": 60,
+                    "Stat": stat,
+                },
+            }
+        ],
+        StartTime=start,
+        EndTime=end,
     )
     result = response["MetricDataResults"][0]
-    return dict(zip(result["Timestamps"], result["Values"]))
+    return dict(zip(result["Timestamps"], result["Values"], strict=False))
 
 
 def sqs_messages(settings: Settings, expect: int, timeout: float = 20.0) -> list[dict[str, Any]]:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Optional
 
 import orjson
 
-from connectors.chunks import RawChunk
+from operators.records import RawChunk
 
 T0 = 1752087600  # 2025-07-09T19:00:00Z, a minute boundary
 
 
 def iso(seconds: float) -> str:
-    text = datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+    text = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
 
 

@@ -76,8 +76,12 @@ def _template_args(release: str, namespace: str, sets: Optional[list[str]], set_
     return args
 
 
-def render(release: str = "paywatch", namespace: str = "payments", sets: Optional[list[str]] = None,
-           set_json: Optional[list[str]] = None) -> list[dict[str, Any]]:
+def render(
+    release: str = "paywatch",
+    namespace: str = "payments",
+    sets: Optional[list[str]] = None,
+    set_json: Optional[list[str]] = None,
+) -> list[dict[str, Any]]:
     """``helm template`` the chart and return the rendered objects."""
     out = helm(*_template_args(release, namespace, sets, set_json)).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]

@@ -81,9 +81,18 @@ def start_tansu(log_dir: Path, port: Optional[int] = None) -> ServerProcess:
     log_path = log_dir / f"tansu-{port}.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     wait_for_port(port, proc=proc)
     return ServerProcess(proc, port, log_path)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
-from typing import Callable, Optional
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Optional
 
-from connectors.chunks import RawChunk
+from operators.records import RawChunk
 
 
 def step(part) -> Optional[list[RawChunk]]:
     """One ``next_batch`` call after honouring ``next_awake``; None at the end."""
     awake = part.next_awake()
     if awake is not None:
-        delay = (awake - datetime.now(timezone.utc)).total_seconds()
+        delay = (awake - datetime.now(UTC)).total_seconds()
         if delay > 0:
             time.sleep(delay)
     try:

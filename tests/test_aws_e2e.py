@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Optional
 
@@ -13,12 +13,20 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import run_main
 
 from config.settings import Settings
-from connectors.outputs import build_outputs
-from connectors.sink_delivery import BufferedAwsSink
+from connectors.sinks.delivery import BufferedAwsSink
+from connectors.sinks.outputs import build_outputs
 from connectors.sources import build_source
 from dataflow import build_flow
 from tests.aws_helpers import (
-    aws_settings, delivery_stat, iso, metric_values, provision, recent_minute, scan, sqs_messages, wait_until,
+    aws_settings,
+    delivery_stat,
+    iso,
+    metric_values,
+    provision,
+    recent_minute,
+    scan,
+    sqs_messages,
+    wait_until,
 )
 from tests.tcp_proxy import TcpProxy
 
@@ -57,10 +65,14 @@ def test_failure_spike_reaches_cloudwatch_sns_and_dynamodb(moto, tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_bytes(spike_events(start))
     # The rule of the issue (> 2 % with at least 100 events per 60 s window), whatever the default.
-    settings = aws_settings(moto.url, tmp_path, {
-        "source": {"type": "file", "path": str(path), "batch_size": 500},
-        "rules": {"failure_rate": {"threshold_percent": 2.0, "min_events": 100}},
-    })
+    settings = aws_settings(
+        moto.url,
+        tmp_path,
+        {
+            "source": {"type": "file", "path": str(path), "batch_size": 500},
+            "rules": {"failure_rate": {"threshold_percent": 2.0, "min_events": 100}},
+        },
+    )
     provision(settings)
 
     run_main(build_flow(settings))
@@ -69,8 +81,10 @@ def test_failure_spike_reaches_cloudwatch_sns_and_dynamodb(moto, tmp_path):
     window = (start, start + timedelta(minutes=6))
     spike_ts = start + timedelta(minutes=SPIKE_MINUTE)
     for region in REGIONS:
-        rates = {ts.replace(tzinfo=None): v for ts, v in metric_values(settings, "PaymentFailureRate", region,
-                                                                        *window).items()}
+        rates = {
+            ts.replace(tzinfo=None): v
+            for ts, v in metric_values(settings, "PaymentFailureRate", region, *window).items()
+        }
         assert len(rates) == 5, (region, rates)
         for ts, value in rates.items():
             if region == "US-WEST" and ts == spike_ts.replace(tzinfo=None):
@@ -82,14 +96,24 @@ def test_failure_spike_reaches_cloudwatch_sns_and_dynamodb(moto, tmp_path):
 
     # SNS: exactly one OPEN and one RESOLVED failure-rate message for US-WEST, with attributes.
     envelopes = sqs_messages(settings, expect=4)
-    kinds = Counter((e["MessageAttributes"]["alert_type"]["Value"], e["MessageAttributes"]["state"]["Value"],
-                     e["MessageAttributes"].get("region", {}).get("Value")) for e in envelopes)
+    kinds = Counter(
+        (
+            e["MessageAttributes"]["alert_type"]["Value"],
+            e["MessageAttributes"]["state"]["Value"],
+            e["MessageAttributes"].get("region", {}).get("Value"),
+        )
+        for e in envelopes
+    )
     assert kinds[("FAILURE_RATE", "OPEN", "US-WEST")] == 1
     assert kinds[("FAILURE_RATE", "RESOLVED", "US-WEST")] == 1
     assert not any(k[0] == "FAILURE_RATE" and k[2] != "US-WEST" for k in kinds)
     assert kinds[("FRAUD_SUSPECTED", "OPEN", "EU-WEST")] == 2
-    opened = next(e for e in envelopes if e["MessageAttributes"]["state"]["Value"] == "OPEN"
-                  and e["MessageAttributes"]["alert_type"]["Value"] == "FAILURE_RATE")
+    opened = next(
+        e
+        for e in envelopes
+        if e["MessageAttributes"]["state"]["Value"] == "OPEN"
+        and e["MessageAttributes"]["alert_type"]["Value"] == "FAILURE_RATE"
+    )
     assert opened["MessageAttributes"]["severity"]["Value"] == "CRITICAL"
     body = orjson.loads(opened["Message"])
     assert body["type"] == "FAILURE_RATE" and body["value"] > 2
@@ -114,7 +138,7 @@ def test_failure_spike_reaches_cloudwatch_sns_and_dynamodb(moto, tmp_path):
 
 
 class _GatedPartition(StatefulSourcePartition):
-    def __init__(self, inner: StatefulSourcePartition, gate: "GatedSource") -> None:
+    def __init__(self, inner: StatefulSourcePartition, gate: GatedSource) -> None:
         self._inner = inner
         self._gate = gate
 
@@ -132,7 +156,7 @@ class _GatedPartition(StatefulSourcePartition):
 
     def next_awake(self) -> Optional[datetime]:
         if self._gate.paused.is_set() and not self._gate.opened.is_set():
-            return datetime.now(timezone.utc) + timedelta(milliseconds=20)
+            return datetime.now(UTC) + timedelta(milliseconds=20)
         return self._inner.next_awake()
 
     def snapshot(self) -> Any:
@@ -165,10 +189,14 @@ class GatedSource(FixedPartitionedSource):
 
 
 def _outage_settings(endpoint: str, tmp_path, path) -> Settings:
-    return aws_settings(endpoint, tmp_path, {
-        "source": {"type": "file", "path": str(path), "batch_size": 500, "idle_partition_seconds": 600},
-        "rules": {"failure_rate": {"threshold_percent": 2.0, "min_events": 100}},
-    })
+    return aws_settings(
+        endpoint,
+        tmp_path,
+        {
+            "source": {"type": "file", "path": str(path), "batch_size": 500, "idle_partition_seconds": 600},
+            "rules": {"failure_rate": {"threshold_percent": 2.0, "min_events": 100}},
+        },
+    )
 
 
 def _delivered(settings: Settings, moto_url: str, window: tuple[datetime, datetime]) -> dict[str, Any]:
@@ -180,20 +208,31 @@ def _delivered(settings: Settings, moto_url: str, window: tuple[datetime, dateti
         return {k: v for k, v in item.items() if k not in fields}
 
     alerts = {a["alert_id"]: without(a, "expires_at") for a in scan(direct, ddb.alerts_table)}
-    aggregates = {(a["region"], a["window_start"]): without(a, "expires_at")
-                  for a in scan(direct, ddb.aggregates_table)}
-    transactions = {t["transaction_id"]: without(t, "expires_at", "processed_at")
-                    for t in scan(direct, ddb.transactions_table)}
+    aggregates = {
+        (a["region"], a["window_start"]): without(a, "expires_at") for a in scan(direct, ddb.aggregates_table)
+    }
+    transactions = {
+        t["transaction_id"]: without(t, "expires_at", "processed_at") for t in scan(direct, ddb.transactions_table)
+    }
     envelopes = sqs_messages(direct, expect=len(alerts))
     messages: dict[str, dict] = {}
     for envelope in envelopes:
         body = orjson.loads(envelope["Message"])
         assert messages.setdefault(body["alert_id"], body) == body  # a duplicate is the same alert
     # Per region only: moto answers the dimensionless query with every series mixed (see docs/sinks.md).
-    rates = {(region, ts): value for region in REGIONS
-             for ts, value in metric_values(direct, "PaymentFailureRate", region, *window).items()}
-    return {"alerts": alerts, "aggregates": aggregates, "transactions": transactions, "sns": messages,
-            "sns_count": len(envelopes), "rates": rates}
+    rates = {
+        (region, ts): value
+        for region in REGIONS
+        for ts, value in metric_values(direct, "PaymentFailureRate", region, *window).items()
+    }
+    return {
+        "alerts": alerts,
+        "aggregates": aggregates,
+        "transactions": transactions,
+        "sns": messages,
+        "sns_count": len(envelopes),
+        "rates": rates,
+    }
 
 
 def test_outage_mid_run_through_the_real_dataflow_loses_nothing(moto, tmp_path):
@@ -224,7 +263,12 @@ def test_outage_mid_run_through_the_real_dataflow_loses_nothing(moto, tmp_path):
         outputs = build_outputs(settings)
         sinks = [s for s in outputs.alerts + outputs.metrics + outputs.transactions if isinstance(s, BufferedAwsSink)]
         assert sorted(s.name for s in sinks) == [
-            "cloudwatch", "dynamodb-aggregates", "dynamodb-alerts", "dynamodb-transactions", "sns"]
+            "cloudwatch",
+            "dynamodb-aggregates",
+            "dynamodb-alerts",
+            "dynamodb-transactions",
+            "sns",
+        ]
         # 3 of 10 batches (up to 01:33 event time): minute 0 closes, EU-WEST-30 is flagged; the spike comes later.
         gated = GatedSource(build_source(settings), open_batches=3)
         finished = threading.Event()
@@ -233,17 +277,24 @@ def test_outage_mid_run_through_the_real_dataflow_loses_nothing(moto, tmp_path):
 
         def control() -> None:
             try:
-                wait_until("the source paused and every sink delivered its first records", lambda: (
-                    gated.paused.is_set() and all(s.deliveries for s in sinks)
-                    and all(delivery_stat(s, "delivered") > 0 for s in sinks)
-                    and all(not d.snapshot() for s in sinks for d in s.deliveries)))
+                wait_until(
+                    "the source paused and every sink delivered its first records",
+                    lambda: (
+                        gated.paused.is_set()
+                        and all(s.deliveries for s in sinks)
+                        and all(delivery_stat(s, "delivered") > 0 for s in sinks)
+                        and all(not d.snapshot() for s in sinks for d in s.deliveries)
+                    ),
+                )
                 seen["before"] = {s.name: delivery_stat(s, "delivered") for s in sinks}
                 proxy.stop()
                 seen["cut"] = True
                 gated.opened.set()
                 # The worker is not stalled by the outage: it reads to the end of the input meanwhile.
-                wait_until("every sink retried through the outage and the source read to the end", lambda: (
-                    gated.exhausted.is_set() and all(delivery_stat(s, "transient_errors") >= 3 for s in sinks)))
+                wait_until(
+                    "every sink retried through the outage and the source read to the end",
+                    lambda: gated.exhausted.is_set() and all(delivery_stat(s, "transient_errors") >= 3 for s in sinks),
+                )
                 seen["running_at_restore"] = not finished.is_set()
                 seen["buffered_at_restore"] = {s.name: sum(len(d.snapshot()) for d in s.deliveries) for s in sinks}
             except BaseException as exc:  # noqa: BLE001 - re-raised on the test thread

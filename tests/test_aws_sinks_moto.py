@@ -15,14 +15,15 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
 from config import load_settings
-from connectors.cloudwatch_sink import CloudWatchSink
-from connectors.dead_letter_sinks import JsonlDeadLetterWriter, SqsDeadLetterWriter
-from connectors.dynamodb_sink import ALERTS, DynamoDbSink
-from connectors.outputs import TransactionBatch, build_outputs
-from connectors.sink_delivery import BufferedAwsSink, SinkError
-from connectors.sns_sink import SnsSink
-from connectors.stdout_sink import StdoutSink
+from connectors.sinks.cloudwatch import CloudWatchSink
+from connectors.sinks.dead_letter import JsonlDeadLetterWriter, SqsDeadLetterWriter
+from connectors.sinks.delivery import BufferedAwsSink, SinkError
+from connectors.sinks.dynamodb import ALERTS, DynamoDbSink
+from connectors.sinks.outputs import build_outputs
+from connectors.sinks.sns import SnsSink
+from connectors.sinks.stdout import StdoutSink
 from operators.alerts import FAILURE_RATE, FRAUD_SUSPECTED, OPEN, RESOLVED, make_alert
+from operators.records import TransactionBatch
 from tests.aws_helpers import (
     aws_settings,
     client,
@@ -44,9 +45,18 @@ def minute_records(start, spike_region=None):
     out = []
     for region in REGIONS:
         failures = 12 if region == spike_region else 2
-        out.append({"region": region, "window_start": iso(start), "window_end": iso(start + timedelta(minutes=1)),
-                    "count": 200, "failures": failures, "failure_rate": failures / 2, "fraud_suspected": 1,
-                    "review_required": 2})
+        out.append(
+            {
+                "region": region,
+                "window_start": iso(start),
+                "window_end": iso(start + timedelta(minutes=1)),
+                "count": 200,
+                "failures": failures,
+                "failure_rate": failures / 2,
+                "fraud_suspected": 1,
+                "review_required": 2,
+            }
+        )
     return out
 
 
@@ -54,16 +64,47 @@ def failure_alerts(start, region="US-WEST"):
     incident = f"FAILURE_RATE:{region}:{iso(start)}"
     t0 = start.timestamp() + 60
     return [
-        make_alert(FAILURE_RATE, OPEN, region, incident, t0, 6.0, 2.0, "failure rate 6.0%", region=region,
-                   details={"count": 200, "failures": 12}),
-        make_alert(FAILURE_RATE, RESOLVED, region, incident, t0 + 60, 1.0, 2.0, "failure rate back to 1.0%",
-                   region=region, details={"count": 200, "failures": 2}),
+        make_alert(
+            FAILURE_RATE,
+            OPEN,
+            region,
+            incident,
+            t0,
+            6.0,
+            2.0,
+            "failure rate 6.0%",
+            region=region,
+            details={"count": 200, "failures": 12},
+        ),
+        make_alert(
+            FAILURE_RATE,
+            RESOLVED,
+            region,
+            incident,
+            t0 + 60,
+            1.0,
+            2.0,
+            "failure rate back to 1.0%",
+            region=region,
+            details={"count": 200, "failures": 2},
+        ),
     ]
 
 
 def fraud_alert(i, start):
-    return make_alert(FRAUD_SUSPECTED, OPEN, f"t{i}", f"FRAUD_SUSPECTED:t{i}", start.timestamp() + i, 70.0, 50.0,
-                      f"transaction t{i} scored 70", region="EU-WEST", user_id=f"u{i}", transaction_id=f"t{i}")
+    return make_alert(
+        FRAUD_SUSPECTED,
+        OPEN,
+        f"t{i}",
+        f"FRAUD_SUSPECTED:t{i}",
+        start.timestamp() + i,
+        70.0,
+        50.0,
+        f"transaction t{i} scored 70",
+        region="EU-WEST",
+        user_id=f"u{i}",
+        transaction_id=f"t{i}",
+    )
 
 
 def run(flow_items, sinks):
@@ -95,17 +136,29 @@ def test_all_sinks_write_what_the_flow_gives_them(settings):
     start = recent_minute(30)
     minutes = [minute_records(start), minute_records(start + timedelta(minutes=1), spike_region="US-WEST")]
     alerts = failure_alerts(start + timedelta(minutes=1)) + [fraud_alert(i, start) for i in range(3)]
-    flagged = [{"transaction_id": "t1", "amount": 9000.5, "currency": "JPY", "fraud_score": 60,
-                "fraud_status": "FRAUD_SUSPECTED", "region": "EU-WEST", "merchant_name": "Test shop"}]
+    flagged = [
+        {
+            "transaction_id": "t1",
+            "amount": 9000.5,
+            "currency": "JPY",
+            "fraud_score": 60,
+            "fraud_status": "FRAUD_SUSPECTED",
+            "region": "EU-WEST",
+            "merchant_name": "Test shop",
+        }
+    ]
     batch = TransactionBatch(orjson.dumps(flagged[0]) + b"\n", 1, flagged)
     outputs = build_outputs(settings)
     assert [type(s).__name__ for s in outputs.metrics] == ["CloudWatchSink", "DynamoDbSink"]
     assert [type(s).__name__ for s in outputs.alerts] == ["SnsSink", "DynamoDbSink"]
-    run({
-        "metrics": ([(m[0]["window_start"], m) for m in minutes], outputs.metrics),
-        "alerts": ([(a["key"], a) for a in alerts], outputs.alerts),
-        "transactions": ([("part-0", batch)], outputs.transactions),
-    }, [])
+    run(
+        {
+            "metrics": ([(m[0]["window_start"], m) for m in minutes], outputs.metrics),
+            "alerts": ([(a["key"], a) for a in alerts], outputs.alerts),
+            "transactions": ([("part-0", batch)], outputs.transactions),
+        },
+        [],
+    )
 
     # CloudWatch: the spiking region's minute above 2 %, the others below; all-regions series without dimension.
     window = (start - timedelta(minutes=1), start + timedelta(minutes=3))
@@ -114,12 +167,15 @@ def test_all_sinks_write_what_the_flow_gives_them(settings):
     total = metric_values(settings, "PaymentFailureRate", None, *window)
     spike_ts = start + timedelta(minutes=1)
     assert {ts.replace(tzinfo=None): v for ts, v in west.items()} == {
-        start.replace(tzinfo=None): pytest.approx(1.0), spike_ts.replace(tzinfo=None): pytest.approx(6.0)}
+        start.replace(tzinfo=None): pytest.approx(1.0),
+        spike_ts.replace(tzinfo=None): pytest.approx(6.0),
+    }
     assert all(v < 2 for v in east.values()) and len(east) == 2
     # moto answers a query without dimensions with every series of the metric (real CloudWatch matches the
     # exact, empty, dimension set), so the all-regions series is checked through list_metrics and sums.
-    listed = client("cloudwatch", settings).list_metrics(Namespace=settings.sinks.cloudwatch.namespace,
-                                                         MetricName="PaymentFailureRate")["Metrics"]
+    listed = client("cloudwatch", settings).list_metrics(
+        Namespace=settings.sinks.cloudwatch.namespace, MetricName="PaymentFailureRate"
+    )["Metrics"]
     assert {str(m["Dimensions"]) for m in listed} == {"[]"} | {str([{"Name": "Region", "Value": r}]) for r in REGIONS}
     everything = metric_values(settings, "TransactionCount", None, *window, stat="Sum")
     assert sorted(everything.values()) == [600 + 600, 600 + 600]  # three regions + the all-regions series
@@ -132,8 +188,12 @@ def test_all_sinks_write_what_the_flow_gives_them(settings):
     assert set(by_id) == {a["alert_id"] for a in alerts}
     opened = by_id[alerts[0]["alert_id"]]
     assert {k: v["Value"] for k, v in opened["MessageAttributes"].items()} == {
-        "alert_type": "FAILURE_RATE", "severity": "CRITICAL", "region": "US-WEST", "state": "OPEN",
-        "alert_id": alerts[0]["alert_id"]}
+        "alert_type": "FAILURE_RATE",
+        "severity": "CRITICAL",
+        "region": "US-WEST",
+        "state": "OPEN",
+        "alert_id": alerts[0]["alert_id"],
+    }
     assert opened["Subject"].startswith("Paywatch [CRITICAL] FAILURE_RATE OPEN US-WEST")
     assert orjson.loads(opened["Message"]) == alerts[0]
 
@@ -151,8 +211,9 @@ def test_all_sinks_write_what_the_flow_gives_them(settings):
     west_spike = [a for a in aggs if a["region"] == "US-WEST" and a["window_start"] == iso(spike_ts)]
     assert west_spike[0]["failure_rate"] == Decimal("6.0") and west_spike[0]["count"] == 200
     txns = scan(settings, ddb.transactions_table)
-    assert txns == [dict(flagged[0], amount=Decimal("9000.5"), fraud_score=Decimal(60),
-                         expires_at=txns[0]["expires_at"])]
+    assert txns == [
+        dict(flagged[0], amount=Decimal("9000.5"), fraud_score=Decimal(60), expires_at=txns[0]["expires_at"])
+    ]
     assert dead_letters(settings) == []
 
 
@@ -161,16 +222,20 @@ def test_replay_overwrites_dynamodb_items(settings):
     alerts = [fraud_alert(i, start) for i in range(30)]
     writer = JsonlDeadLetterWriter(settings.sinks.dead_letter.path)
     for _ in range(2):  # a resume replays the same records
-        run({"alerts": ([(a["key"], a) for a in alerts + alerts[:5]],
-                        [DynamoDbSink(settings, ALERTS, writer)])}, [])
+        run({"alerts": ([(a["key"], a) for a in alerts + alerts[:5]], [DynamoDbSink(settings, ALERTS, writer)])}, [])
     assert len(scan(settings, settings.sinks.dynamodb.alerts_table)) == 30
 
 
 def test_missing_table_is_dead_lettered_not_fatal(settings, caplog):
     start = recent_minute(400)
     alerts = [fraud_alert(i, start) for i in range(4)]
-    bad = settings.model_copy(update={"sinks": settings.sinks.model_copy(update={
-        "dynamodb": settings.sinks.dynamodb.model_copy(update={"alerts_table": "no-such-table"})})})
+    bad = settings.model_copy(
+        update={
+            "sinks": settings.sinks.model_copy(
+                update={"dynamodb": settings.sinks.dynamodb.model_copy(update={"alerts_table": "no-such-table"})}
+            )
+        }
+    )
     writer = JsonlDeadLetterWriter(settings.sinks.dead_letter.path)
     sink = DynamoDbSink(bad, ALERTS, writer)
     run({"alerts": ([(a["key"], a) for a in alerts], [sink])}, [])
@@ -184,9 +249,18 @@ def test_missing_table_is_dead_lettered_not_fatal(settings, caplog):
 
 
 def test_fail_on_error_stops_the_flow(settings):
-    bad = settings.model_copy(update={"sinks": settings.sinks.model_copy(update={
-        "retry": settings.sinks.retry.model_copy(update={"fail_on_error": True}),
-        "sns": settings.sinks.sns.model_copy(update={"topic_arn": "arn:aws:sns:us-east-1:123456789012:missing"})})})
+    bad = settings.model_copy(
+        update={
+            "sinks": settings.sinks.model_copy(
+                update={
+                    "retry": settings.sinks.retry.model_copy(update={"fail_on_error": True}),
+                    "sns": settings.sinks.sns.model_copy(
+                        update={"topic_arn": "arn:aws:sns:us-east-1:123456789012:missing"}
+                    ),
+                }
+            )
+        }
+    )
     writer = JsonlDeadLetterWriter(settings.sinks.dead_letter.path)
     alerts = failure_alerts(recent_minute(300))
     with pytest.raises(Exception) as info:
@@ -226,8 +300,9 @@ def test_outage_through_proxy_delivers_everything_once_by_key(moto, tmp_path):
         provision(settings)
         outputs = build_outputs(settings)
         start = recent_minute(90)
-        minutes = [minute_records(start + timedelta(minutes=i), spike_region="US-WEST" if i == 3 else None)
-                   for i in range(10)]
+        minutes = [
+            minute_records(start + timedelta(minutes=i), spike_region="US-WEST" if i == 3 else None) for i in range(10)
+        ]
         alerts = [a for i in range(5) for a in failure_alerts(start + timedelta(minutes=2 * i), REGIONS[i % 3])]
         sinks = outputs.metrics + outputs.alerts
 
@@ -238,8 +313,9 @@ def test_outage_through_proxy_delivers_everything_once_by_key(moto, tmp_path):
             if key == "restore":
                 # Restore only once every sink has seen the outage, so the test proves a recovery.
                 try:
-                    wait_until("every sink saw the outage",
-                               lambda: all(delivery_stat(s, "transient_errors") for s in sinks))
+                    wait_until(
+                        "every sink saw the outage", lambda: all(delivery_stat(s, "transient_errors") for s in sinks)
+                    )
                 finally:
                     proxy.start()
             return item
@@ -276,7 +352,7 @@ def test_kafka_dead_letter_writer(kafka_broker):
     from kafka import KafkaConsumer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from connectors.dead_letter_sinks import KafkaDeadLetterWriter
+    from connectors.sinks.dead_letter import KafkaDeadLetterWriter
 
     topic = "dead-letters-test"
     admin = KafkaAdminClient(bootstrap_servers=[kafka_broker.address])
@@ -301,12 +377,16 @@ def test_kafka_dead_letter_writer(kafka_broker):
 
 def test_fifo_topic_orders_by_key_and_deduplicates_by_alert_id(moto, tmp_path):
     tag = uuid.uuid4().hex[:8]
-    settings = aws_settings(moto.url, tmp_path, {"sinks": {"sns": {
-        "topic_name": f"alerts-{tag}.fifo", "sqs_subscription": f"alerts-q-{tag}.fifo"}}})
+    settings = aws_settings(
+        moto.url,
+        tmp_path,
+        {"sinks": {"sns": {"topic_name": f"alerts-{tag}.fifo", "sqs_subscription": f"alerts-q-{tag}.fifo"}}},
+    )
     provision(settings)
     start = recent_minute(500)
-    alerts = ([a for i, region in enumerate(REGIONS) for a in failure_alerts(start + timedelta(minutes=i), region)]
-              + [fraud_alert(i, start) for i in range(3)])
+    alerts = [a for i, region in enumerate(REGIONS) for a in failure_alerts(start + timedelta(minutes=i), region)] + [
+        fraud_alert(i, start) for i in range(3)
+    ]
     writer = JsonlDeadLetterWriter(settings.sinks.dead_letter.path)
     sinks = [SnsSink(settings, writer) for _ in range(2)]
     assert all(sink.fifo for sink in sinks)
@@ -329,7 +409,7 @@ def test_fifo_topic_orders_by_key_and_deduplicates_by_alert_id(moto, tmp_path):
     by_id = {a["alert_id"]: a for a in alerts}
     bodies = [orjson.loads(orjson.loads(m["Body"])["Message"]) for m in received]
     assert sorted(b["alert_id"] for b in bodies) == sorted(by_id)
-    for message, body in zip(received, bodies):
+    for message, body in zip(received, bodies, strict=False):
         assert message["Attributes"]["MessageDeduplicationId"] == body["alert_id"]
         assert message["Attributes"]["MessageGroupId"] == by_id[body["alert_id"]]["key"]
         assert body == by_id[body["alert_id"]]

@@ -6,24 +6,16 @@ import logging
 import math
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from connectors.cloudwatch_sink import FAILURE_RATE, in_range, minute_datums
-from connectors.dynamodb_sink import (
-    AGGREGATES,
-    TRANSACTIONS,
-    attribute_value,
-    dedupe_last,
-    records_of,
-    to_item,
-)
-from connectors.outputs import TransactionBatch
-from connectors.sink_delivery import (
+from connectors.aws.retry import Backoff, classify, record_failure
+from connectors.sinks.cloudwatch import FAILURE_RATE, in_range, minute_datums
+from connectors.sinks.delivery import (
     BUFFER_FULL,
     PERMANENT_ERROR,
     UNDELIVERED_AT_CLOSE,
@@ -32,14 +24,24 @@ from connectors.sink_delivery import (
     SendResult,
     SinkError,
 )
-from connectors.sink_retry import Backoff, classify, record_failure
-from connectors.sns_sink import MAX_BATCH_BYTES, alert_entry, batch_count, fifo_id, subject
-from operators.alerts import FAILURE_RATE as FAILURE_RATE_ALERT, OPEN, make_alert
+from connectors.sinks.dynamodb import (
+    AGGREGATES,
+    TRANSACTIONS,
+    attribute_value,
+    dedupe_last,
+    records_of,
+    to_item,
+)
+from connectors.sinks.sns import MAX_BATCH_BYTES, alert_entry, batch_count, fifo_id, subject
+from operators.alerts import FAILURE_RATE as FAILURE_RATE_ALERT
+from operators.alerts import OPEN, make_alert
+from operators.records import TransactionBatch
 
 
 def client_error(code: str, status: int = 400, message: str = "boom") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       "Op")
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
+    )
 
 
 class ListWriter:
@@ -62,6 +64,7 @@ FAST = DeliveryPolicy(backoff=Backoff(0.001, 0.005), max_buffer=1000, block_seco
 
 # -- retry policy -----------------------------------------------------------------
 
+
 def test_backoff_grows_with_jitter_and_caps():
     backoff = Backoff(base=0.1, cap=1.0)
     rng = random.Random(7)
@@ -72,19 +75,22 @@ def test_backoff_grows_with_jitter_and_caps():
         assert len(set(draws)) > 100  # jittered, not one fixed delay
 
 
-@pytest.mark.parametrize("exc, transient, code", [
-    (client_error("Throttling"), True, "Throttling"),
-    (client_error("ProvisionedThroughputExceededException"), True, "ProvisionedThroughputExceededException"),
-    (client_error("SomethingNew", 503), True, "SomethingNew"),
-    (client_error("SomethingNew", 429), True, "SomethingNew"),
-    (client_error("ResourceNotFoundException"), False, "ResourceNotFoundException"),
-    (client_error("AccessDeniedException"), False, "AccessDeniedException"),
-    (client_error("KMSDisabledException", 500), False, "KMSDisabledException"),
-    (client_error("SomethingNew", 400), False, "SomethingNew"),
-    (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True, "EndpointConnectionError"),
-    (ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), True, "ReadTimeoutError"),
-    (ValueError("bad record"), False, "ValueError"),
-])
+@pytest.mark.parametrize(
+    "exc, transient, code",
+    [
+        (client_error("Throttling"), True, "Throttling"),
+        (client_error("ProvisionedThroughputExceededException"), True, "ProvisionedThroughputExceededException"),
+        (client_error("SomethingNew", 503), True, "SomethingNew"),
+        (client_error("SomethingNew", 429), True, "SomethingNew"),
+        (client_error("ResourceNotFoundException"), False, "ResourceNotFoundException"),
+        (client_error("AccessDeniedException"), False, "AccessDeniedException"),
+        (client_error("KMSDisabledException", 500), False, "KMSDisabledException"),
+        (client_error("SomethingNew", 400), False, "SomethingNew"),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True, "EndpointConnectionError"),
+        (ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), True, "ReadTimeoutError"),
+        (ValueError("bad record"), False, "ValueError"),
+    ],
+)
 def test_classify(exc, transient, code):
     failure = classify(exc)
     assert failure.transient is transient
@@ -94,7 +100,7 @@ def test_classify(exc, transient, code):
 def test_permanent_failure_names_the_fix():
     failure = classify(client_error("ResourceNotFoundException", message="Requested resource not found"))
     text = failure.describe("DynamoDB table t1", "sinks.dynamodb.alerts_table")
-    assert "connectors.provision up" in text and "sinks.dynamodb.alerts_table" in text
+    assert "cli.provision up" in text and "sinks.dynamodb.alerts_table" in text
     assert "DynamoDB table t1" in text
 
 
@@ -108,19 +114,48 @@ def test_record_failure_uses_sender_fault():
 # -- CloudWatch -------------------------------------------------------------------
 
 MINUTE = [
-    {"region": "US-WEST", "window_start": "2026-01-01T10:00:00Z", "window_end": "2026-01-01T10:01:00Z",
-     "count": 200, "failures": 9, "failure_rate": 4.5, "fraud_suspected": 1, "review_required": 3},
-    {"region": "US-EAST", "window_start": "2026-01-01T10:00:00Z", "window_end": "2026-01-01T10:01:00Z",
-     "count": 300, "failures": 3, "failure_rate": 1.0, "fraud_suspected": 0, "review_required": 1},
-    {"region": "EU-WEST", "window_start": "2026-01-01T10:00:00Z", "window_end": "2026-01-01T10:01:00Z",
-     "count": 0, "failures": 0, "failure_rate": 0.0, "fraud_suspected": 0, "review_required": 0},
+    {
+        "region": "US-WEST",
+        "window_start": "2026-01-01T10:00:00Z",
+        "window_end": "2026-01-01T10:01:00Z",
+        "count": 200,
+        "failures": 9,
+        "failure_rate": 4.5,
+        "fraud_suspected": 1,
+        "review_required": 3,
+    },
+    {
+        "region": "US-EAST",
+        "window_start": "2026-01-01T10:00:00Z",
+        "window_end": "2026-01-01T10:01:00Z",
+        "count": 300,
+        "failures": 3,
+        "failure_rate": 1.0,
+        "fraud_suspected": 0,
+        "review_required": 1,
+    },
+    {
+        "region": "EU-WEST",
+        "window_start": "2026-01-01T10:00:00Z",
+        "window_end": "2026-01-01T10:01:00Z",
+        "count": 0,
+        "failures": 0,
+        "failure_rate": 0.0,
+        "fraud_suspected": 0,
+        "review_required": 0,
+    },
 ]
 
 
 def _by(datums, metric, region):
     dims = [{"Name": "Region", "Value": region}] if region else []
-    found = [d for d in datums if d["MetricName"] == metric and d["Dimensions"][:len(dims) or None] == dims
-             and (region or not any(x["Name"] == "Region" for x in d["Dimensions"]))]
+    found = [
+        d
+        for d in datums
+        if d["MetricName"] == metric
+        and d["Dimensions"][: len(dims) or None] == dims
+        and (region or not any(x["Name"] == "Region" for x in d["Dimensions"]))
+    ]
     assert len(found) <= 1
     return found[0]["Value"] if found else None
 
@@ -136,7 +171,7 @@ def test_minute_datums_per_region_and_total():
     assert _by(datums, "ReviewRequiredCount", None) == 4
     assert _by(datums, "TransactionCount", "EU-WEST") == 0
     assert _by(datums, FAILURE_RATE, "EU-WEST") is None  # undefined without payments
-    assert {d["Timestamp"] for d in datums} == {datetime(2026, 1, 1, 10, tzinfo=timezone.utc)}
+    assert {d["Timestamp"] for d in datums} == {datetime(2026, 1, 1, 10, tzinfo=UTC)}
     assert all(d["Unit"] == ("Percent" if d["MetricName"] == FAILURE_RATE else "Count") for d in datums)
     assert len(datums) == 3 * 4 + 2 + 5
 
@@ -144,22 +179,34 @@ def test_minute_datums_per_region_and_total():
 def test_minute_datums_extra_dimensions():
     datums = minute_datums(MINUTE[:1], "Zone", {"Environment": "prod"})
     assert {tuple(sorted((x["Name"], x["Value"]) for x in d["Dimensions"])) for d in datums} == {
-        (("Environment", "prod"), ("Zone", "US-WEST")), (("Environment", "prod"),)}
+        (("Environment", "prod"), ("Zone", "US-WEST")),
+        (("Environment", "prod"),),
+    }
 
 
 def test_cloudwatch_timestamp_window():
-    now = datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp()
-    datum = {"Timestamp": datetime(2026, 3, 1, tzinfo=timezone.utc) - timedelta(days=13, hours=23)}
+    now = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+    datum = {"Timestamp": datetime(2026, 3, 1, tzinfo=UTC) - timedelta(days=13, hours=23)}
     assert in_range(datum, now, 14)
     assert not in_range({"Timestamp": datum["Timestamp"] - timedelta(hours=2)}, now, 14)
-    assert not in_range({"Timestamp": datetime(2026, 3, 1, 3, tzinfo=timezone.utc)}, now, 14)
+    assert not in_range({"Timestamp": datetime(2026, 3, 1, 3, tzinfo=UTC)}, now, 14)
 
 
 # -- SNS --------------------------------------------------------------------------
 
+
 def _alert(**over):
-    alert = make_alert(FAILURE_RATE_ALERT, OPEN, "US-WEST", "FAILURE_RATE:US-WEST:20260101T100100Z",
-                       1767261660.0, 4.5, 2.0, "failure rate 4.5% over 200 payments", region="US-WEST")
+    alert = make_alert(
+        FAILURE_RATE_ALERT,
+        OPEN,
+        "US-WEST",
+        "FAILURE_RATE:US-WEST:20260101T100100Z",
+        1767261660.0,
+        4.5,
+        2.0,
+        "failure rate 4.5% over 200 payments",
+        region="US-WEST",
+    )
     alert.update(over)
     return alert
 
@@ -174,8 +221,13 @@ def test_subject_is_short_ascii_and_readable():
 def test_alert_entry_attributes_and_fifo_ids():
     entry = alert_entry(_alert(), fifo=True)
     attrs = {k: v["StringValue"] for k, v in entry["MessageAttributes"].items()}
-    assert attrs == {"alert_type": "FAILURE_RATE", "severity": "CRITICAL", "region": "US-WEST", "state": "OPEN",
-                     "alert_id": "FAILURE_RATE:US-WEST:20260101T100100Z:OPEN"}
+    assert attrs == {
+        "alert_type": "FAILURE_RATE",
+        "severity": "CRITICAL",
+        "region": "US-WEST",
+        "state": "OPEN",
+        "alert_id": "FAILURE_RATE:US-WEST:20260101T100100Z:OPEN",
+    }
     assert entry["MessageGroupId"] == "US-WEST"
     assert entry["MessageDeduplicationId"] == "FAILURE_RATE:US-WEST:20260101T100100Z:OPEN"
     assert orjson.loads(entry["Message"])["alert_id"] == attrs["alert_id"]
@@ -201,6 +253,7 @@ def test_batch_count_by_entries_and_bytes():
 
 # -- DynamoDB ---------------------------------------------------------------------
 
+
 def test_attribute_values_and_decimals():
     assert attribute_value(0.1) == {"N": "0.1"}
     assert Decimal(attribute_value(4.5)["N"]) == Decimal("4.5")
@@ -214,10 +267,12 @@ def test_attribute_values_and_decimals():
 
 
 def test_dedupe_keeps_last_put_per_key():
-    items = [to_item({"region": "A", "window_start": "w1", "count": 1}),
-             to_item({"region": "B", "window_start": "w1", "count": 2}),
-             to_item({"region": "A", "window_start": "w1", "count": 3}),
-             to_item({"region": "A", "window_start": "w2", "count": 4})]
+    items = [
+        to_item({"region": "A", "window_start": "w1", "count": 1}),
+        to_item({"region": "B", "window_start": "w1", "count": 2}),
+        to_item({"region": "A", "window_start": "w1", "count": 3}),
+        to_item({"region": "A", "window_start": "w2", "count": 4}),
+    ]
     kept = dedupe_last(items, ("region", "window_start"))
     assert [i["count"]["N"] for i in kept] == ["2", "3", "4"]
 
@@ -231,6 +286,7 @@ def test_records_of_transactions_modes():
 
 
 # -- delivery ---------------------------------------------------------------------
+
 
 def _delivery(send, writer=None, policy=FAST, take=lambda pending: 3, pending=None):
     return Delivery("test-0", send, take, writer or ListWriter(), policy, resource="R", setting="S", pending=pending)
@@ -279,7 +335,7 @@ def test_permanent_error_dead_letters_and_logs_once(caplog):
         raise client_error("ResourceNotFoundException", message="Requested resource not found")
 
     delivery = _delivery(send, writer)
-    with caplog.at_level(logging.ERROR, logger="connectors.sink_delivery"):
+    with caplog.at_level(logging.ERROR, logger="connectors.sinks.delivery"):
         delivery.submit(list(range(7)))
         delivery.close()
     assert sorted(orjson.loads(r["raw"]) for r in writer.records) == list(range(7))
@@ -292,8 +348,9 @@ def test_permanent_error_dead_letters_and_logs_once(caplog):
 
 def test_fail_on_error_stops_after_dead_lettering():
     writer = ListWriter()
-    policy = DeliveryPolicy(backoff=Backoff(0.001, 0.005), max_buffer=100, block_seconds=0.0,
-                            close_timeout_seconds=5.0, fail_on_error=True)
+    policy = DeliveryPolicy(
+        backoff=Backoff(0.001, 0.005), max_buffer=100, block_seconds=0.0, close_timeout_seconds=5.0, fail_on_error=True
+    )
     delivery = _delivery(lambda chunk: (_ for _ in ()).throw(client_error("AccessDenied")), writer, policy)
     delivery.submit([1, 2])
     delivery.flush(5.0)

@@ -48,13 +48,21 @@ def test_helm_lint():
     assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("sets", [[], ["processes=1"], ["processes=3", "workersPerProcess=2"],
-                                  ["metrics.serviceMonitor.enabled=true", "recovery.enabled=false"],
-                                  ["metrics.bytewaxApi.enabled=false", "metrics.serviceMonitor.enabled=true"]])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        [],
+        ["processes=1"],
+        ["processes=3", "workersPerProcess=2"],
+        ["metrics.serviceMonitor.enabled=true", "recovery.enabled=false"],
+        ["metrics.bytewaxApi.enabled=false", "metrics.serviceMonitor.enabled=true"],
+    ],
+)
 def test_every_object_validates_against_the_kubernetes_schema(sets):
     objects = render(sets=sets)
     assert {"StatefulSet", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget"} <= {
-        o["kind"] for o in objects}
+        o["kind"] for o in objects
+    }
     for obj in objects:
         if obj["kind"] in CRD_KINDS:
             continue
@@ -91,8 +99,9 @@ def test_process_ids_addresses_and_headless_service_agree(processes, tmp_path, m
     hosts = one(objects, "ConfigMap", volume["configMap"]["name"][-6:])
     assert hosts["metadata"]["name"] == volume["configMap"]["name"]
     lines = hosts["data"][hostfile_path.name].splitlines()
-    expected = [f"{name}-{i}.{headless['metadata']['name']}.{namespace}.svc.cluster.local:{port}"
-                for i in range(processes)]
+    expected = [
+        f"{name}-{i}.{headless['metadata']['name']}.{namespace}.svc.cluster.local:{port}" for i in range(processes)
+    ]
     assert lines == expected
 
     # What bytewax.run itself derives in pod i from this wiring.
@@ -140,8 +149,7 @@ def test_hardening(processes):
         assert "add" not in csc["capabilities"]
         assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     # Writable only where needed: /tmp (emptyDir) and the recovery volume.
-    writable = {m["mountPath"] for m in container(one(objects, "StatefulSet"))["volumeMounts"]
-                if not m.get("readOnly")}
+    writable = {m["mountPath"] for m in container(one(objects, "StatefulSet"))["volumeMounts"] if not m.get("readOnly")}
     assert writable == {"/tmp", "/var/lib/paywatch/recovery"}
     zones = [t for t in pod["topologySpreadConstraints"] if t["topologyKey"] == "topology.kubernetes.io/zone"]
     assert zones and zones[0]["maxSkew"] == 1
@@ -193,7 +201,8 @@ def test_bytewax_api_env_port_services_and_service_monitor_endpoint():
     assert endpoints["bytewax-api"]["path"] == "/metrics"
     assert endpoints["bytewax-api"]["metricRelabelings"] == [
         {"sourceLabels": ["__name__"], "regex": "bytewax_.*", "action": "keep"},
-        {"sourceLabels": ["__name__"], "regex": "bytewax_partd_write_duration_seconds_.*", "action": "drop"}]
+        {"sourceLabels": ["__name__"], "regex": "bytewax_partd_write_duration_seconds_.*", "action": "drop"},
+    ]
     port_names = {p["name"] for p in main["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
 
@@ -204,7 +213,10 @@ def test_bytewax_api_env_port_services_and_service_monitor_endpoint():
     assert pod_annotations["prometheus.io/port"] == env["PAYWATCH__METRICS__PORT"]
     annotated = one(objects, "Service", "-bytewax-api")
     assert annotated["metadata"]["annotations"] == {
-        "prometheus.io/scrape": "true", "prometheus.io/port": "3031", "prometheus.io/path": "/metrics"}
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "3031",
+        "prometheus.io/path": "/metrics",
+    }
     assert [(p["port"], p["targetPort"]) for p in annotated["spec"]["ports"]] == [(3031, "bytewax-api")]
     pod_labels = sts["spec"]["template"]["metadata"]["labels"]
     assert annotated["spec"]["selector"].items() <= pod_labels.items()
@@ -227,16 +239,26 @@ def test_bytewax_api_off_renders_no_variable_port_or_endpoint():
     assert "bytewax-api" in {p["name"] for p in container(one(plain, "StatefulSet"))["ports"]}
 
 
-@pytest.mark.parametrize("sets", [["metrics.bytewaxApi.port=9100"], ["metrics.bytewaxApi.port=2101"],
-                                  ["metrics.port=2101", "metrics.bytewaxApi.enabled=false"]])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["metrics.bytewaxApi.port=9100"],
+        ["metrics.bytewaxApi.port=2101"],
+        ["metrics.port=2101", "metrics.bytewaxApi.enabled=false"],
+    ],
+)
 def test_ports_of_a_pod_must_differ(sets):
     assert "must differ" in render_error(sets)
 
 
 def test_config_map_checksum_rolls_pods_and_irsa_annotation():
     base = one(render(), "StatefulSet")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-    changed = render(sets=["config.rules.failure_rate.threshold_percent=5",
-                           "serviceAccount.roleArn=arn:aws:iam::123456789012:role/paywatch"])
+    changed = render(
+        sets=[
+            "config.rules.failure_rate.threshold_percent=5",
+            "serviceAccount.roleArn=arn:aws:iam::123456789012:role/paywatch",
+        ]
+    )
     assert one(changed, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != base
     scaled = one(render(sets=["processes=3"]), "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
     assert scaled["checksum/config"] != base
@@ -254,25 +276,28 @@ def test_default_config_is_valid_paywatch_settings(tmp_path):
     assert settings.metrics.port == 9100
 
 
-@pytest.mark.parametrize("bad", [
-    ["processes=0"],
-    ["processes=two"],
-    ["workersPerProcess=0"],
-    ["metrics.port=80"],
-    ["recovery.partitions=0"],
-    ["recovery.snapshotIntervalSeconds=0"],
-    ["image.pullPolicy=Sometimes"],
-    ["image.digest=latest"],
-    ["serviceAccount.roleArn=paywatch-role"],
-    ["config.source.type=carrier-pigeon"],
-    ["config.metrics.port=1"],
-    ["fullnameOverride=Not_A_DNS_Name"],
-    ["proccesses=2"],
-    ["resources.requests.cpu=lots"],
-    ["metrics.bytewaxApi.port=80"],
-    ["metrics.bytewaxApi.enabled=yes"],
-    ["metrics.bytewaxApi.prot=3030"],
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["processes=0"],
+        ["processes=two"],
+        ["workersPerProcess=0"],
+        ["metrics.port=80"],
+        ["recovery.partitions=0"],
+        ["recovery.snapshotIntervalSeconds=0"],
+        ["image.pullPolicy=Sometimes"],
+        ["image.digest=latest"],
+        ["serviceAccount.roleArn=paywatch-role"],
+        ["config.source.type=carrier-pigeon"],
+        ["config.metrics.port=1"],
+        ["fullnameOverride=Not_A_DNS_Name"],
+        ["proccesses=2"],
+        ["resources.requests.cpu=lots"],
+        ["metrics.bytewaxApi.port=80"],
+        ["metrics.bytewaxApi.enabled=yes"],
+        ["metrics.bytewaxApi.prot=3030"],
+    ],
+)
 def test_bad_values_are_rejected_by_the_schema(bad):
     error = render_error(bad)
     assert "schema" in error.lower() or "at '/" in error
@@ -302,8 +327,10 @@ def test_recovery_init_creates_partitions_once_for_parallel_pods(tmp_path):
         return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=90)
 
     results: dict[str, subprocess.CompletedProcess] = {}
-    threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, run(p)))
-               for p in ("paywatch-2", "paywatch-1", "paywatch-0")]
+    threads = [
+        threading.Thread(target=lambda p=p: results.__setitem__(p, run(p)))
+        for p in ("paywatch-2", "paywatch-1", "paywatch-0")
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -316,10 +343,18 @@ def test_recovery_init_creates_partitions_once_for_parallel_pods(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in shared.glob("part-*")}
 
     # A restart, or a later upgrade asking for more partitions, keeps what exists.
-    again = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env={
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "BYTEWAX_POD_NAME": "paywatch-0",
-        "BYTEWAX_RECOVERY_DIRECTORY": str(shared), "PAYWATCH_RECOVERY_PARTITIONS": "8",
-        "PAYWATCH_RECOVERY_INIT_TIMEOUT": "60"})
+    again = subprocess.run(
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "BYTEWAX_POD_NAME": "paywatch-0",
+            "BYTEWAX_RECOVERY_DIRECTORY": str(shared),
+            "PAYWATCH_RECOVERY_PARTITIONS": "8",
+            "PAYWATCH_RECOVERY_INIT_TIMEOUT": "60",
+        },
+    )
     assert again.returncode == 0
     assert "the 6 created at first install are kept" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in shared.glob("part-*")} == before

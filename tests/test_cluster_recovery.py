@@ -41,7 +41,7 @@ pytestmark = pytest.mark.timeout(180)
 def _config(tmp: Path, out: str, rate: int) -> Path:
     """Bounded, seeded simulator traffic: 2 minutes of event time in 8 partitions.
 
-    Every event is a pure function of its index (connectors/simulator.py), so
+    Every event is a pure function of its index (connectors/simulator/source.py), so
     the stream is the same whatever the pace, the process count or the resume
     point; only ``rate`` (wall-clock pacing) differs between runs.
     """
@@ -100,10 +100,26 @@ class _Cluster:
         self.ports = [free_port(), free_port()]
         self.procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "bytewax.run", "dataflow", "-i", str(i), "-a", addresses,
-                 "-r", str(self.recovery), "-s", "1", "-b", "0"],
-                env=_env(self.config, self.ports[i]), cwd=self.tmp,
-                stdout=open(self.tmp / f"{run}-{i}.log", "wb"), stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "bytewax.run",
+                    "dataflow",
+                    "-i",
+                    str(i),
+                    "-a",
+                    addresses,
+                    "-r",
+                    str(self.recovery),
+                    "-s",
+                    "1",
+                    "-b",
+                    "0",
+                ],
+                env=_env(self.config, self.ports[i]),
+                cwd=self.tmp,
+                stdout=open(self.tmp / f"{run}-{i}.log", "wb"),
+                stderr=subprocess.STDOUT,
             )
             for i in range(2)
         ]
@@ -128,8 +144,13 @@ def _valid_events(port: int) -> float | None:
 
 def test_two_processes_sigkill_and_resume_give_the_one_process_minutes(tmp_path):
     # Reference: one process, no recovery, as fast as it goes.
-    ref = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflow"], cwd=tmp_path,
-                         env=_env(_config(tmp_path, "ref", rate=0)), capture_output=True, timeout=120)
+    ref = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "dataflow"],
+        cwd=tmp_path,
+        env=_env(_config(tmp_path, "ref", rate=0)),
+        capture_output=True,
+        timeout=120,
+    )
     assert ref.returncode == 0, ref.stderr.decode()[-2000:]
     expected = _minutes(tmp_path / "ref")
     total = _lines(tmp_path / "ref", "transactions")

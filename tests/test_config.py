@@ -11,7 +11,12 @@ def test_defaults_match_the_settings_contract():
     assert (s.simulator.scenario, s.simulator.events, s.simulator.rate, s.simulator.seed) == ("normal", 0, 1000, 1)
     assert s.windows.allowed_lateness_seconds == 10
     fr = s.rules.failure_rate
-    assert (fr.threshold_percent, fr.window_seconds, fr.hop_seconds, fr.min_events) == (2.0, 60, 10, 500)  # tuned by docs/detection.md
+    assert (fr.threshold_percent, fr.window_seconds, fr.hop_seconds, fr.min_events) == (
+        2.0,
+        60,
+        10,
+        500,
+    )  # tuned by docs/detection.md
     assert (s.rules.velocity.window_seconds, s.rules.velocity.max_count, s.rules.velocity.max_amount) == (60, 10, 10000)
     assert (s.rules.amount_spike.factor, s.rules.amount_spike.min_history) == (10, 5)
     assert s.rules.impossible_travel.window_seconds == 1800
@@ -32,7 +37,11 @@ def test_file_layers_key_by_key(tmp_path):
 def test_environment_overrides_single_keys(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("simulator: {rate: 2000}\n")
-    env = {"PAYWATCH_CONFIG": str(path), "PAYWATCH__SIMULATOR__RATE": "5", "PAYWATCH__RULES__FAILURE_RATE__MIN_EVENTS": "7"}
+    env = {
+        "PAYWATCH_CONFIG": str(path),
+        "PAYWATCH__SIMULATOR__RATE": "5",
+        "PAYWATCH__RULES__FAILURE_RATE__MIN_EVENTS": "7",
+    }
     s = load_settings(environ=env)
     assert s.simulator.rate == 5
     assert s.rules.failure_rate.min_events == 7
@@ -80,7 +89,9 @@ def test_dataflow_start_fails_naming_the_key(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "dataflow"],
         env={"PATH": "/usr/bin:/bin", "PAYWATCH_CONFIG": str(path)},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         cwd=__import__("pathlib").Path(__file__).resolve().parent.parent,
     )
     assert proc.returncode != 0

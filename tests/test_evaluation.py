@@ -17,8 +17,15 @@ def _label(alert_type, key, start, end, expected=True):
 
 def _alert(alert_type, key, event_time, state="OPEN", incident=None):
     incident = incident or f"{alert_type}:{key}:{event_time}"
-    return {"alert_id": f"{incident}:{state}", "incident_id": incident, "type": alert_type, "state": state,
-            "key": key, "event_time": event_time, "value": 1.0}
+    return {
+        "alert_id": f"{incident}:{state}",
+        "incident_id": incident,
+        "type": alert_type,
+        "state": state,
+        "key": key,
+        "event_time": event_time,
+        "value": 1.0,
+    }
 
 
 # -- matching, on synthetic alerts ---------------------------------------------------
@@ -57,8 +64,10 @@ def test_alerts_outside_a_label_or_on_a_near_miss_are_false():
 
 def test_second_open_for_one_incident_is_a_duplicate_not_a_false_alert():
     labels = [_label("IMPOSSIBLE_TRAVEL", "u7", "2025-07-09T19:00:00.000Z", "2025-07-09T19:30:00.000Z")]
-    alerts = [_alert("IMPOSSIBLE_TRAVEL", "u7", "2025-07-09T19:00:00.000Z"),
-              _alert("IMPOSSIBLE_TRAVEL", "u7", "2025-07-09T19:01:00.000Z")]
+    alerts = [
+        _alert("IMPOSSIBLE_TRAVEL", "u7", "2025-07-09T19:00:00.000Z"),
+        _alert("IMPOSSIBLE_TRAVEL", "u7", "2025-07-09T19:01:00.000Z"),
+    ]
     report = match(labels, alerts, n_events=1000)["IMPOSSIBLE_TRAVEL"]
     assert (report.detected, report.duplicates, report.false_alerts, report.precision) == (1, 1, 0, 1.0)
 
@@ -74,8 +83,9 @@ def test_tables_list_every_type():
 @pytest.fixture(scope="module")
 def small_mix(tmp_path_factory):
     """Every incident kind over normal traffic: ~57k events, 1,200 s of event time."""
-    return evaluate(tmp_path_factory.mktemp("mixed"), scenario="mixed", events=60_000, seed=3, event_rate=50,
-                    users=2_000)
+    return evaluate(
+        tmp_path_factory.mktemp("mixed"), scenario="mixed", events=60_000, seed=3, event_rate=50, users=2_000
+    )
 
 
 def test_small_mix_detects_every_incident_without_false_alerts(small_mix):
@@ -100,8 +110,15 @@ def test_small_mix_writes_report_and_timeline(small_mix):
 @pytest.fixture(scope="module")
 def hard_mix(tmp_path_factory):
     """Near misses and just-over incidents: 3 % spike vs 2 %, 11 vs 10 payments, 10,500 vs 9,500..."""
-    return evaluate(tmp_path_factory.mktemp("hard"), scenario="hard", events=90_000, seed=3, event_rate=100,
-                    users=4_000, timeline=False)
+    return evaluate(
+        tmp_path_factory.mktemp("hard"),
+        scenario="hard",
+        events=90_000,
+        seed=3,
+        event_rate=100,
+        users=4_000,
+        timeline=False,
+    )
 
 
 def _by_scenario(evaluation, kind):
@@ -109,8 +126,7 @@ def _by_scenario(evaluation, kind):
 
 
 def test_hard_mix_just_over_the_limit_alerts(hard_mix):
-    for kind in ("failure_edge", "velocity_edge", "velocity_amount_edge", "amount_edge", "fraud_edge",
-                 "traffic_edge"):
+    for kind in ("failure_edge", "velocity_edge", "velocity_amount_edge", "amount_edge", "fraud_edge", "traffic_edge"):
         assert _by_scenario(hard_mix, kind), kind
     for name, report in hard_mix.reports.items():
         assert report.recall in (None, 1.0), name
@@ -125,8 +141,14 @@ def test_hard_mix_just_over_the_limit_alerts(hard_mix):
 
 
 def test_hard_mix_just_under_the_limit_stays_silent(hard_mix):
-    for kind in ("failure_near_miss", "velocity_near_miss", "velocity_amount_near_miss", "amount_near_miss",
-                 "fraud_near_miss", "traffic_near_miss"):
+    for kind in (
+        "failure_near_miss",
+        "velocity_near_miss",
+        "velocity_amount_near_miss",
+        "amount_near_miss",
+        "fraud_near_miss",
+        "traffic_near_miss",
+    ):
         assert _by_scenario(hard_mix, kind), kind
     for name, report in hard_mix.reports.items():
         assert report.near_miss_alerts == 0, name
@@ -138,7 +160,23 @@ def test_hard_mix_just_under_the_limit_stays_silent(hard_mix):
 
 
 def test_command_line_check_passes_on_the_small_mix(tmp_path, capsys):
-    code = main(["--events", "30000", "--event-rate", "50", "--users", "2000", "--seed", "3", "--scenario",
-                 "velocity_attack", "--out", str(tmp_path), "--no-timeline", "--check"])
+    code = main(
+        [
+            "--events",
+            "30000",
+            "--event-rate",
+            "50",
+            "--users",
+            "2000",
+            "--seed",
+            "3",
+            "--scenario",
+            "velocity_attack",
+            "--out",
+            str(tmp_path),
+            "--no-timeline",
+            "--check",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and "bar (issue 7): PASS" in printed and "VELOCITY" in printed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.file_source import JsonlFileSource
+from connectors.sources.file import JsonlFileSource
 
 
 def _read(source: JsonlFileSource, part: str, resume=None) -> list:

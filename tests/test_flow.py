@@ -32,11 +32,14 @@ def read(out_dir: Path, name: str) -> list[dict]:
 
 
 def run_files(pattern: str, out_dir: Path, **overrides) -> None:
-    settings = load_settings(environ={}, overrides={
-        "source": {"type": "file", "path": pattern, "batch_size": overrides.pop("batch_size", 100)},
-        "sinks": {"jsonl": {"dir": str(out_dir)}, "stdout": QUIET},
-        **overrides,
-    })
+    settings = load_settings(
+        environ={},
+        overrides={
+            "source": {"type": "file", "path": pattern, "batch_size": overrides.pop("batch_size", 100)},
+            "sinks": {"jsonl": {"dir": str(out_dir)}, "stdout": QUIET},
+            **overrides,
+        },
+    )
     run_main(build_flow(settings))
 
 
@@ -60,13 +63,23 @@ def orjson_ts(ev: dict) -> float:
     return datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def traffic(n: int, seconds: float, seed: int, regions=("EU", "US"), fail_rate=0.01, users=500, prefix="t") -> list[dict]:
+def traffic(
+    n: int, seconds: float, seed: int, regions=("EU", "US"), fail_rate=0.01, users=500, prefix="t"
+) -> list[dict]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
         user = rng.randrange(users)
-        out.append(event(f"{prefix}{i}", T0 + i * seconds / n, region=regions[user % len(regions)], user=f"{prefix}u{user}",
-                         status="FAIL" if rng.random() < fail_rate else "SUCCESS", amount=round(rng.uniform(5, 60), 2)))
+        out.append(
+            event(
+                f"{prefix}{i}",
+                T0 + i * seconds / n,
+                region=regions[user % len(regions)],
+                user=f"{prefix}u{user}",
+                status="FAIL" if rng.random() < fail_rate else "SUCCESS",
+                amount=round(rng.uniform(5, 60), 2),
+            )
+        )
     return out
 
 
@@ -75,16 +88,18 @@ def test_out_of_order_and_late_events_end_to_end(tmp_path):
     shuffled = events[:]
     rng = random.Random(2)
     for i in range(0, len(shuffled) - 20, 20):  # local disorder of up to ~1 s
-        block = shuffled[i:i + 20]
+        block = shuffled[i : i + 20]
         rng.shuffle(block)
-        shuffled[i:i + 20] = block
+        shuffled[i : i + 20] = block
     late = event("late-1", T0 + 100, region="EU")  # 80 s behind when it arrives
     write_jsonl(tmp_path / "in.jsonl", shuffled + [late])
     run_files(str(tmp_path / "in.jsonl"), tmp_path / "out")
 
     assert minute_counts(read(tmp_path / "out", "metrics")) == expected_minutes(events)
     dead = read(tmp_path / "out", "dead_letter")
-    assert [(d["reason"], orjson.loads(d["raw"])["transaction_id"], d["position"]) for d in dead] == [("late", "late-1", 3001)]
+    assert [(d["reason"], orjson.loads(d["raw"])["transaction_id"], d["position"]) for d in dead] == [
+        ("late", "late-1", 3001)
+    ]
     txns = read(tmp_path / "out", "transactions")
     assert sorted(t["transaction_id"] for t in txns) == sorted(e["transaction_id"] for e in events)
 
@@ -108,7 +123,9 @@ def test_failure_spike_raises_one_open_and_one_resolved(tmp_path):
             ev["payment_status"] = "FAIL" if int(ev["transaction_id"][1:]) % 10 == 0 else "SUCCESS"
     write_jsonl(tmp_path / "in.jsonl", events)
     run_files(str(tmp_path / "in.jsonl"), tmp_path / "out")
-    region_alerts = [(a["type"], a["state"], a["key"]) for a in read(tmp_path / "out", "alerts") if a["type"] == "FAILURE_RATE"]
+    region_alerts = [
+        (a["type"], a["state"], a["key"]) for a in read(tmp_path / "out", "alerts") if a["type"] == "FAILURE_RATE"
+    ]
     assert region_alerts == [("FAILURE_RATE", "OPEN", "EU"), ("FAILURE_RATE", "RESOLVED", "EU")]
 
 
@@ -148,15 +165,21 @@ def two_file_input(tmp_path_factory):
 
 def _bytewax(args: list[str], config: Path, cwd: Path = ROOT) -> subprocess.Popen:
     env = {**os.environ, "PAYWATCH_CONFIG": str(config)}
-    return subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflow", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "dataflow", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _config(base: Path, out: Path) -> Path:
     path = out.with_suffix(".yaml")
     path.write_text(
         f"source: {{type: file, path: '{base}/p*.jsonl', batch_size: 200}}\n"
-        f"sinks: {{jsonl: {{dir: '{out}', files: 2}}, stdout: {{alerts: false, metrics: false, dead_letters: false}}}}\n"
+        f"sinks: {{jsonl: {{dir: '{out}', files: 2}}, "
+        "stdout: {alerts: false, metrics: false, dead_letters: false}}\n"
     )
     return path
 

@@ -20,11 +20,20 @@ POLICY = ROOT / "k8s" / "iam-policy.json"
 #: Tools run by an operator, not by the pods.
 NOT_IN_THE_POD = {"provision.py", "producer.py"}
 #: service -> IAM prefix (CloudWatch signs as "monitoring" but IAM says "cloudwatch").
-SERVICES = {"kinesis": "kinesis", "cloudwatch": "cloudwatch", "sns": "sns", "sqs": "sqs",
-            "dynamodb": "dynamodb", "sts": "sts"}
+SERVICES = {
+    "kinesis": "kinesis",
+    "cloudwatch": "cloudwatch",
+    "sns": "sns",
+    "sqs": "sqs",
+    "dynamodb": "dynamodb",
+    "sts": "sts",
+}
 #: Batch APIs authorised by the single-item action; calls that need no permission.
-IAM_ACTION = {"sns:PublishBatch": "sns:Publish", "sqs:SendMessageBatch": "sqs:SendMessage",
-              "sts:GetCallerIdentity": None}
+IAM_ACTION = {
+    "sns:PublishBatch": "sns:Publish",
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+    "sts:GetCallerIdentity": None,
+}
 
 
 #: A call on a boto3 client: ``client.x(``, ``self._client.x(``, ``self._control.x(``, ``sts.x(``.
@@ -44,7 +53,7 @@ def _operations() -> dict[str, str]:
 def called_actions() -> set[str]:
     table = _operations()
     actions: set[str] = set()
-    for path in sorted((ROOT / "connectors").glob("*.py")):
+    for path in sorted((ROOT / "connectors").rglob("*.py")):
         if path.name in NOT_IN_THE_POD:
             continue
         for method in _CALL.findall(path.read_text()):
@@ -76,11 +85,14 @@ def test_policy_grants_exactly_the_aws_actions_the_flow_calls():
 
 
 def test_msk_iam_statements_follow_the_kafka_settings():
-    kafka_config = (ROOT / "connectors" / "kafka_config.py").read_text()
+    kafka_config = (ROOT / "connectors" / "kafka" / "client_config.py").read_text()
     statements = policy_actions()
     if "AWS_MSK_IAM" in kafka_config:
-        assert statements["MskIamSourceRead"] == {"kafka-cluster:Connect", "kafka-cluster:DescribeTopic",
-                                                  "kafka-cluster:ReadData"}
+        assert statements["MskIamSourceRead"] == {
+            "kafka-cluster:Connect",
+            "kafka-cluster:DescribeTopic",
+            "kafka-cluster:ReadData",
+        }
         assert "kafka-cluster:WriteData" in statements["MskIamDeadLetterWrite"]
     else:
         assert not any(sid.startswith("Msk") for sid in statements)

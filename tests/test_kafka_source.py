@@ -10,9 +10,9 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from config.settings import KafkaSourceSettings
-from connectors.kafka_config import client_config
-from connectors.kafka_source import KafkaSource
-from connectors.source_lag import lags
+from connectors.kafka.client_config import client_config
+from connectors.kafka.source import KafkaSource
+from observability.source_lag import lags
 from tests.source_helpers import count_lines, drain, lines_of, read_all, step
 
 PARTITIONS = 3
@@ -34,7 +34,7 @@ def topic(kafka_broker) -> str:
 def _produce(broker, topic: str, start: int, n: int, tombstone: bool = False) -> list[bytes]:
     producer = KafkaProducer(bootstrap_servers=broker.address, linger_ms=5)
     values = [b'{"n":%d}' % i for i in range(start, start + n)]
-    for i, value in zip(range(start, start + n), values):
+    for i, value in zip(range(start, start + n), values, strict=False):
         producer.send(topic, key=b"user-%d" % (i % 11), value=value)
     if tombstone:
         producer.send(topic, key=b"user-0", value=None)
@@ -60,7 +60,7 @@ def test_bounded_reads_every_event_once_and_ends_with_done(kafka_broker, topic):
         offsets = [c.position(i) for c in data for i in range(len(c.lines))]
         assert offsets == list(range(len(offsets)))
         assert snaps[name] == len(offsets)
-        assert data[0].origin == name[len("kafka:"):]
+        assert data[0].origin == name[len("kafka:") :]
     # several partitions really carried data
     assert sum(1 for cs in chunks.values() if lines_of(cs)) >= 2
 
@@ -131,8 +131,11 @@ def test_unknown_topic_is_a_clear_error(kafka_broker):
 
 def test_passwords_come_from_the_environment_only():
     settings = KafkaSourceSettings(
-        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
-        sasl_username="svc", sasl_password_env="PW_VAR", ssl_cafile="/ca.pem",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="svc",
+        sasl_password_env="PW_VAR",
+        ssl_cafile="/ca.pem",
     )
     config = client_config(settings, environ={"PW_VAR": "s3cret"})
     assert config["sasl_plain_password"] == "s3cret"

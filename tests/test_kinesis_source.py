@@ -11,9 +11,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from config.settings import AwsSettings, KinesisSourceSettings
-from connectors.kinesis_shards import lineage, lineage_roots
-from connectors.kinesis_source import DONE, KinesisSource
-from connectors.source_lag import lags
+from connectors.kinesis.shards import lineage, lineage_roots
+from connectors.kinesis.source import DONE, KinesisSource
+from observability.source_lag import lags
 from tests.source_helpers import count_lines, drain, lines_of, read_all, step
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "kinesis_list_shards_split_merge.json").read_text())
@@ -21,6 +21,7 @@ FAST = dict(min_poll_interval_seconds=0.0, idle_poll_interval_seconds=0.02)
 
 
 # -- against moto_server ---------------------------------------------------------
+
 
 @pytest.fixture
 def kinesis(moto):
@@ -38,9 +39,11 @@ def stream(kinesis) -> str:
 def _put(kinesis, stream: str, start: int, n: int) -> list[bytes]:
     values = [b'{"n":%d}' % i for i in range(start, start + n)]
     for offset in range(0, n, 500):
-        batch = values[offset:offset + 500]
-        kinesis.put_records(StreamName=stream, Records=[
-            {"Data": v, "PartitionKey": f"user-{start + offset + i}"} for i, v in enumerate(batch)])
+        batch = values[offset : offset + 500]
+        kinesis.put_records(
+            StreamName=stream,
+            Records=[{"Data": v, "PartitionKey": f"user-{start + offset + i}"} for i, v in enumerate(batch)],
+        )
     return values
 
 
@@ -125,11 +128,16 @@ def test_split_while_reading_loses_nothing(moto, kinesis, stream):
 
 # -- shard lineage against the recorded ListShards answer ---------------------------
 
+
 def test_lineages_from_recorded_split_and_merge():
     shards = RECORDED["Shards"]
     assert lineage_roots(shards) == ["shardId-000000000000", "shardId-000000000001"]
     assert sorted(lineage("shardId-000000000000", shards)) == [
-        "shardId-000000000000", "shardId-000000000002", "shardId-000000000003", "shardId-000000000004"]
+        "shardId-000000000000",
+        "shardId-000000000002",
+        "shardId-000000000003",
+        "shardId-000000000004",
+    ]
     assert sorted(lineage("shardId-000000000001", shards)) == ["shardId-000000000001"]
 
 
@@ -166,12 +174,13 @@ class _ReplayKinesis:
         self.calls += 1
         if self.throttle:
             self.throttle -= 1
-            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
-                              "GetRecords")
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}, "GetRecords"
+            )
         sid, index = ShardIterator.split("|")
         index = int(index)
         seqs = self.records[sid]
-        batch = seqs[index:index + min(Limit, 2)]
+        batch = seqs[index : index + min(Limit, 2)]
         end = index + len(batch)
         shard = next(s for s in self.shards if s["ShardId"] == sid)
         closed = "EndingSequenceNumber" in shard["SequenceNumberRange"]
@@ -184,7 +193,9 @@ class _ReplayKinesis:
             response["NextShardIterator"] = None
             response["ChildShards"] = [
                 {"ShardId": s["ShardId"], "ParentShards": [sid], "HashKeyRange": s["HashKeyRange"]}
-                for s in self.shards if sid in (s.get("ParentShardId"), s.get("AdjacentParentShardId"))]
+                for s in self.shards
+                if sid in (s.get("ParentShardId"), s.get("AdjacentParentShardId"))
+            ]
         return response
 
 

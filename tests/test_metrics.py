@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors import metrics, source_lag
+from observability import metrics, source_lag
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -66,15 +66,20 @@ def test_health_and_readiness(server):
 def test_chunks_dead_letters_alerts_and_minutes(server):
     before = scrape(server)
     chunk = SimpleNamespace(
-        part="file:/data/a.jsonl", n_transactions=7, n_late=2, watermark=time.time() - 70,
+        part="file:/data/a.jsonl",
+        n_transactions=7,
+        n_late=2,
+        watermark=time.time() - 70,
         dead_letters=[{"reason": "late"}, {"reason": "late"}, {"reason": "invalid_json"}],
     )
     metrics.record_parsed_chunk(chunk, lateness_seconds=10)
     metrics.record_alerts([{"type": "FAILURE_RATE", "state": "OPEN"}, {"type": "VELOCITY", "state": "FIRED"}])
-    metrics.record_minutes([
-        {"region": "US-WEST", "count": 200, "failures": 10, "window_end": "2025-07-09T19:01:00Z"},
-        {"region": "EU-WEST", "count": 0, "failures": 0, "window_end": "2025-07-09T19:01:00Z"},
-    ])
+    metrics.record_minutes(
+        [
+            {"region": "US-WEST", "count": 200, "failures": 10, "window_end": "2025-07-09T19:01:00Z"},
+            {"region": "EU-WEST", "count": 0, "failures": 0, "window_end": "2025-07-09T19:01:00Z"},
+        ]
+    )
     after = scrape(server)
 
     def delta(name: str, **labels: str) -> float:

@@ -1,6 +1,6 @@
 """The dashboard and the alert rules only query series that are served.
 
-``paywatch_*`` series come from connectors/metrics.py; ``bytewax_*`` series
+``paywatch_*`` series come from observability/metrics.py; ``bytewax_*`` series
 from Bytewax's own dataflow API server, which a tiny flow run here with
 ``BYTEWAX_DATAFLOW_API_ENABLED`` serves for real (the same server the chart
 turns on in every pod).
@@ -23,7 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors import metrics, sink_metrics  # noqa: F401 (sink_metrics registers paywatch_sink_buffered)
+from observability import metrics, sink_metrics  # noqa: F401 (sink_metrics registers paywatch_sink_buffered)
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "grafana-paywatch.json"
@@ -32,8 +32,14 @@ RULES = ROOT / "k8s" / "prometheus-rules.yaml"
 FOREIGN = {"up"}
 #: Labels Prometheus adds to every series of a target (not served by the process).
 TARGET_LABELS = {"namespace", "pod", "job", "instance", "service", "endpoint", "container"}
-_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created"),
-             "summary": ("", "_sum", "_count", "_created"), "info": ("_info",), "unknown": ("",)}
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("_info",),
+    "unknown": ("",),
+}
 #: A flow with a stateful source, a stateful step and a sink: every kind of
 #: step whose snapshot() Bytewax times. The input runs until STOP exists.
 PROBE_FLOW = """
@@ -128,11 +134,21 @@ def bytewax_served(tmp_path_factory) -> dict[str, set[str]]:
     stop = work / "stop"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BYTEWAX_", "PAYWATCH"))}
-    env.update(BYTEWAX_DATAFLOW_API_ENABLED="true", BYTEWAX_DATAFLOW_API_PORT=str(port),
-               BYTEWAX_DATAFLOW_API_CACHE_PATH=str(work), PROBE_STOP=str(stop))
+    env.update(
+        BYTEWAX_DATAFLOW_API_ENABLED="true",
+        BYTEWAX_DATAFLOW_API_PORT=str(port),
+        BYTEWAX_DATAFLOW_API_CACHE_PATH=str(work),
+        PROBE_STOP=str(stop),
+    )
     wanted = {n for e in dashboard_queries() for n in series_in(e) if n.startswith("bytewax_")}
-    proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", "probe_flow", "-s", "1"], cwd=work, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "probe_flow", "-s", "1"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     served: dict[str, set[str]] = {}
     try:
         deadline = time.monotonic() + 30
@@ -158,8 +174,11 @@ def series_in(expr: str) -> set[str]:
     without_strings = re.sub(r'"[^"]*"', '""', expr)
     without_labels = re.sub(r"\{[^}]*\}", "{}", without_strings)
     without_labels = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", without_labels)
-    names = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?=\{|\[|\)|$|\s*[<>=!*/+-]|\s+(?:unless|or|and|offset))",
-                           without_labels))
+    names = set(
+        re.findall(
+            r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?=\{|\[|\)|$|\s*[<>=!*/+-]|\s+(?:unless|or|and|offset))", without_labels
+        )
+    )
     keywords = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "le", "time"}
     return {n for n in names if n not in keywords and not n.startswith("$")}
 
@@ -172,7 +191,7 @@ def test_every_series_queried_is_served(bytewax_served):
     for expr in dashboard_queries() + rule_queries():
         queried |= series_in(expr)
         for name in re.findall(r"\bpaywatch_[a-z0-9_]+", expr):
-            assert name in exported, f"{name!r} in {expr!r} is not exported by connectors/metrics.py"
+            assert name in exported, f"{name!r} in {expr!r} is not exported by observability/metrics.py"
         for name in re.findall(r"\bbytewax_[a-z0-9_]+", expr):
             assert name in bytewax, f"{name!r} in {expr!r} is not served by Bytewax: {sorted(bytewax)}"
     assert queried - exported - bytewax <= FOREIGN, queried - exported - bytewax
@@ -208,10 +227,18 @@ def test_bytewax_panels_legends_use_served_labels(bytewax_served):
 
 def test_dashboard_covers_the_operator_questions():
     text = " ".join(dashboard_queries())
-    for name in ("paywatch_events_total", "paywatch_region_failure_ratio", "paywatch_alerts_total",
-                 "paywatch_dead_letters_total", "paywatch_event_time_lag_seconds", "paywatch_kafka_lag_records",
-                 "paywatch_kinesis_millis_behind_latest", "paywatch_sink_errors_total",
-                 "paywatch_sink_request_seconds_bucket", "bytewax_snapshot_duration_seconds_bucket"):
+    for name in (
+        "paywatch_events_total",
+        "paywatch_region_failure_ratio",
+        "paywatch_alerts_total",
+        "paywatch_dead_letters_total",
+        "paywatch_event_time_lag_seconds",
+        "paywatch_kafka_lag_records",
+        "paywatch_kinesis_millis_behind_latest",
+        "paywatch_sink_errors_total",
+        "paywatch_sink_request_seconds_bucket",
+        "bytewax_snapshot_duration_seconds_bucket",
+    ):
         assert name in text, name
     ids = [p["id"] for p in json.loads(DASHBOARD.read_text())["panels"]]
     assert len(ids) == len(set(ids))
@@ -220,8 +247,13 @@ def test_dashboard_covers_the_operator_questions():
 def test_rules_cover_lagging_sink_failing_and_process_down():
     groups = yaml.safe_load(RULES.read_text())["groups"]
     rules = {r["alert"]: r for g in groups for r in g["rules"]}
-    assert {"PaywatchProcessDown", "PaywatchEventTimeLagging", "PaywatchKafkaLagging",
-            "PaywatchKinesisLagging", "PaywatchSinkFailing"} <= set(rules)
+    assert {
+        "PaywatchProcessDown",
+        "PaywatchEventTimeLagging",
+        "PaywatchKafkaLagging",
+        "PaywatchKinesisLagging",
+        "PaywatchSinkFailing",
+    } <= set(rules)
     for rule in rules.values():
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["annotations"]["summary"]

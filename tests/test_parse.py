@@ -2,7 +2,9 @@
 
 import orjson
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from config import load_settings
 from operators.parse import ChunkParser
@@ -39,8 +41,16 @@ def out_shard(out):
 
 
 @pytest.mark.parametrize(
-    "amount, category", [(None, "standard"), (0, "standard"), (99.99, "standard"), (100, "medium_value"),
-                         (999.99, "medium_value"), (1000, "high_value"), (50000, "high_value")],
+    "amount, category",
+    [
+        (None, "standard"),
+        (0, "standard"),
+        (99.99, "standard"),
+        (100, "medium_value"),
+        (999.99, "medium_value"),
+        (1000, "high_value"),
+        (50000, "high_value"),
+    ],
 )
 def test_amount_categories(amount, category):
     _, out = parse([event("t", T0, amount=amount)])
@@ -87,7 +97,8 @@ def test_fraud_weights_come_from_settings():
 
 
 @pytest.mark.parametrize(
-    "status, failed", [("SUCCESS", 0), ("success", 0), ("FAIL", 1), ("FAILED", 1), ("declined", 1), (" Declined ", 1), ("error", 1)]
+    "status, failed",
+    [("SUCCESS", 0), ("success", 0), ("FAIL", 1), ("FAILED", 1), ("declined", 1), (" Declined ", 1), ("error", 1)],
 )
 def test_status_synonyms(status, failed):
     _, out = parse([event("t", T0, status=status)])
@@ -136,7 +147,11 @@ def _with(**changes):
         (_with(amount=-1), "invalid_field", "amount"),
         (_with(amount="12.50"), "invalid_field", "amount"),
         (_with(amount=True), "invalid_field", "amount"),
-        (b'{"transaction_id":"t","timestamp":"2025-07-09T19:00:00Z","payment_status":"SUCCESS","region":"R","amount":NaN}', "invalid_json", None),
+        (
+            b'{"transaction_id":"t","timestamp":"2025-07-09T19:00:00Z","payment_status":"SUCCESS","region":"R","amount":NaN}',
+            "invalid_json",
+            None,
+        ),
         (_with(currency="DOLLAR"), "invalid_field", "currency"),
         (_with(user_id=["u"]), "invalid_field", "user_id"),
         (_with(merchant_name=5), "invalid_field", "merchant_name"),
@@ -237,7 +252,11 @@ def test_a_line_holding_two_events_is_one_invalid_line():
 def test_dead_letters_keep_line_order_across_rejection_kinds():
     lines = [line(event("a", T0 + 100)), b"{oops", line(event("late", T0)), _with(region=7)]
     _, out = parse(lines)
-    assert [(d["position"], d["reason"]) for d in out.dead_letters] == [(1, "invalid_json"), (2, "late"), (3, "invalid_field")]
+    assert [(d["position"], d["reason"]) for d in out.dead_letters] == [
+        (1, "invalid_json"),
+        (2, "late"),
+        (3, "invalid_field"),
+    ]
 
 
 @pytest.mark.parametrize("amount, valid", [(2**53, True), (2**53 + 1, False), (1e300, True), (0, True), (-0.01, False)])
@@ -263,14 +282,28 @@ def test_arbitrary_bytes_never_raise_and_nothing_is_lost(lines):
 
 
 @hsettings(max_examples=200, deadline=None)
-@given(st.lists(st.fixed_dictionaries({}, optional={
-    "transaction_id": st.one_of(st.text(max_size=5), st.integers(-2**63, 2**63 - 1), st.none()),
-    "timestamp": st.one_of(st.text(max_size=30), st.integers(-2**63, 2**63 - 1), st.floats(), st.just("2025-07-09T19:00:00Z")),
-    "payment_status": st.one_of(st.sampled_from(["FAIL", "SUCCESS", "x"]), st.integers(0, 9)),
-    "region": st.one_of(st.text(max_size=4), st.none(), st.integers(0, 9)),
-    "amount": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-2**63, 2**63 - 1), st.text(max_size=3)),
-    "user_id": st.one_of(st.text(max_size=4), st.integers(-2**63, 2**63 - 1), st.none()),
-}), max_size=20))
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "transaction_id": st.one_of(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1), st.none()),
+                "timestamp": st.one_of(
+                    st.text(max_size=30), st.integers(-(2**63), 2**63 - 1), st.floats(), st.just("2025-07-09T19:00:00Z")
+                ),
+                "payment_status": st.one_of(st.sampled_from(["FAIL", "SUCCESS", "x"]), st.integers(0, 9)),
+                "region": st.one_of(st.text(max_size=4), st.none(), st.integers(0, 9)),
+                "amount": st.one_of(
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    st.integers(-(2**63), 2**63 - 1),
+                    st.text(max_size=3),
+                ),
+                "user_id": st.one_of(st.text(max_size=4), st.integers(-(2**63), 2**63 - 1), st.none()),
+            },
+        ),
+        max_size=20,
+    )
+)
 def test_arbitrary_events_are_either_transactions_or_dead_letters(events):
     _, out = ChunkParser(SETTINGS).parse(None, chunk([line(e) for e in events]))
     assert out.n_transactions + len(out.dead_letters) == len(events)
@@ -287,6 +320,7 @@ def test_without_transaction_lines_the_verdicts_and_counts_are_the_same():
     assert without[0] == with_lines[0]
     for name in ("n_transactions", "n_late", "dead_letters", "region_counts", "user_events", "watermark"):
         assert getattr(without[1], name) == getattr(with_lines[1], name), name
+
     # flagged records and alerts do not depend on the blob either (processed_at aside)
     def strip(records):
         return [{k: v for k, v in r.items() if k != "processed_at"} for r in records]

@@ -7,10 +7,10 @@ import uuid
 import boto3
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from cli.producer import paced, publish_kafka, publish_kinesis
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings
-from connectors.kafka_source import KafkaSource
-from connectors.kinesis_source import KinesisSource
-from connectors.producer import paced, publish_kafka, publish_kinesis
+from connectors.kafka.source import KafkaSource
+from connectors.kinesis.source import KinesisSource
 from tests.source_helpers import drain
 
 
@@ -77,8 +77,9 @@ def test_kinesis_against_moto_round_trip(moto):
     kinesis = boto3.client("kinesis", endpoint_url=moto.url, region_name="us-east-1")
     kinesis.create_stream(StreamName=stream, ShardCount=2)
     kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
-    settings = KinesisSourceSettings(stream_name=stream, bounded=True, min_poll_interval_seconds=0,
-                                     idle_poll_interval_seconds=0.02)
+    settings = KinesisSourceSettings(
+        stream_name=stream, bounded=True, min_poll_interval_seconds=0, idle_poll_interval_seconds=0.02
+    )
     aws = AwsSettings(endpoint_url=moto.url)
     events = _events(1100)
     assert publish_kinesis(settings, aws, events) == 1100

@@ -1,4 +1,4 @@
-"""``python -m connectors.provision up|down`` against moto_server: idempotent, and creates what docs/sinks.md says."""
+"""``python -m cli.provision up|down`` against moto_server: idempotent, and creates what docs/sinks.md says."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import boto3
 import yaml
 from botocore.exceptions import ClientError
 
+from cli.provision import main
 from config import load_settings
-from connectors.cloudwatch_sink import minute_datums
-from connectors.provision import main
+from connectors.sinks.cloudwatch import minute_datums
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,13 +27,17 @@ def _config(tmp_path: Path, moto_url: str, sinks: dict, simulator: dict | None =
         "aws": {"endpoint_url": moto_url, "region": "us-east-1"},
         "source": {"kinesis": {"stream_name": f"payments-{tag}"}},
         "sinks": {
-            "dynamodb": {"transactions_table": f"txn-{tag}", "alerts_table": f"alerts-{tag}",
-                         "aggregates_table": f"aggs-{tag}"},
+            "dynamodb": {
+                "transactions_table": f"txn-{tag}",
+                "alerts_table": f"alerts-{tag}",
+                "aggregates_table": f"aggs-{tag}",
+            },
         },
     }
     for section, values in sinks.items():
-        data["sinks"].setdefault(section, {}).update({k: (v.format(tag=tag) if isinstance(v, str) else v)
-                                                      for k, v in values.items()})
+        data["sinks"].setdefault(section, {}).update(
+            {k: (v.format(tag=tag) if isinstance(v, str) else v) for k, v in values.items()}
+        )
     if simulator:
         data["simulator"] = simulator
     path = tmp_path / f"paywatch-{tag}.yaml"
@@ -42,8 +46,10 @@ def _config(tmp_path: Path, moto_url: str, sinks: dict, simulator: dict | None =
 
 
 def _clients(moto_url: str) -> dict:
-    return {name: boto3.client(name, region_name="us-east-1", endpoint_url=moto_url)
-            for name in ("cloudwatch", "dynamodb", "sns", "sqs", "kinesis")}
+    return {
+        name: boto3.client(name, region_name="us-east-1", endpoint_url=moto_url)
+        for name in ("cloudwatch", "dynamodb", "sns", "sqs", "kinesis")
+    }
 
 
 def _change_sinks(config: Path, **sections: dict) -> None:
@@ -55,11 +61,12 @@ def _change_sinks(config: Path, **sections: dict) -> None:
 
 
 def _run_cli(config: Path, action: str) -> dict:
-    """The real entry point, as an operator runs it: ``python -m connectors.provision ACTION``."""
+    """The real entry point, as an operator runs it: ``python -m cli.provision ACTION``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYWATCH")}
     env["PAYWATCH_CONFIG"] = str(config)
-    proc = subprocess.run([sys.executable, "-m", "connectors.provision", action], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.provision", action], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -105,18 +112,27 @@ def _assert_nothing_left(c: dict, settings, topic_arn: str) -> None:
     assert not [s for s in c["sns"].list_subscriptions()["Subscriptions"] if s["TopicArn"] == topic_arn]
     assert _gone(c["sqs"].get_queue_url, "NonExistentQueue", QueueName=settings.sinks.sns.sqs_subscription)
     assert settings.source.kinesis.stream_name not in c["kinesis"].list_streams()["StreamNames"]
-    assert _gone(c["kinesis"].describe_stream_summary, "ResourceNotFound",
-                 StreamName=settings.source.kinesis.stream_name)
+    assert _gone(
+        c["kinesis"].describe_stream_summary, "ResourceNotFound", StreamName=settings.source.kinesis.stream_name
+    )
 
 
 def test_up_twice_creates_everything_once_and_down_twice_removes_it(moto, tmp_path, monkeypatch, capsys):
     regions = ["US-EAST", "EU-WEST", "AP-SOUTH"]
-    config, tag = _config(tmp_path, moto.url, {
-        "cloudwatch": {"namespace": "Paywatch-{tag}"},  # alarm_regions null: one alarm per simulator region
-        "sns": {"topic_name": "alerts-{tag}", "sqs_subscription": "alerts-q-{tag}",
-                "email_subscription": "oncall-{tag}@example.com"},
-        "dynamodb": {"ttl_days": 7, "ttl_attribute": "purge_at"},
-    }, simulator={"regions": regions})
+    config, tag = _config(
+        tmp_path,
+        moto.url,
+        {
+            "cloudwatch": {"namespace": "Paywatch-{tag}"},  # alarm_regions null: one alarm per simulator region
+            "sns": {
+                "topic_name": "alerts-{tag}",
+                "sqs_subscription": "alerts-q-{tag}",
+                "email_subscription": "oncall-{tag}@example.com",
+            },
+            "dynamodb": {"ttl_days": 7, "ttl_attribute": "purge_at"},
+        },
+        simulator={"regions": regions},
+    )
     settings = load_settings(config, environ={})
     c = _clients(moto.url)
 
@@ -124,8 +140,11 @@ def test_up_twice_creates_everything_once_and_down_twice_removes_it(moto, tmp_pa
     second = _run_main(config, "up", monkeypatch, capsys)
     topic_arn = first["topic_arn"]
     assert topic_arn.endswith(f":alerts-{tag}") and second["topic_arn"] == topic_arn
-    assert first["alarms"] == second["alarms"] == ["HighPaymentFailureRate"] + [
-        f"HighPaymentFailureRate-{r}" for r in regions]
+    assert (
+        first["alarms"]
+        == second["alarms"]
+        == ["HighPaymentFailureRate"] + [f"HighPaymentFailureRate-{r}" for r in regions]
+    )
 
     # Alarms: the all-regions one without dimension, one per configured region; the product brief's rule.
     alarms = _alarms(c["cloudwatch"], settings.sinks.cloudwatch.namespace)
@@ -146,9 +165,11 @@ def test_up_twice_creates_everything_once_and_down_twice_removes_it(moto, tmp_pa
 
     # DynamoDB: on-demand, encrypted, TTL on the configured attribute, the keys the sinks write.
     ddb = settings.sinks.dynamodb
-    keys = {ddb.alerts_table: [("alert_id", "HASH")],
-            ddb.aggregates_table: [("region", "HASH"), ("window_start", "RANGE")],
-            ddb.transactions_table: [("transaction_id", "HASH")]}
+    keys = {
+        ddb.alerts_table: [("alert_id", "HASH")],
+        ddb.aggregates_table: [("region", "HASH"), ("window_start", "RANGE")],
+        ddb.transactions_table: [("transaction_id", "HASH")],
+    }
     assert sorted(first["tables"]) == sorted(keys)
     for name, schema in keys.items():
         table = c["dynamodb"].describe_table(TableName=name)["Table"]
@@ -167,10 +188,13 @@ def test_up_twice_creates_everything_once_and_down_twice_removes_it(moto, tmp_pa
     queue_url = c["sqs"].get_queue_url(QueueName=f"alerts-q-{tag}")["QueueUrl"]
     queue = c["sqs"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
     assert sorted((s["Protocol"], s["Endpoint"]) for s in subs) == [
-        ("email", f"oncall-{tag}@example.com"), ("sqs", queue["QueueArn"])]
+        ("email", f"oncall-{tag}@example.com"),
+        ("sqs", queue["QueueArn"]),
+    ]
     statement = json.loads(queue["Policy"])["Statement"]
-    assert [(s["Effect"], s["Action"], s["Resource"], s["Condition"]["ArnEquals"]["aws:SourceArn"])
-            for s in statement] == [("Allow", "sqs:SendMessage", queue["QueueArn"], topic_arn)]
+    assert [
+        (s["Effect"], s["Action"], s["Resource"], s["Condition"]["ArnEquals"]["aws:SourceArn"]) for s in statement
+    ] == [("Allow", "sqs:SendMessage", queue["QueueArn"], topic_arn)]
     c["sns"].publish(TopicArn=topic_arn, Message="hello")
     got = c["sqs"].receive_message(QueueUrl=queue_url, WaitTimeSeconds=2).get("Messages", [])
     assert [json.loads(m["Body"])["Message"] for m in got] == ["hello"]
@@ -189,13 +213,24 @@ def test_up_twice_creates_everything_once_and_down_twice_removes_it(moto, tmp_pa
 
 
 def test_fifo_topic_custom_alarm_and_no_ttl(moto, tmp_path, monkeypatch, capsys):
-    config, tag = _config(tmp_path, moto.url, {
-        "cloudwatch": {"namespace": "Paywatch-{tag}", "alarm_name": "PaywatchFailures-{tag}", "alarm_threshold": 3.5,
-                       "alarm_period_seconds": 300, "alarm_evaluation_periods": 3, "alarm_regions": ["US-WEST"],
-                       "region_dimension": "Zone", "dimensions": {"Environment": "staging"}},
-        "sns": {"topic_name": "alerts-{tag}.fifo", "sqs_subscription": "alerts-q-{tag}.fifo"},
-        "dynamodb": {"ttl_days": None},
-    })
+    config, tag = _config(
+        tmp_path,
+        moto.url,
+        {
+            "cloudwatch": {
+                "namespace": "Paywatch-{tag}",
+                "alarm_name": "PaywatchFailures-{tag}",
+                "alarm_threshold": 3.5,
+                "alarm_period_seconds": 300,
+                "alarm_evaluation_periods": 3,
+                "alarm_regions": ["US-WEST"],
+                "region_dimension": "Zone",
+                "dimensions": {"Environment": "staging"},
+            },
+            "sns": {"topic_name": "alerts-{tag}.fifo", "sqs_subscription": "alerts-q-{tag}.fifo"},
+            "dynamodb": {"ttl_days": None},
+        },
+    )
     settings = load_settings(config, environ={})
     c = _clients(moto.url)
     for _ in range(2):
@@ -217,12 +252,24 @@ def test_fifo_topic_custom_alarm_and_no_ttl(moto, tmp_path, monkeypatch, capsys)
     for alarm in alarms.values():
         assert (alarm["Threshold"], alarm["Period"], alarm["EvaluationPeriods"]) == (3.5, 300, 3)
         assert alarm["AlarmActions"] == alarm["OKActions"] == [topic_arn]
-    record = {"region": "US-WEST", "window_start": "2026-01-01T10:00:00Z", "count": 10, "failures": 1,
-              "fraud_suspected": 0, "review_required": 0}
-    written = {_dims(d["Dimensions"]) for d in minute_datums([record], "Zone", {"Environment": "staging"})
-               if d["MetricName"] == "PaymentFailureRate"}
-    assert {_dims(a["Dimensions"]) for a in alarms.values()} == written == {
-        frozenset({("Environment", "staging")}), frozenset({("Environment", "staging"), ("Zone", "US-WEST")})}
+    record = {
+        "region": "US-WEST",
+        "window_start": "2026-01-01T10:00:00Z",
+        "count": 10,
+        "failures": 1,
+        "fraud_suspected": 0,
+        "review_required": 0,
+    }
+    written = {
+        _dims(d["Dimensions"])
+        for d in minute_datums([record], "Zone", {"Environment": "staging"})
+        if d["MetricName"] == "PaymentFailureRate"
+    }
+    assert (
+        {_dims(a["Dimensions"]) for a in alarms.values()}
+        == written
+        == {frozenset({("Environment", "staging")}), frozenset({("Environment", "staging"), ("Zone", "US-WEST")})}
+    )
 
     for name in settings.sinks.dynamodb.alerts_table, settings.sinks.dynamodb.aggregates_table:
         ttl = c["dynamodb"].describe_time_to_live(TableName=name)["TimeToLiveDescription"]
@@ -244,32 +291,53 @@ def test_up_turns_ttl_off_when_the_settings_drop_it(moto, tmp_path, monkeypatch,
     _run_main(config, "up", monkeypatch, capsys)
     c = _clients(moto.url)
     table = f"alerts-{tag}"
-    assert c["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
+    assert (
+        c["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
+    )
     _change_sinks(config, dynamodb={"ttl_days": None})
     _run_main(config, "up", monkeypatch, capsys)
-    assert c["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
+    assert (
+        c["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
+    )
     _run_main(config, "down", monkeypatch, capsys)
 
 
 def test_up_converges_on_changed_regions_and_ttl_attribute_and_down_removes_every_region(
-        moto, tmp_path, monkeypatch, capsys):
-    config, tag = _config(tmp_path, moto.url, {
-        "cloudwatch": {"namespace": "Paywatch-{tag}", "alarm_regions": ["US-EAST", "EU-WEST"]},
-        "dynamodb": {"ttl_days": 7, "ttl_attribute": "purge_at"},
-    })
+    moto, tmp_path, monkeypatch, capsys
+):
+    config, tag = _config(
+        tmp_path,
+        moto.url,
+        {
+            "cloudwatch": {"namespace": "Paywatch-{tag}", "alarm_regions": ["US-EAST", "EU-WEST"]},
+            "dynamodb": {"ttl_days": 7, "ttl_attribute": "purge_at"},
+        },
+    )
     namespace = f"Paywatch-{tag}"
     c = _clients(moto.url)
     # Someone else's alarm sharing the name prefix, on another namespace: never ours to delete.
     c["cloudwatch"].put_metric_alarm(
-        AlarmName=f"HighPaymentFailureRate-Other-{tag}", Namespace=f"Other-{tag}", MetricName="PaymentFailureRate",
-        Statistic="Average", Period=60, EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
+        AlarmName=f"HighPaymentFailureRate-Other-{tag}",
+        Namespace=f"Other-{tag}",
+        MetricName="PaymentFailureRate",
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanThreshold",
+    )
     _run_main(config, "up", monkeypatch, capsys)
 
-    _change_sinks(config, cloudwatch={"alarm_regions": ["US-EAST", "AP-SOUTH"]}, dynamodb={"ttl_attribute": "expires_at"})
+    _change_sinks(
+        config, cloudwatch={"alarm_regions": ["US-EAST", "AP-SOUTH"]}, dynamodb={"ttl_attribute": "expires_at"}
+    )
     out = _run_main(config, "up", monkeypatch, capsys)
     assert out["alarms_removed"] == ["HighPaymentFailureRate-EU-WEST"]
     assert set(_alarms(c["cloudwatch"], namespace)) == {
-        "HighPaymentFailureRate", "HighPaymentFailureRate-US-EAST", "HighPaymentFailureRate-AP-SOUTH"}
+        "HighPaymentFailureRate",
+        "HighPaymentFailureRate-US-EAST",
+        "HighPaymentFailureRate-AP-SOUTH",
+    }
     # TTL follows the renamed attribute (moto allows both halves of the change at once; AWS's
     # one-change-per-hour answer is the unit test's); nothing is left pending.
     for name in (f"alerts-{tag}", f"aggs-{tag}", f"txn-{tag}"):
@@ -280,8 +348,9 @@ def test_up_converges_on_changed_regions_and_ttl_attribute_and_down_removes_ever
     # `down` with settings that no longer list AP-SOUTH still removes its alarm.
     _change_sinks(config, cloudwatch={"alarm_regions": ["US-EAST"]})
     gone = _run_main(config, "down", monkeypatch, capsys)
-    assert gone["alarms"] == sorted(["HighPaymentFailureRate", "HighPaymentFailureRate-AP-SOUTH",
-                                     "HighPaymentFailureRate-US-EAST"])
+    assert gone["alarms"] == sorted(
+        ["HighPaymentFailureRate", "HighPaymentFailureRate-AP-SOUTH", "HighPaymentFailureRate-US-EAST"]
+    )
     assert _alarms(c["cloudwatch"], namespace) == {}
     assert set(_alarms(c["cloudwatch"], f"Other-{tag}")) == {f"HighPaymentFailureRate-Other-{tag}"}
 
@@ -291,11 +360,13 @@ def test_up_waits_out_a_deleting_table_and_reports_a_ttl_change_aws_defers(monke
     DELETING) and allows one TTL change per table per hour. Recorded answers, in order."""
     from botocore.stub import Stubber
 
-    from connectors.provision import Provisioner
+    from cli.provision import Provisioner
 
     for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
         monkeypatch.setenv(name, value)
-    settings = load_settings(overrides={"sinks": {"dynamodb": {"ttl_days": 7, "ttl_attribute": "expires_at"}}}, environ={})
+    settings = load_settings(
+        overrides={"sinks": {"dynamodb": {"ttl_days": 7, "ttl_attribute": "expires_at"}}}, environ={}
+    )
     provisioner = Provisioner(settings, wait_seconds=5, poll_seconds=0)
     table = {"TableName": "txn", "TableStatus": "DELETING"}
     with Stubber(provisioner.dynamodb) as stub:
@@ -303,14 +374,24 @@ def test_up_waits_out_a_deleting_table_and_reports_a_ttl_change_aws_defers(monke
         stub.add_client_error("describe_table", "ResourceNotFoundException", expected_params={"TableName": "txn"})
         stub.add_response("create_table", {"TableDescription": {**table, "TableStatus": "CREATING"}})
         stub.add_response("describe_table", {"Table": {**table, "TableStatus": "ACTIVE"}}, {"TableName": "txn"})
-        stub.add_response("describe_time_to_live",
-                          {"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED", "AttributeName": "purge_at"}})
-        stub.add_response("update_time_to_live", {"TimeToLiveSpecification": {"Enabled": False, "AttributeName": "purge_at"}},
-                          {"TableName": "txn", "TimeToLiveSpecification": {"Enabled": False, "AttributeName": "purge_at"}})
+        stub.add_response(
+            "describe_time_to_live",
+            {"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED", "AttributeName": "purge_at"}},
+        )
+        stub.add_response(
+            "update_time_to_live",
+            {"TimeToLiveSpecification": {"Enabled": False, "AttributeName": "purge_at"}},
+            {"TableName": "txn", "TimeToLiveSpecification": {"Enabled": False, "AttributeName": "purge_at"}},
+        )
         stub.add_client_error(
-            "update_time_to_live", "ValidationException",
+            "update_time_to_live",
+            "ValidationException",
             "Time to live has been modified multiple times within a fixed interval",
-            expected_params={"TableName": "txn", "TimeToLiveSpecification": {"Enabled": True, "AttributeName": "expires_at"}})
+            expected_params={
+                "TableName": "txn",
+                "TimeToLiveSpecification": {"Enabled": True, "AttributeName": "expires_at"},
+            },
+        )
         assert provisioner._table_up("alerts", "txn") == "txn"
         stub.assert_no_pending_responses()
     [pending] = provisioner.pending

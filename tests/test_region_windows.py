@@ -31,8 +31,16 @@ def test_minutes_are_exact_and_aligned_to_utc():
     assert kinds(out, METRICS) == []  # the minute is not closed yet
     out = w.add([summary({}, T0 + 60)], now=0)
     [[minute]] = kinds(out, METRICS)
-    assert minute == {"region": "EU", "window_start": "2025-07-09T19:00:00Z", "window_end": "2025-07-09T19:01:00Z",
-                      "count": 5, "failures": 1, "failure_rate": 20.0, "fraud_suspected": 1, "review_required": 0}
+    assert minute == {
+        "region": "EU",
+        "window_start": "2025-07-09T19:00:00Z",
+        "window_end": "2025-07-09T19:01:00Z",
+        "count": 5,
+        "failures": 1,
+        "failure_rate": 20.0,
+        "fraud_suspected": 1,
+        "review_required": 0,
+    }
     [[last]] = kinds(w.flush(), METRICS)
     assert (last["window_start"], last["count"], last["review_required"]) == ("2025-07-09T19:01:00Z", 4, 1)
 
@@ -44,7 +52,9 @@ def test_out_of_order_counts_land_in_their_own_window():
     out = w.add([summary({}, T0 + 125)], now=0)
     minutes = [m[0] for m in kinds(out, METRICS)]
     assert [(m["window_start"], m["count"], m["failures"]) for m in minutes] == [
-        ("2025-07-09T19:00:00Z", 1, 1), ("2025-07-09T19:01:00Z", 1, 0)]
+        ("2025-07-09T19:00:00Z", 1, 1),
+        ("2025-07-09T19:01:00Z", 1, 0),
+    ]
 
 
 def test_silent_region_still_closes_and_reports_zero():
@@ -62,7 +72,10 @@ def test_one_open_and_one_resolved_per_incident():
     counts |= per_second("EU", T0 + 120, 120, 10, 0)
     out = w.add([summary(counts, T0 + 240)], now=0)
     found = [(a["type"], a["state"], a["event_time"]) for a in kinds(out, ALERT)]
-    assert found == [("FAILURE_RATE", "OPEN", "2025-07-09T19:01:20Z"), ("FAILURE_RATE", "RESOLVED", "2025-07-09T19:02:50Z")]
+    assert found == [
+        ("FAILURE_RATE", "OPEN", "2025-07-09T19:01:20Z"),
+        ("FAILURE_RATE", "RESOLVED", "2025-07-09T19:02:50Z"),
+    ]
     opened, resolved = kinds(out, ALERT)
     assert opened["incident_id"] == resolved["incident_id"] == "FAILURE_RATE:EU:20250709T190120Z"
     assert opened["alert_id"].endswith(":OPEN") and resolved["alert_id"].endswith(":RESOLVED")

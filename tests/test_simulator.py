@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+import bytewax.operators as op
 import orjson
 import pytest
 from bytewax.dataflow import Dataflow
-import bytewax.operators as op
 from bytewax.testing import TestingSink, run_main
 
 from config.settings import Settings, SimulatorSettings
-from connectors.scenarios import SCENARIOS
-from connectors.simulator import MERCHANTS, SimulatorSource, iter_events, scenario_labels
+from connectors.simulator.scenarios import SCENARIOS
+from connectors.simulator.source import MERCHANTS, SimulatorSource, iter_events, scenario_labels
 from operators.parse import ChunkParser
 
-START = datetime(2025, 7, 9, 19, 0, tzinfo=timezone.utc)
+START = datetime(2025, 7, 9, 19, 0, tzinfo=UTC)
 
 
 def _settings(**overrides) -> SimulatorSettings:
@@ -110,8 +110,15 @@ def test_every_event_is_valid_except_the_labelled_late_ones():
 def test_mixed_scenario_labels_every_alert_type():
     labels = scenario_labels(_settings(events=60_000))
     types = Counter(label["type"] for label in labels)
-    for alert_type in ("FAILURE_RATE", "TRAFFIC_DROP", "VELOCITY", "AMOUNT_SPIKE", "IMPOSSIBLE_TRAVEL",
-                       "FRAUD_SUSPECTED", "LATE"):
+    for alert_type in (
+        "FAILURE_RATE",
+        "TRAFFIC_DROP",
+        "VELOCITY",
+        "AMOUNT_SPIKE",
+        "IMPOSSIBLE_TRAVEL",
+        "FRAUD_SUSPECTED",
+        "LATE",
+    ):
         assert types[alert_type] >= 1, alert_type
     for label in labels:
         assert label["start"] <= label["end"] and label["start"].endswith("Z")
@@ -183,3 +190,9 @@ def test_runs_in_a_dataflow_and_ends_by_itself():
     op.output("out", lines, TestingSink(out))
     run_main(flow)
     assert sorted(out) == sorted(payload for _u, payload in iter_events(settings))
+
+
+def test_settings_know_every_scenario_by_name():
+    from config.settings import SCENARIO_NAMES
+
+    assert SCENARIO_NAMES == set(SCENARIOS)

@@ -23,10 +23,10 @@ import boto3
 import yaml
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from cli.producer import publish_kafka, publish_kinesis
 from config.loader import load_settings
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings
-from connectors.producer import publish_kafka, publish_kinesis
-from connectors.simulator import iter_events
+from connectors.simulator.source import iter_events
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_EVENTS = 60_000
@@ -37,8 +37,17 @@ BAD = [(f"bad-{i}", [b"{not json %d", b"[%d]", b'{"transaction_id": %d}'][i % 3]
 
 def _events(n: int) -> list[tuple[str, bytes]]:
     """``n`` simulated events over 10 minutes of event time, with BAD spread through."""
-    sim = load_settings(overrides={"simulator": {
-        "events": n, "rate": 0, "users": 50_000, "start": "2025-07-09T19:00:00Z", "event_rate": n / 600}}).simulator
+    sim = load_settings(
+        overrides={
+            "simulator": {
+                "events": n,
+                "rate": 0,
+                "users": 50_000,
+                "start": "2025-07-09T19:00:00Z",
+                "event_rate": n / 600,
+            }
+        }
+    ).simulator
     events = list(iter_events(sim))
     step = len(events) // len(BAD)
     for i, bad in enumerate(BAD):  # spread through the stream, so some precede the kill
@@ -75,8 +84,9 @@ def _source_snapshotted(recovery: Path, prefix: str) -> bool:
     try:
         with sqlite3.connect(recovery / "part-0.sqlite3") as db:
             committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0]
-            snaps = db.execute("SELECT COUNT(*) FROM snaps WHERE state_key LIKE ? AND snap_epoch <= ?",
-                               (prefix + "%", committed or 0)).fetchone()[0]
+            snaps = db.execute(
+                "SELECT COUNT(*) FROM snaps WHERE state_key LIKE ? AND snap_epoch <= ?", (prefix + "%", committed or 0)
+            ).fetchone()[0]
         return bool(committed) and snaps > 0
     except sqlite3.Error:
         return False
@@ -134,9 +144,14 @@ def test_kinesis_flow_resumes_exactly_after_sigkill(moto, tmp_path, monkeypatch)
     client = boto3.client("kinesis", endpoint_url=moto.url, region_name="us-east-1")
     client.create_stream(StreamName=stream, ShardCount=3)
     client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
-    kinesis = {"stream_name": stream, "bounded": True, "min_poll_interval_seconds": 0.0,
-               "idle_poll_interval_seconds": 0.05}
-    publish_kinesis(KinesisSourceSettings(**kinesis), AwsSettings(endpoint_url=moto.url), _events(KINESIS_EVENTS),
-                    client=client)
+    kinesis = {
+        "stream_name": stream,
+        "bounded": True,
+        "min_poll_interval_seconds": 0.0,
+        "idle_poll_interval_seconds": 0.05,
+    }
+    publish_kinesis(
+        KinesisSourceSettings(**kinesis), AwsSettings(endpoint_url=moto.url), _events(KINESIS_EVENTS), client=client
+    )
     monkeypatch.setenv("PAYWATCH__AWS__ENDPOINT_URL", moto.url)
     _crash_and_compare(tmp_path, {"type": "kinesis", "kinesis": kinesis}, "kinesis:", KINESIS_EVENTS)

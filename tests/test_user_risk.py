@@ -1,6 +1,8 @@
 """Per-user rules: velocity, amount spike, impossible travel, cooldowns, bounded state."""
 
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from config import load_settings
 from operators.user_risk import UserRisk
@@ -127,7 +129,11 @@ def _reference_alerts(events, rules, idle_seconds):
         if u is None or ts - u["last_ts"] > idle_seconds:
             u = users[user_id] = {"events": [], "amounts": [], "last_ts": ts, "region": None, "until": {}}
         never = float("-inf")
-        if u["region"] is not None and region != u["region"] and abs(ts - u["last_ts"]) <= rules.impossible_travel.window_seconds:
+        if (
+            u["region"] is not None
+            and region != u["region"]
+            and abs(ts - u["last_ts"]) <= rules.impossible_travel.window_seconds
+        ):
             if ts > u["until"].get("travel", never):
                 out.append(("IMPOSSIBLE_TRAVEL", user_id, txn))
             u["until"]["travel"] = ts + rules.impossible_travel.cooldown_seconds
@@ -143,7 +149,7 @@ def _reference_alerts(events, rules, idle_seconds):
                 out.append(("VELOCITY", user_id, txn))
             u["until"]["velocity"] = ts + rules.velocity.cooldown_seconds
         if amount is not None:
-            recent = sorted(u["amounts"][-rules.amount_spike.history_size:])
+            recent = sorted(u["amounts"][-rules.amount_spike.history_size :])
             if len(recent) >= rules.amount_spike.min_history:
                 mid = len(recent) // 2
                 typical = recent[mid] if len(recent) % 2 else (recent[mid - 1] + recent[mid]) / 2
@@ -169,14 +175,17 @@ _steps = st.lists(
 
 
 # Small limits, so that short random streams cross every boundary.
-TIGHT = load_settings(environ={}, overrides={
-    "rules": {
-        "velocity": {"window_seconds": 60, "max_count": 3, "max_amount": 10000, "cooldown_seconds": 30},
-        "amount_spike": {"factor": 3, "min_history": 2, "history_size": 4, "cooldown_seconds": 100},
-        "impossible_travel": {"window_seconds": 600, "cooldown_seconds": 300},
+TIGHT = load_settings(
+    environ={},
+    overrides={
+        "rules": {
+            "velocity": {"window_seconds": 60, "max_count": 3, "max_amount": 10000, "cooldown_seconds": 30},
+            "amount_spike": {"factor": 3, "min_history": 2, "history_size": 4, "cooldown_seconds": 100},
+            "impossible_travel": {"window_seconds": 600, "cooldown_seconds": 300},
+        },
+        "users": {"idle_seconds": 3600},
     },
-    "users": {"idle_seconds": 3600},
-})
+)
 
 
 @hsettings(max_examples=150, deadline=None)
@@ -191,5 +200,5 @@ def test_rules_match_a_naive_reference(steps, batch):
     got = []
     for start in range(0, len(events), batch):
         r = UserRisk(TIGHT.rules, TIGHT.users, r.snapshot())  # a resume between batches changes nothing
-        got += [(a["type"], a["user_id"], a["transaction_id"]) for a in r.process(events[start:start + batch])]
+        got += [(a["type"], a["user_id"], a["transaction_id"]) for a in r.process(events[start : start + batch])]
     assert got == _reference_alerts(events, TIGHT.rules, TIGHT.users.idle_seconds)

@@ -35,9 +35,9 @@ from typing import Any, Optional
 import orjson
 
 from config.settings import Settings
-from connectors.dead_letter_sinks import DeadLetterWriter
-from connectors.outputs import TransactionBatch
-from connectors.sink_delivery import BufferedAwsSink, BufferedSinkPartition, SendResult
+from connectors.sinks.dead_letter import DeadLetterWriter
+from connectors.sinks.delivery import BufferedAwsSink, BufferedSinkPartition, SendResult
+from operators.records import TransactionBatch
 
 MAX_BATCH = 25
 
@@ -154,7 +154,7 @@ class DynamoDbSink(BufferedAwsSink):
         self.wants_transaction_lines = kind == TRANSACTIONS and settings.sinks.dynamodb.transactions == "all"
 
     def build_buffered(self, part: str, resume_state: Optional[list]) -> BufferedSinkPartition:
-        from connectors.aws_client import aws_client
+        from connectors.aws.client import aws_client
 
         client = aws_client("dynamodb", self.settings)
         table, key_names = self.table, KEYS[self.kind]
@@ -168,6 +168,12 @@ class DynamoDbSink(BufferedAwsSink):
         def take(pending: Sequence[dict[str, Any]]) -> int:
             return MAX_BATCH
 
-        return self.delivered(part, send, take, _converter(self.kind, self.settings),
-                              resource=f"DynamoDB table {table}", setting=f"sinks.dynamodb.{self.kind}_table",
-                              pending=resume_state)
+        return self.delivered(
+            part,
+            send,
+            take,
+            _converter(self.kind, self.settings),
+            resource=f"DynamoDB table {table}",
+            setting=f"sinks.dynamodb.{self.kind}_table",
+            pending=resume_state,
+        )

@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from kafka import KafkaConsumer, TopicPartition
 
 from config.settings import KafkaSourceSettings
-from connectors.chunks import RawChunk
-from connectors.kafka_config import consumer_config
-from connectors.source_lag import clear_lag, set_lag
+from connectors.kafka.client_config import consumer_config
+from observability.source_lag import clear_lag, set_lag
+from operators.records import RawChunk
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def part_name(topic: str, partition: int) -> str:
 
 
 def _parse_part_name(name: str) -> TopicPartition:
-    topic, _, index = name[len("kafka:"):].rpartition("/")
+    topic, _, index = name[len("kafka:") :].rpartition("/")
     return TopicPartition(topic, int(index))
 
 
@@ -86,7 +86,7 @@ class KafkaSource(FixedPartitionedSource[RawChunk, int]):
             self._parts = parts
         return list(self._parts)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> "KafkaPartition":
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> KafkaPartition:
         return KafkaPartition(
             self._settings,
             _parse_part_name(for_part),
@@ -129,8 +129,12 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
         except BaseException:
             self._consumer.close()
             raise
-        logger.info("kafka %s: reading from offset %d%s", self._origin, self._offset,
-                    f" up to {self._end}" if self._bounded else "")
+        logger.info(
+            "kafka %s: reading from offset %d%s",
+            self._origin,
+            self._offset,
+            f" up to {self._end}" if self._bounded else "",
+        )
 
     def _start(self, settings: KafkaSourceSettings, resume_offset: Optional[int]) -> int:
         consumer, tp = self._consumer, self._tp
@@ -179,7 +183,9 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
             records, self._pending = self._pending, []
         else:
             records = self._consumer.poll(timeout_ms=0, max_records=self._batch_size).get(self._tp, [])
-        if records and (records[0].offset < self._offset or (self._end is not None and records[-1].offset >= self._end)):
+        if records and (
+            records[0].offset < self._offset or (self._end is not None and records[-1].offset >= self._end)
+        ):
             end = self._end if self._end is not None else float("inf")
             records = [r for r in records if self._offset <= r.offset < end]
         highwater = self._consumer.highwater(self._tp)
@@ -191,7 +197,7 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
                 return []
             if highwater is not None:
                 set_lag("kafka", self._origin, max(0, highwater - self._offset))
-            self._awake = datetime.now(timezone.utc) + _EMPTY_POLL_PAUSE
+            self._awake = datetime.now(UTC) + _EMPTY_POLL_PAUSE
             if now - self._last_data >= self._idle_seconds and now - self._last_idle_emit >= _IDLE_EMIT_SECONDS:
                 self._last_idle_emit = now
                 return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, idle=True)]

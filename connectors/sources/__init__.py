@@ -11,19 +11,19 @@ def build_source(settings: Settings) -> FixedPartitionedSource:
     kind = settings.source.type
     batch_size = settings.source.batch_size
     if kind == "simulator":
-        from connectors.simulator import SimulatorSource
+        from connectors.simulator.source import SimulatorSource
 
         return SimulatorSource(settings.simulator, batch_size)
     if kind == "file":
-        from connectors.file_source import JsonlFileSource
+        from connectors.sources.file import JsonlFileSource
 
         return JsonlFileSource(settings.source.path, batch_size)
     if kind == "kafka":
-        from connectors.kafka_source import KafkaSource
+        from connectors.kafka.source import KafkaSource
 
         return KafkaSource(settings.source.kafka, batch_size, settings.source.idle_partition_seconds)
     if kind == "kinesis":
-        from connectors.kinesis_source import KinesisSource
+        from connectors.kinesis.source import KinesisSource
 
         return KinesisSource(settings.source.kinesis, settings.aws, batch_size, settings.source.idle_partition_seconds)
     raise ValueError(f"source.type: {kind!r} has no connector")

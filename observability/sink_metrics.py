@@ -1,4 +1,4 @@
-"""The AWS sinks' Prometheus series, on top of :mod:`connectors.metrics`.
+"""The AWS sinks' Prometheus series, on top of :mod:`observability.metrics`.
 
 Requests, records, retries, errors and latency use the shared
 ``paywatch_sink_*`` series there (label ``sink`` = the sink name, e.g.
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from prometheus_client import Gauge
 
-from connectors import metrics
+from observability import metrics
 
-_BUFFERED = Gauge("paywatch_sink_buffered", "Records waiting in a sink partition's buffer.", ["partition"],
-                  registry=metrics.REGISTRY)
+_BUFFERED = Gauge(
+    "paywatch_sink_buffered", "Records waiting in a sink partition's buffer.", ["partition"], registry=metrics.REGISTRY
+)
 
 
 class SinkSeries:

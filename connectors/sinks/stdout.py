@@ -26,7 +26,9 @@ def format_minute(records: list[dict[str, Any]]) -> str:
 
 def format_dead_letter(record: dict[str, Any]) -> str:
     field = f"({record['field']})" if record.get("field") else ""
-    return f"DEAD-LETTER {record['reason']}{field} {record.get('source')}:{record.get('position')}: {record.get('detail')}"
+    return (
+        f"DEAD-LETTER {record['reason']}{field} {record.get('source')}:{record.get('position')}: {record.get('detail')}"
+    )
 
 
 _FORMATS = {"alert": format_alert, "metrics": format_minute, "dead_letter": format_dead_letter}

@@ -6,7 +6,7 @@ Every sink receives ``(key, item)`` pairs so that partitioned sinks
 - alerts: key = alert["key"]; item = alert record (operators/alerts.py)
 - metrics: key = window_start (ISO); item = list of per-region records of
   one minute (operators/region_windows.py ``_minute_records``)
-- transactions: key = source partition; item = :class:`TransactionBatch`
+- transactions: key = source partition; item = :class:`~operators.records.TransactionBatch`
 - dead_letters: key = source; item = dead-letter record (operators/parse.py)
 """
 
@@ -19,21 +19,6 @@ from bytewax.outputs import Sink
 from config.settings import Settings
 
 
-@dataclass(slots=True)
-class TransactionBatch:
-    """The scored transactions of one chunk.
-
-    :ivar jsonl: every valid transaction as JSONL (input fields + category,
-        fraud_score, fraud_status, processed_at), one line each.
-    :ivar count: number of lines in ``jsonl``.
-    :ivar flagged: the REVIEW_REQUIRED / FRAUD_SUSPECTED ones as dicts.
-    """
-
-    jsonl: bytes
-    count: int
-    flagged: list
-
-
 @dataclass
 class Outputs:
     alerts: list[Sink] = field(default_factory=list)
@@ -44,8 +29,8 @@ class Outputs:
 
 def build_outputs(settings: Settings) -> Outputs:
     """Sinks for the configured outputs; AWS sinks only when enabled."""
-    from connectors.jsonl_sink import JsonlSink
-    from connectors.stdout_sink import StdoutSink
+    from connectors.sinks.jsonl import JsonlSink
+    from connectors.sinks.stdout import StdoutSink
 
     outputs = Outputs()
     stdout = settings.sinks.stdout
@@ -75,21 +60,21 @@ def _add_aws_and_dead_letter_sinks(outputs: Outputs, settings: Settings) -> None
     aws_on = sinks.cloudwatch.enabled or sinks.sns.enabled or sinks.dynamodb.enabled
     if not aws_on and sinks.dead_letter.type == "jsonl":
         return
-    from connectors.dead_letter_sinks import DeadLetterSink, build_dead_letter_writer
+    from connectors.sinks.dead_letter import DeadLetterSink, build_dead_letter_writer
 
     writer = build_dead_letter_writer(settings)
     if sinks.dead_letter.type in ("kafka", "sqs"):
         outputs.dead_letters.append(DeadLetterSink(writer))
     if sinks.cloudwatch.enabled:
-        from connectors.cloudwatch_sink import CloudWatchSink
+        from connectors.sinks.cloudwatch import CloudWatchSink
 
         outputs.metrics.append(CloudWatchSink(settings, writer))
     if sinks.sns.enabled:
-        from connectors.sns_sink import SnsSink
+        from connectors.sinks.sns import SnsSink
 
         outputs.alerts.append(SnsSink(settings, writer))
     if sinks.dynamodb.enabled:
-        from connectors.dynamodb_sink import ALERTS, AGGREGATES, TRANSACTIONS, DynamoDbSink
+        from connectors.sinks.dynamodb import AGGREGATES, ALERTS, TRANSACTIONS, DynamoDbSink
 
         outputs.alerts.append(DynamoDbSink(settings, ALERTS, writer))
         outputs.metrics.append(DynamoDbSink(settings, AGGREGATES, writer))

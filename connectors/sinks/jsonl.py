@@ -17,7 +17,7 @@ from zlib import crc32
 import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from connectors.outputs import TransactionBatch
+from operators.records import TransactionBatch
 
 
 def encode_records(items: list[Any]) -> bytes:

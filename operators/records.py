@@ -48,3 +48,18 @@ class RawChunk:
         if self.positions is not None:
             return self.positions[index]
         return self.first_position + index
+
+
+@dataclass(slots=True)
+class TransactionBatch:
+    """The scored transactions of one chunk.
+
+    :ivar jsonl: every valid transaction as JSONL (input fields + category,
+        fraud_score, fraud_status, processed_at), one line each.
+    :ivar count: number of lines in ``jsonl``.
+    :ivar flagged: the REVIEW_REQUIRED / FRAUD_SUSPECTED ones as dicts.
+    """
+
+    jsonl: bytes
+    count: int
+    flagged: list

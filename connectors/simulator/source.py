@@ -8,7 +8,7 @@ Every event is a pure function of ``(settings, index)``:
   under the velocity limits however long the run;
 - its details (status, amount, merchant, jitter) come from a counter-based
   hash of ``(seed, index)``, not from a sequential random stream;
-- incidents come from :mod:`connectors.scenarios`, planned per hour of event
+- incidents come from :mod:`connectors.simulator.scenarios`, planned per hour of event
   time from ``(seed, scenario, epoch)``.
 
 So the stream does not depend on the number of partitions, on batching, on
@@ -28,18 +28,18 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Iterator, Optional
+from typing import Optional
 from zlib import crc32
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from config.settings import SimulatorSettings
-from connectors.chunks import RawChunk
-from connectors.scenarios import (
+from connectors.simulator.scenarios import (
     SCENARIOS,
     EpochPlan,
     PlanContext,
@@ -47,6 +47,7 @@ from connectors.scenarios import (
     plan_epoch,
     transaction_key,
 )
+from operators.records import RawChunk
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +59,36 @@ _JITTER_MAX_MS = 5000
 _DEVICES = ("mobile", "web", "pos", "tablet")
 # Ordinary merchants; none holds a fraud word (checked in _Population).
 MERCHANTS = (
-    "Northwind Grocers", "Blue Harbor Coffee", "Metro Transit", "Sunrise Pharmacy", "Atlas Books",
-    "Green Valley Market", "City Cinema", "Pixel Electronics", "Harbor Fuel", "Maple Bakery",
-    "Orbit Telecom", "Summit Outdoor", "Lumen Streaming", "Riverside Diner", "Cobalt Airlines",
-    "Urban Fitness", "Willow Florist", "Quartz Jewelers", "Nimbus Cloud Services", "Cedar Hardware",
-    "Aurora Hotels", "Beacon Insurance", "Copper Kitchen", "Delta Rideshare", "Echo Music",
-    "Falcon Logistics", "Garnet Fashion", "Horizon Travel", "Indigo Games", "Juniper Pet Supplies",
+    "Northwind Grocers",
+    "Blue Harbor Coffee",
+    "Metro Transit",
+    "Sunrise Pharmacy",
+    "Atlas Books",
+    "Green Valley Market",
+    "City Cinema",
+    "Pixel Electronics",
+    "Harbor Fuel",
+    "Maple Bakery",
+    "Orbit Telecom",
+    "Summit Outdoor",
+    "Lumen Streaming",
+    "Riverside Diner",
+    "Cobalt Airlines",
+    "Urban Fitness",
+    "Willow Florist",
+    "Quartz Jewelers",
+    "Nimbus Cloud Services",
+    "Cedar Hardware",
+    "Aurora Hotels",
+    "Beacon Insurance",
+    "Copper Kitchen",
+    "Delta Rideshare",
+    "Echo Music",
+    "Falcon Logistics",
+    "Garnet Fashion",
+    "Horizon Travel",
+    "Indigo Games",
+    "Juniper Pet Supplies",
 )
 
 
@@ -128,16 +153,27 @@ class EventGenerator:
         self._prefix_second = -1
         self._prefix = ""
         self._ctx = PlanContext(
-            seed=settings.seed, scenario=self.scenario, density=self.density, start=self.start,
-            limit=self.limit, regions=self.regions, n_users=self.n_users, cycle_seconds=self.cycle_seconds,
-            home_region=self.pop.region.__getitem__, typical_amount=self.pop.typical.__getitem__,
+            seed=settings.seed,
+            scenario=self.scenario,
+            density=self.density,
+            start=self.start,
+            limit=self.limit,
+            regions=self.regions,
+            n_users=self.n_users,
+            cycle_seconds=self.cycle_seconds,
+            home_region=self.pop.region.__getitem__,
+            typical_amount=self.pop.typical.__getitem__,
             currency=self.pop.currency.__getitem__,
         )
         if self.cycle_seconds < 20.0:
             logger.warning(
                 "simulator.users=%d at %.0f events per event-second: each user pays every %.1f s, "
                 "so normal users may trip the velocity rule; use at least %d users",
-                self.n_users, self.density, self.cycle_seconds, int(20 * self.density))
+                self.n_users,
+                self.density,
+                self.cycle_seconds,
+                int(20 * self.density),
+            )
 
     # -- plans -------------------------------------------------------------------
 
@@ -171,8 +207,15 @@ class EventGenerator:
 
     # -- the scan ------------------------------------------------------------------
 
-    def scan(self, begin: int, stop: int, part: Optional[int], n_parts: int, max_events: int,
-             owner: Optional[list[int]] = None) -> tuple[list[tuple[int, str, bytes]], int]:
+    def scan(
+        self,
+        begin: int,
+        stop: int,
+        part: Optional[int],
+        n_parts: int,
+        max_events: int,
+        owner: Optional[list[int]] = None,
+    ) -> tuple[list[tuple[int, str, bytes]], int]:
         """Events with index in ``[begin, stop)`` that belong to ``part``.
 
         :arg part: partition to keep, or None for all.
@@ -182,7 +225,13 @@ class EventGenerator:
         """
         out: list[tuple[int, str, bytes]] = []
         pop = self.pop
-        user_ids, regions_of, typical, currency, device = pop.user_ids, pop.region, pop.typical, pop.currency, pop.device
+        user_ids, regions_of, typical, currency, device = (
+            pop.user_ids,
+            pop.region,
+            pop.typical,
+            pop.currency,
+            pop.device,
+        )
         region_names = self.regions
         fail_base = pop.region_fail_p
         seed_key = self._seed_key
@@ -209,8 +258,11 @@ class EventGenerator:
                         user_id = crafted["user_id"]
                         if part is not None and crc32(user_id.encode()) % n_parts != part:
                             continue
-                        event = {"transaction_id": transaction_key(seed, i),
-                                 "timestamp": self.timestamp(start + i / density), **crafted}
+                        event = {
+                            "transaction_id": transaction_key(seed, i),
+                            "timestamp": self.timestamp(start + i / density),
+                            **crafted,
+                        }
                         out.append((i, user_id, dumps(event)))
                         continue
                     late_by = crafted["late_by"]
@@ -327,7 +379,7 @@ class SimulatorSource(FixedPartitionedSource[RawChunk, int]):
     def list_parts(self) -> list[str]:
         return [f"{ORIGIN}/{k}" for k in range(self.settings.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> "_SimulatorPartition":
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _SimulatorPartition:
         part = int(for_part.rsplit("/", 1)[1])
         next_index = resume_state or 0
         start = None
@@ -335,15 +387,17 @@ class SimulatorSource(FixedPartitionedSource[RawChunk, int]):
             density = self.settings.events_per_event_second
             start = math.floor(time.time()) - next_index / density
         gen = EventGenerator(self.settings, start)
-        return _SimulatorPartition(gen, for_part, part, self.settings.partitions, next_index, self.settings.rate,
-                                   self.batch_size)
+        return _SimulatorPartition(
+            gen, for_part, part, self.settings.partitions, next_index, self.settings.rate, self.batch_size
+        )
 
 
 class _SimulatorPartition(StatefulSourcePartition[RawChunk, int]):
     _TICK_SECONDS = 0.05
 
-    def __init__(self, gen: EventGenerator, name: str, part: int, n_parts: int, next_index: int, rate: float,
-                 batch_size: int) -> None:
+    def __init__(
+        self, gen: EventGenerator, name: str, part: int, n_parts: int, next_index: int, rate: float, batch_size: int
+    ) -> None:
         self._gen = gen
         self._name = name
         self._part = part
@@ -381,8 +435,16 @@ class _SimulatorPartition(StatefulSourcePartition[RawChunk, int]):
         if not events:
             return []
         positions = [e[0] for e in events]
-        return [RawChunk(self._name, self._n_parts, [e[2] for e in events], ORIGIN,
-                         first_position=positions[0], positions=positions)]
+        return [
+            RawChunk(
+                self._name,
+                self._n_parts,
+                [e[2] for e in events],
+                ORIGIN,
+                first_position=positions[0],
+                positions=positions,
+            )
+        ]
 
     def _schedule(self) -> None:
         """Wake when the next tick's worth of indices is due (rate-limited only)."""
@@ -391,7 +453,7 @@ class _SimulatorPartition(StatefulSourcePartition[RawChunk, int]):
         ahead = max(1.0, self._rate * self._TICK_SECONDS)
         due_at = self._wall0 + (self._next - self._first + ahead) / self._rate
         if due_at > time.time():
-            self._awake = datetime.fromtimestamp(due_at, timezone.utc)
+            self._awake = datetime.fromtimestamp(due_at, UTC)
 
     def next_awake(self) -> Optional[datetime]:
         return self._awake

@@ -31,7 +31,7 @@ Every name starts with ``paywatch_``:
 ``paywatch_metrics_server_start_timestamp_seconds``   when this endpoint started
 ====================================================  =========================================
 
-Source lag comes from :mod:`connectors.source_lag` (the sources report it
+Source lag comes from :mod:`observability.source_lag` (the sources report it
 there) and is read at scrape time, so a stalled source still shows its
 last lag. The event-time lag is also computed at scrape time: if events
 stop arriving, the lag keeps growing, which is what an operator wants to see.
@@ -75,8 +75,8 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     GCCollector,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -99,31 +99,57 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 #: Most distinct values one free-text label may take before the rest count as "other".
 LABEL_VALUE_LIMIT = 64
 
-EVENTS = Counter("paywatch_events", "Events read, by source type and outcome (valid, invalid, late).",
-                 ["source", "outcome"], registry=REGISTRY)
-DEAD_LETTERS = Counter("paywatch_dead_letters", "Dead-letter records, by machine-readable reason.",
-                       ["reason"], registry=REGISTRY)
-ALERTS = Counter("paywatch_alerts", "Alert records emitted, by alert type and state.",
-                 ["type", "state"], registry=REGISTRY)
+EVENTS = Counter(
+    "paywatch_events",
+    "Events read, by source type and outcome (valid, invalid, late).",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "paywatch_dead_letters", "Dead-letter records, by machine-readable reason.", ["reason"], registry=REGISTRY
+)
+ALERTS = Counter(
+    "paywatch_alerts", "Alert records emitted, by alert type and state.", ["type", "state"], registry=REGISTRY
+)
 WINDOW_RESULTS = Counter("paywatch_window_results", "Per-region minute records emitted.", registry=REGISTRY)
-REGION_FAILURE_RATIO = Gauge("paywatch_region_failure_ratio",
-                             "Failure ratio (0-1) of the last closed minute, per region.",
-                             ["region"], registry=REGISTRY)
-REGION_MINUTE_EVENTS = Gauge("paywatch_region_minute_events", "Events in the last closed minute, per region.",
-                             ["region"], registry=REGISTRY)
-LAST_WINDOW_END = Gauge("paywatch_last_window_end_timestamp_seconds",
-                        "Event-time end of the last closed minute (unix seconds).", registry=REGISTRY)
+REGION_FAILURE_RATIO = Gauge(
+    "paywatch_region_failure_ratio",
+    "Failure ratio (0-1) of the last closed minute, per region.",
+    ["region"],
+    registry=REGISTRY,
+)
+REGION_MINUTE_EVENTS = Gauge(
+    "paywatch_region_minute_events", "Events in the last closed minute, per region.", ["region"], registry=REGISTRY
+)
+LAST_WINDOW_END = Gauge(
+    "paywatch_last_window_end_timestamp_seconds",
+    "Event-time end of the last closed minute (unix seconds).",
+    registry=REGISTRY,
+)
 SINK_REQUESTS = Counter("paywatch_sink_requests", "Requests sent by a sink.", ["sink"], registry=REGISTRY)
 SINK_RECORDS = Counter("paywatch_sink_records", "Records written by a sink.", ["sink"], registry=REGISTRY)
-SINK_RETRIES = Counter("paywatch_sink_retries", "Sink requests retried after a transient error.",
-                       ["sink"], registry=REGISTRY)
-SINK_ERRORS = Counter("paywatch_sink_errors", "Sink errors; kind is transient, permanent or unhandled.",
-                      ["sink", "kind"], registry=REGISTRY)
-SINK_LATENCY = Histogram("paywatch_sink_request_seconds", "Latency of one sink request, retries excluded.",
-                         ["sink"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+SINK_RETRIES = Counter(
+    "paywatch_sink_retries", "Sink requests retried after a transient error.", ["sink"], registry=REGISTRY
+)
+SINK_ERRORS = Counter(
+    "paywatch_sink_errors",
+    "Sink errors; kind is transient, permanent or unhandled.",
+    ["sink", "kind"],
+    registry=REGISTRY,
+)
+SINK_LATENCY = Histogram(
+    "paywatch_sink_request_seconds",
+    "Latency of one sink request, retries excluded.",
+    ["sink"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 READY = Gauge("paywatch_ready", "1 once this process's dataflow is running.", registry=REGISTRY)
-SERVER_START = Gauge("paywatch_metrics_server_start_timestamp_seconds",
-                     "When this process's metrics endpoint started (unix seconds).", registry=REGISTRY)
+SERVER_START = Gauge(
+    "paywatch_metrics_server_start_timestamp_seconds",
+    "When this process's metrics endpoint started (unix seconds).",
+    registry=REGISTRY,
+)
 
 
 class _LabelGuard:
@@ -171,10 +197,16 @@ class _EventTimeCollector:
         with self._lock:
             newest = dict(self._newest)
         now = time.time()
-        ts = GaugeMetricFamily("paywatch_newest_event_timestamp_seconds",
-                               "Newest event time seen by this process (unix seconds).", labels=["source"])
-        lag = GaugeMetricFamily("paywatch_event_time_lag_seconds",
-                                "Wall clock minus the newest event time seen by this process.", labels=["source"])
+        ts = GaugeMetricFamily(
+            "paywatch_newest_event_timestamp_seconds",
+            "Newest event time seen by this process (unix seconds).",
+            labels=["source"],
+        )
+        lag = GaugeMetricFamily(
+            "paywatch_event_time_lag_seconds",
+            "Wall clock minus the newest event time seen by this process.",
+            labels=["source"],
+        )
         for source, value in sorted(newest.items()):
             ts.add_metric([source], value)
             lag.add_metric([source], now - value)
@@ -183,17 +215,21 @@ class _EventTimeCollector:
 
 
 class _SourceLagCollector:
-    """Reads :mod:`connectors.source_lag` at scrape time; one family per unit."""
+    """Reads :mod:`observability.source_lag` at scrape time; one family per unit."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from connectors import source_lag
+        from observability import source_lag
 
-        kafka = GaugeMetricFamily("paywatch_kafka_lag_records",
-                                  "Kafka high watermark minus the next offset to read, per partition.",
-                                  labels=["partition"])
-        kinesis = GaugeMetricFamily("paywatch_kinesis_millis_behind_latest",
-                                    "Kinesis MillisBehindLatest of the last GetRecords, per shard.",
-                                    labels=["shard"])
+        kafka = GaugeMetricFamily(
+            "paywatch_kafka_lag_records",
+            "Kafka high watermark minus the next offset to read, per partition.",
+            labels=["partition"],
+        )
+        kinesis = GaugeMetricFamily(
+            "paywatch_kinesis_millis_behind_latest",
+            "Kinesis MillisBehindLatest of the last GetRecords, per shard.",
+            labels=["shard"],
+        )
         for (source, partition), value in sorted(source_lag.lags().items()):
             if source == "kafka":
                 kafka.add_metric([partition], value)
@@ -435,8 +471,9 @@ def start_server(port: Optional[int], host: str = "0.0.0.0") -> Optional[int]:
                     "host its own port, e.g. PAYWATCH__METRICS__PORT",
                 ) from None
             server.daemon_threads = True
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                      name="paywatch-metrics", daemon=True)
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="paywatch-metrics", daemon=True
+            )
             thread.start()
             SERVER_START.set(time.time())
             _server = server

@@ -19,50 +19,57 @@ from typing import Optional
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
     NoCredentialsError,
     NoRegionError,
     ParamValidationError,
     PartialCredentialsError,
 )
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
 #: Error codes that clear up by themselves: throttling, capacity, server side.
-TRANSIENT_CODES = frozenset({
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "ProvisionedThroughputExceededException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "SlowDown",
-    "InternalFailure",
-    "InternalError",
-    "InternalServerError",
-    "InternalServerErrorException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "TransactionInProgressException",
-    "KMSThrottlingException",
-    "PriorRequestNotComplete",
-    "EC2ThrottledException",
-    # Temporary credentials are refreshed by the default chain; the next try works.
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "RequestExpired",
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "InternalServerErrorException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "TransactionInProgressException",
+        "KMSThrottlingException",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        # Temporary credentials are refreshed by the default chain; the next try works.
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+    }
+)
 
 #: Error codes that are permanent even though the HTTP status says 5xx.
 _PERMANENT_OVERRIDES = frozenset({"KMSDisabledException", "KMSInvalidStateException"})
 
-_MISSING = "the {resource} does not exist: create it with `python -m connectors.provision up` or fix {setting}"
-_DENIED = ("the credentials from the default AWS chain may not do this on {resource}: grant the IAM "
-           "role the action named in the message")
+_MISSING = "the {resource} does not exist: create it with `python -m cli.provision up` or fix {setting}"
+_DENIED = (
+    "the credentials from the default AWS chain may not do this on {resource}: grant the IAM "
+    "role the action named in the message"
+)
 _INVALID = "AWS rejected the request as invalid; the record is in the dead-letter output with the message"
+_BAD_CREDENTIALS = "the AWS credentials are not valid: check the default credential chain (env, profile, IRSA)"
 
 #: The fix to print, by error code; ``{resource}`` and ``{setting}`` are filled by the sink.
 FIXES = {
@@ -78,10 +85,10 @@ FIXES = {
     "UnauthorizedOperation": _DENIED,
     "KMSAccessDeniedException": "allow the IAM role to use the KMS key of {resource}",
     "KMSDisabledException": "the KMS key of {resource} is disabled: enable it or change the key",
-    "InvalidClientTokenId": "the AWS credentials are not valid: check the default credential chain (env, profile, IRSA)",
-    "UnrecognizedClientException": "the AWS credentials are not valid: check the default credential chain (env, profile, IRSA)",
+    "InvalidClientTokenId": _BAD_CREDENTIALS,
+    "UnrecognizedClientException": _BAD_CREDENTIALS,
     "SignatureDoesNotMatch": "the AWS secret key does not match: check the default credential chain",
-    "NoCredentials": "no AWS credentials found: provide them through the default chain (env vars, profile, IRSA on EKS)",
+    "NoCredentials": "no AWS credentials found: provide them through the default chain (env, profile, IRSA on EKS)",
     "NoRegion": "no AWS region: set aws.region",
     "ValidationException": _INVALID,
     "ValidationError": _INVALID,

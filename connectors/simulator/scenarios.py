@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 from operators.alerts import (
     AMOUNT_SPIKE,
@@ -95,33 +96,61 @@ class EpochPlan:
 
 
 _MIXED = {
-    "failure_spike": 2.0, "traffic_drop": 1.0, "velocity_attack": 60.0, "amount_spike": 60.0,
-    "impossible_travel": 60.0, "fraud_merchant": 120.0, "late_event": 60.0,
+    "failure_spike": 2.0,
+    "traffic_drop": 1.0,
+    "velocity_attack": 60.0,
+    "amount_spike": 60.0,
+    "impossible_travel": 60.0,
+    "fraud_merchant": 120.0,
+    "late_event": 60.0,
 }
 _HARD = {
-    "failure_edge": 1.0, "failure_near_miss": 1.0, "traffic_edge": 0.5, "traffic_near_miss": 0.5,
-    "velocity_edge": 30.0, "velocity_near_miss": 30.0, "velocity_amount_edge": 20.0,
-    "velocity_amount_near_miss": 20.0, "amount_edge": 30.0, "amount_near_miss": 30.0,
-    "travel_edge": 20.0, "travel_near_miss": 20.0, "fraud_edge": 40.0, "fraud_near_miss": 40.0,
+    "failure_edge": 1.0,
+    "failure_near_miss": 1.0,
+    "traffic_edge": 0.5,
+    "traffic_near_miss": 0.5,
+    "velocity_edge": 30.0,
+    "velocity_near_miss": 30.0,
+    "velocity_amount_edge": 20.0,
+    "velocity_amount_near_miss": 20.0,
+    "amount_edge": 30.0,
+    "amount_near_miss": 30.0,
+    "travel_edge": 20.0,
+    "travel_near_miss": 20.0,
+    "fraud_edge": 40.0,
+    "fraud_near_miss": 40.0,
 }
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("normal", "background traffic only: must raise no alert"),
-    Scenario("failure_spike", "regional failure-rate spikes (5-25 % for 2-8 min)", {"failure_spike": 3.0}),
-    Scenario("traffic_drop", "regional outages: traffic falls to 0-12 % for 3-8 min", {"traffic_drop": 2.0}),
-    Scenario("velocity_attack", "bursts of 15-30 payments, or > 10,000 in a few payments, within 50 s",
-             {"velocity_attack": 60.0}),
-    Scenario("amount_spike", "a user pays 15-30x their typical amount", {"amount_spike": 60.0}),
-    Scenario("impossible_travel", "a user pays from another region minutes after paying at home",
-             {"impossible_travel": 60.0}),
-    Scenario("fraud_merchants", "fraud-looking transactions (test/fake/dummy merchants, odd currencies)",
-             {"fraud_merchant": 120.0}),
-    Scenario("out_of_order", "events out of order within 5 s, and some 30-120 s late",
-             {"late_event": 120.0}, jitter=True),
-    Scenario("mixed", "every incident kind over normal background traffic", _MIXED, jitter=True),
-    Scenario("hard", "near misses and just-over-the-limit incidents, to test rule boundaries", _HARD),
-    Scenario("mixed_hard", "mixed plus hard", {**_MIXED, **_HARD}, jitter=True),
-)}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("normal", "background traffic only: must raise no alert"),
+        Scenario("failure_spike", "regional failure-rate spikes (5-25 % for 2-8 min)", {"failure_spike": 3.0}),
+        Scenario("traffic_drop", "regional outages: traffic falls to 0-12 % for 3-8 min", {"traffic_drop": 2.0}),
+        Scenario(
+            "velocity_attack",
+            "bursts of 15-30 payments, or > 10,000 in a few payments, within 50 s",
+            {"velocity_attack": 60.0},
+        ),
+        Scenario("amount_spike", "a user pays 15-30x their typical amount", {"amount_spike": 60.0}),
+        Scenario(
+            "impossible_travel",
+            "a user pays from another region minutes after paying at home",
+            {"impossible_travel": 60.0},
+        ),
+        Scenario(
+            "fraud_merchants",
+            "fraud-looking transactions (test/fake/dummy merchants, odd currencies)",
+            {"fraud_merchant": 120.0},
+        ),
+        Scenario(
+            "out_of_order", "events out of order within 5 s, and some 30-120 s late", {"late_event": 120.0}, jitter=True
+        ),
+        Scenario("mixed", "every incident kind over normal background traffic", _MIXED, jitter=True),
+        Scenario("hard", "near misses and just-over-the-limit incidents, to test rule boundaries", _HARD),
+        Scenario("mixed_hard", "mixed plus hard", {**_MIXED, **_HARD}, jitter=True),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -241,20 +270,40 @@ class _Planner:
             self.plan.injected[index] = fields
         return index
 
-    def label(self, kind: str, alert_type: str, key: str, start: float, end: float, expected: bool = True,
-              **details: Any) -> None:
-        self.plan.labels.append({
-            "type": alert_type, "key": key, "start": start, "end": end, "expected": expected,
-            "scenario": kind, "details": details,
-        })
+    def label(
+        self, kind: str, alert_type: str, key: str, start: float, end: float, expected: bool = True, **details: Any
+    ) -> None:
+        self.plan.labels.append(
+            {
+                "type": alert_type,
+                "key": key,
+                "start": start,
+                "end": end,
+                "expected": expected,
+                "scenario": kind,
+                "details": details,
+            }
+        )
 
-    def event(self, user: str, region: int, amount: float, currency: str, merchant: Optional[str] = None,
-              status: str = "SUCCESS") -> dict[str, Any]:
+    def event(
+        self,
+        user: str,
+        region: int,
+        amount: float,
+        currency: str,
+        merchant: Optional[str] = None,
+        status: str = "SUCCESS",
+    ) -> dict[str, Any]:
         merchant_name = merchant or "Northwind Grocers"
         return {
-            "user_id": user, "payment_status": status, "amount": round(amount, 2), "currency": currency,
-            "merchant_id": f"m_{abs(hash_text(merchant_name)) % 10000:04d}", "merchant_name": merchant_name,
-            "device": "web", "region": self.ctx.regions[region],
+            "user_id": user,
+            "payment_status": status,
+            "amount": round(amount, 2),
+            "currency": currency,
+            "merchant_id": f"m_{abs(hash_text(merchant_name)) % 10000:04d}",
+            "merchant_name": merchant_name,
+            "device": "web",
+            "region": self.ctx.regions[region],
         }
 
     def odd_cents(self, amount: float) -> float:
@@ -278,8 +327,12 @@ _REGION_PARAMS = {
     "failure_spike": (FAILURE_RATE, True, (120.0, 480.0), lambda rng: {"fail_p": rng.uniform(0.05, 0.25)}),
     "failure_edge": (FAILURE_RATE, True, (240.0, 480.0), lambda rng: {"fail_p": 0.03}),
     "failure_near_miss": (FAILURE_RATE, False, (240.0, 480.0), lambda rng: {"fail_p": 0.010}),
-    "traffic_drop": (TRAFFIC_DROP, True, (180.0, 480.0),
-                     lambda rng: {"keep": 0.0 if rng.random() < 0.3 else rng.uniform(0.02, 0.12)}),
+    "traffic_drop": (
+        TRAFFIC_DROP,
+        True,
+        (180.0, 480.0),
+        lambda rng: {"keep": 0.0 if rng.random() < 0.3 else rng.uniform(0.02, 0.12)},
+    ),
     "traffic_edge": (TRAFFIC_DROP, True, (240.0, 480.0), lambda rng: {"keep": 0.2}),
     "traffic_near_miss": (TRAFFIC_DROP, False, (240.0, 480.0), lambda rng: {"keep": 0.45}),
 }
@@ -319,8 +372,16 @@ def _burst(p: _Planner, kind: str, t: float, user: str, region: int, amounts: li
             return
         times.append(p.time_of(index))
     expected = not kind.endswith("near_miss")
-    p.label(kind, VELOCITY, user, times[0], times[-1], expected, count=len(amounts),
-            amount=round(sum(round(a, 2) for a in amounts), 2))
+    p.label(
+        kind,
+        VELOCITY,
+        user,
+        times[0],
+        times[-1],
+        expected,
+        count=len(amounts),
+        amount=round(sum(round(a, 2) for a in amounts), 2),
+    )
 
 
 def _velocity(p: _Planner, kind: str, lo: float, hi: float) -> None:
@@ -362,8 +423,18 @@ def _amount_spike(p: _Planner, kind: str, lo: float, hi: float) -> None:
     index = p.inject(t, p.event(f"u{user}", region, amount, p.ctx.currency(user)))
     if index is not None:
         when = p.time_of(index)
-        p.label(kind, AMOUNT_SPIKE, f"u{user}", when, when, kind != "amount_near_miss", amount=amount,
-                typical=typical, factor=factor, transaction_index=index)
+        p.label(
+            kind,
+            AMOUNT_SPIKE,
+            f"u{user}",
+            when,
+            when,
+            kind != "amount_near_miss",
+            amount=amount,
+            typical=typical,
+            factor=factor,
+            transaction_index=index,
+        )
 
 
 def _impossible_travel(p: _Planner, kind: str, lo: float, hi: float) -> None:
@@ -386,8 +457,16 @@ def _impossible_travel(p: _Planner, kind: str, lo: float, hi: float) -> None:
         if index is not None:
             when = p.time_of(index)
             # The trip home is the same incident: the label spans the travel window.
-            p.label(kind, IMPOSSIBLE_TRAVEL, f"u{user}", when, when + 1800.0, True,
-                    home=p.ctx.regions[home], away=p.ctx.regions[away])
+            p.label(
+                kind,
+                IMPOSSIBLE_TRAVEL,
+                f"u{user}",
+                when,
+                when + 1800.0,
+                True,
+                home=p.ctx.regions[home],
+                away=p.ctx.regions[away],
+            )
         return
     # travel_edge / travel_near_miss: a fresh user pays twice, 1,700 s or 1,900 s apart.
     apart = 1_700.0 if kind == "travel_edge" else 1_900.0
@@ -401,8 +480,15 @@ def _impossible_travel(p: _Planner, kind: str, lo: float, hi: float) -> None:
     second = p.inject(t + apart, p.event(user, away, rng.uniform(20.0, 200.0), "USD"))
     if first is not None and second is not None:
         when = p.time_of(second)
-        p.label(kind, IMPOSSIBLE_TRAVEL, user, when, when, kind == "travel_edge",
-                seconds_apart=round(when - p.time_of(first), 3))
+        p.label(
+            kind,
+            IMPOSSIBLE_TRAVEL,
+            user,
+            when,
+            when,
+            kind == "travel_edge",
+            seconds_apart=round(when - p.time_of(first), 3),
+        )
 
 
 def _fraud(p: _Planner, kind: str, lo: float, hi: float) -> None:
@@ -424,15 +510,27 @@ def _fraud(p: _Planner, kind: str, lo: float, hi: float) -> None:
         fields = p.event(user, region, 2000.0, "EUR", merchant)
         expected = True
     else:  # fraud_near_miss: exactly 40, REVIEW_REQUIRED
-        fields = (p.event(user, region, p.odd_cents(rng.uniform(20.0, 500.0)), "GBP", merchant) if rng.random() < 0.5
-                  else p.event(user, region, 6000.0, "USD"))
+        fields = (
+            p.event(user, region, p.odd_cents(rng.uniform(20.0, 500.0)), "GBP", merchant)
+            if rng.random() < 0.5
+            else p.event(user, region, 6000.0, "USD")
+        )
         expected = False
     index = p.inject(t, fields)
     if index is not None:
         when = p.time_of(index)
-        p.label(kind, FRAUD_SUSPECTED, transaction_key(p.ctx.seed, index), when, when, expected,
-                amount=fields["amount"], currency=fields["currency"], merchant_name=fields["merchant_name"],
-                user_id=user)
+        p.label(
+            kind,
+            FRAUD_SUSPECTED,
+            transaction_key(p.ctx.seed, index),
+            when,
+            when,
+            expected,
+            amount=fields["amount"],
+            currency=fields["currency"],
+            merchant_name=fields["merchant_name"],
+            user_id=user,
+        )
 
 
 def _late(p: _Planner, kind: str, lo: float, hi: float) -> None:
@@ -442,8 +540,15 @@ def _late(p: _Planner, kind: str, lo: float, hi: float) -> None:
         return
     delay = rng.uniform(30.0, 120.0)
     p.plan.injected[index] = {"late_by": delay}
-    p.label(kind, LATE, transaction_key(p.ctx.seed, index), p.time_of(index) - delay, p.time_of(index), True,
-            late_by=round(delay, 3))
+    p.label(
+        kind,
+        LATE,
+        transaction_key(p.ctx.seed, index),
+        p.time_of(index) - delay,
+        p.time_of(index),
+        True,
+        late_by=round(delay, 3),
+    )
 
 
 def transaction_key(seed: int, index: int) -> str:
@@ -453,8 +558,16 @@ def transaction_key(seed: int, index: int) -> str:
 
 _KINDS: dict[str, tuple[Callable[[_Planner, str, float, float], None], bool]] = {
     **{kind: (_region_incident, True) for kind in _REGION_PARAMS},
-    **{kind: (_velocity, False) for kind in ("velocity_attack", "velocity_edge", "velocity_near_miss",
-                                               "velocity_amount_edge", "velocity_amount_near_miss")},
+    **{
+        kind: (_velocity, False)
+        for kind in (
+            "velocity_attack",
+            "velocity_edge",
+            "velocity_near_miss",
+            "velocity_amount_edge",
+            "velocity_amount_near_miss",
+        )
+    },
     **{kind: (_amount_spike, False) for kind in ("amount_spike", "amount_edge", "amount_near_miss")},
     **{kind: (_impossible_travel, False) for kind in ("impossible_travel", "travel_edge", "travel_near_miss")},
     **{kind: (_fraud, False) for kind in ("fraud_merchant", "fraud_edge", "fraud_near_miss")},

@@ -15,8 +15,9 @@ The wrapper does no I/O of its own: the inner source reads, the pure
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -50,7 +51,7 @@ class _ParsingPartition(StatefulSourcePartition[ParsedChunk, ParsingState]):
 
 
 class ParsingSource(FixedPartitionedSource[ParsedChunk, ParsingState]):
-    """Wraps a source of :class:`~connectors.chunks.RawChunk` items.
+    """Wraps a source of :class:`~operators.records.RawChunk` items.
 
     :arg source: the partitioned source that reads.
     :arg make_parser: builds the parser of one partition

@@ -13,7 +13,7 @@ raises kills it. Instead each sink partition owns one :class:`Delivery`:
   waiting up to ``linger_seconds`` for a chunk to fill (fewer calls for a
   bounded delay). A
   transient error (throttling, 5xx, connection refused) keeps the chunk and
-  retries it after :class:`~connectors.sink_retry.Backoff`; per-record
+  retries it after :class:`~connectors.aws.retry.Backoff`; per-record
   retries (DynamoDB ``UnprocessedItems``, SNS ``Failed`` with a service
   fault) go back to the front of the buffer, in order. A permanent error is
   logged once per error code with the fix, counted, and the chunk goes to
@@ -30,9 +30,9 @@ raises kills it. Instead each sink partition owns one :class:`Delivery`:
 from __future__ import annotations
 
 import logging
-from abc import abstractmethod
 import threading
 import time
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,9 +41,9 @@ from typing import Any, Generic, Optional, TypeVar
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from connectors.dead_letter_sinks import DeadLetterWriter, sink_dead_letter
-from connectors.sink_metrics import SinkSeries
-from connectors.sink_retry import Backoff, Failure, classify
+from connectors.aws.retry import Backoff, Failure, classify
+from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
+from observability.sink_metrics import SinkSeries
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,9 @@ class Delivery(Generic[U]):
                 logger.warning(
                     "%s: buffer full (%d units, sinks.retry.max_buffer) while %s is slow or down; "
                     "spilling new records to the dead-letter output until it drains",
-                    self.name, policy.max_buffer, self._resource,
+                    self.name,
+                    policy.max_buffer,
+                    self._resource,
                 )
                 self._spilling = True
             self._dead_letter(overflow, BUFFER_FULL, None)
@@ -217,7 +219,10 @@ class Delivery(Generic[U]):
             logger.error(
                 "%s: %d units still undelivered to %s at close (sinks.retry.close_timeout_seconds=%g); "
                 "written to the dead-letter output",
-                self.name, len(left), self._resource, self._policy.close_timeout_seconds,
+                self.name,
+                len(left),
+                self._resource,
+                self._policy.close_timeout_seconds,
             )
             self._dead_letter(left, UNDELIVERED_AT_CLOSE, None)
         self._raise_if_failed()
@@ -267,8 +272,12 @@ class Delivery(Generic[U]):
             for unit, failure in result.failed:
                 self._on_permanent([unit], failure)
             if self._outage_since is not None:
-                logger.warning("%s: %s reachable again after %.1fs", self.name, self._resource,
-                               time.monotonic() - self._outage_since)
+                logger.warning(
+                    "%s: %s reachable again after %.1fs",
+                    self.name,
+                    self._resource,
+                    time.monotonic() - self._outage_since,
+                )
                 self._outage_since = None
             if result.retry:
                 self.stats.retried_units += len(result.retry)
@@ -291,8 +300,13 @@ class Delivery(Generic[U]):
         self._metrics.error(True)
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            logger.warning("%s: transient error from %s (%s); retrying with backoff, %d units buffered",
-                           self.name, self._resource, failure.describe(), len(self._pending))
+            logger.warning(
+                "%s: transient error from %s (%s); retrying with backoff, %d units buffered",
+                self.name,
+                self._resource,
+                failure.describe(),
+                len(self._pending),
+            )
         else:
             logger.debug("%s: retry %d of a %d-unit chunk failed: %s", self.name, attempt, size, failure.code)
 
@@ -304,13 +318,16 @@ class Delivery(Generic[U]):
             first = report_key not in _REPORTED
             _REPORTED.add(report_key)
         if first:
-            logger.error("%s: permanent error from %s, records go to the dead-letter output: %s",
-                         self.name, self._resource, failure.describe(self._resource, self._setting))
+            logger.error(
+                "%s: permanent error from %s, records go to the dead-letter output: %s",
+                self.name,
+                self._resource,
+                failure.describe(self._resource, self._setting),
+            )
         self._dead_letter(units, PERMANENT_ERROR, failure)
         if self._policy.fail_on_error and self._error is None:
             self._error = SinkError(
-                f"{self.name}: {failure.describe(self._resource, self._setting)} "
-                "(sinks.retry.fail_on_error is true)"
+                f"{self.name}: {failure.describe(self._resource, self._setting)} (sinks.retry.fail_on_error is true)"
             )
             with self._cond:
                 self._cond.notify_all()
@@ -390,8 +407,16 @@ class BufferedAwsSink(FixedPartitionedSink[Any, list]):
         pending: Optional[list],
     ) -> BufferedSinkPartition:
         """A partition whose units go through a :class:`Delivery` with the configured retry policy."""
-        delivery = Delivery(part, send, take, self.dead_letters, delivery_policy(self.settings.sinks.retry),
-                            resource=resource, setting=setting, pending=pending)
+        delivery = Delivery(
+            part,
+            send,
+            take,
+            self.dead_letters,
+            delivery_policy(self.settings.sinks.retry),
+            resource=resource,
+            setting=setting,
+            pending=pending,
+        )
         self.deliveries.append(delivery)
         return BufferedSinkPartition(delivery, convert, self.dead_letters)
 

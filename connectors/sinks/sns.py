@@ -26,9 +26,9 @@ from typing import Any, Optional
 import orjson
 
 from config.settings import Settings
-from connectors.dead_letter_sinks import DeadLetterWriter
-from connectors.sink_delivery import BufferedAwsSink, BufferedSinkPartition, SendResult
-from connectors.sink_retry import record_failure
+from connectors.aws.retry import record_failure
+from connectors.sinks.dead_letter import DeadLetterWriter
+from connectors.sinks.delivery import BufferedAwsSink, BufferedSinkPartition, SendResult
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class SnsSink(BufferedAwsSink):
         self.fifo = (sns.topic_arn or sns.topic_name).endswith(".fifo")
 
     def build_buffered(self, part: str, resume_state: Optional[list]) -> BufferedSinkPartition:
-        from connectors.aws_client import aws_client
+        from connectors.aws.client import aws_client
 
         sns = self.settings.sinks.sns
         client = aws_client("sns", self.settings)
@@ -136,7 +136,9 @@ class SnsSink(BufferedAwsSink):
             result = SendResult()
             for failed in response.get("Failed", []):
                 unit = chunk[int(failed["Id"])]
-                failure = record_failure(failed.get("Code", "Unknown"), failed.get("Message", ""), failed.get("SenderFault"))
+                failure = record_failure(
+                    failed.get("Code", "Unknown"), failed.get("Message", ""), failed.get("SenderFault")
+                )
                 if failure.transient:
                     result.retry.append(unit)
                 else:
@@ -144,6 +146,12 @@ class SnsSink(BufferedAwsSink):
             return result
 
         fifo, prefix = self.fifo, sns.subject_prefix
-        return self.delivered(part, send, batch_count, lambda alert: [alert_entry(alert, fifo, prefix)],
-                              resource=f"SNS topic {sns.topic_arn or sns.topic_name}",
-                              setting="sinks.sns.topic_arn", pending=resume_state)
+        return self.delivered(
+            part,
+            send,
+            batch_count,
+            lambda alert: [alert_entry(alert, fifo, prefix)],
+            resource=f"SNS topic {sns.topic_arn or sns.topic_name}",
+            setting="sinks.sns.topic_arn",
+            pending=resume_state,
+        )

@@ -34,7 +34,7 @@ import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from config.settings import Settings
-from connectors.sink_retry import Backoff, Failure, classify
+from connectors.aws.retry import Backoff, Failure, classify
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class JsonlDeadLetterWriter:
                     self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(self._fd, view):]
+                    view = view[os.write(self._fd, view) :]
         except OSError as exc:
             _log_lost(records, f"{self.path}: {exc.strerror}")
 
@@ -176,14 +176,16 @@ class SqsDeadLetterWriter:
         backoff = Backoff(0.1, 2.0)
         with self._lock:
             for start in range(0, len(bodies), _SQS_BATCH):
-                entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start:start + _SQS_BATCH])]
+                entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + _SQS_BATCH])]
                 for attempt in range(1, self._attempts + 1):
                     try:
                         response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
                     except Exception as exc:  # noqa: BLE001
                         failure = classify(exc)
                         if not failure.transient or attempt == self._attempts:
-                            _log_lost(records[start:start + _SQS_BATCH], f"sqs {self.queue_url}: {failure.describe()}")
+                            _log_lost(
+                                records[start : start + _SQS_BATCH], f"sqs {self.queue_url}: {failure.describe()}"
+                            )
                             break
                         time.sleep(backoff.delay(attempt))
                         continue
@@ -192,7 +194,10 @@ class SqsDeadLetterWriter:
                     if not entries:
                         break
                     if attempt == self._attempts:
-                        _log_lost([records[start + int(e["Id"])] for e in entries], f"sqs {self.queue_url}: batch entries failed")
+                        _log_lost(
+                            [records[start + int(e["Id"])] for e in entries],
+                            f"sqs {self.queue_url}: batch entries failed",
+                        )
                         break
                     time.sleep(backoff.delay(attempt))
 
@@ -216,7 +221,7 @@ def build_dead_letter_writer(settings: Settings) -> DeadLetterWriter:
     if dl.type == "kafka":
         return KafkaDeadLetterWriter(dl.kafka_bootstrap_servers, dl.kafka_topic)
     if dl.type == "sqs":
-        from connectors.aws_client import aws_client
+        from connectors.aws.client import aws_client
 
         return SqsDeadLetterWriter(aws_client("sqs", settings), dl.sqs_queue_url)
     return JsonlDeadLetterWriter(jsonl_path(settings))

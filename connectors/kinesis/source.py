@@ -2,7 +2,7 @@
 
 Each partition reads a root shard and, once that shard's iterator ends
 (the shard was split or merged and fully read), its children
-(:mod:`connectors.kinesis_shards`). The snapshot maps every shard of the
+(:mod:`connectors.kinesis.shards`). The snapshot maps every shard of the
 lineage the partition has touched to its position: ``AFTER:<sequence
 number>`` (the last record handed to the flow), a start spec
 (``TRIM_HORIZON``, ``AT_TIMESTAMP:<epoch seconds>``) when nothing was read
@@ -26,9 +26,10 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional
+from datetime import UTC, datetime, timedelta
+from typing import Any, Optional
 
 import boto3
 from botocore.config import Config
@@ -36,9 +37,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from config.settings import AwsSettings, KinesisSourceSettings
-from connectors.chunks import RawChunk
-from connectors.kinesis_shards import is_closed, lineage, lineage_roots, list_all_shards
-from connectors.source_lag import clear_lag, set_lag
+from connectors.kinesis.shards import is_closed, lineage, lineage_roots, list_all_shards
+from observability.source_lag import clear_lag, set_lag
+from operators.records import RawChunk
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,16 @@ def make_clients(aws: AwsSettings) -> tuple[Any, Any]:
     and GetShardIterator the standard way. Credentials: the default boto3 chain."""
     session = boto3.session.Session()
     common = dict(region_name=aws.region, endpoint_url=aws.endpoint_url)
-    reader = session.client("kinesis", config=Config(
-        retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=10), **common)
-    control = session.client("kinesis", config=Config(
-        retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=5, read_timeout=10), **common)
+    reader = session.client(
+        "kinesis",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=10),
+        **common,
+    )
+    control = session.client(
+        "kinesis",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=5, read_timeout=10),
+        **common,
+    )
     return reader, control
 
 
@@ -98,14 +105,21 @@ class KinesisSource(FixedPartitionedSource[RawChunk, ShardPositions]):
         roots = lineage_roots(list_all_shards(control, self._settings.stream_name))
         return [part_name(self._settings.stream_name, r) for r in roots]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[ShardPositions]) -> "KinesisPartition":
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[ShardPositions]) -> KinesisPartition:
         reader, control = self._clients()
         shards = list_all_shards(control, self._settings.stream_name)
         root = for_part.rpartition("/")[2]
         return KinesisPartition(
-            self._settings, reader, control, for_part, root, shards,
-            n_parts=len(lineage_roots(shards)), resume_state=resume_state,
-            batch_size=self._batch_size, idle_seconds=self._idle_seconds,
+            self._settings,
+            reader,
+            control,
+            for_part,
+            root,
+            shards,
+            n_parts=len(lineage_roots(shards)),
+            resume_state=resume_state,
+            batch_size=self._batch_size,
+            idle_seconds=self._idle_seconds,
         )
 
 
@@ -183,7 +197,8 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
     def _active(self) -> list[str]:
         """Shards readable now: not done, every parent in this lineage done."""
         return [
-            sid for sid, shard in sorted(self._shards.items())
+            sid
+            for sid, shard in sorted(self._shards.items())
             if self._positions.get(sid) != DONE and sid not in self._bounded_done and self._parents_done(shard)
         ]
 
@@ -191,10 +206,11 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         position = override or self._positions.get(sid, "TRIM_HORIZON")
         args: dict[str, Any] = {"StreamName": self._s.stream_name, "ShardId": sid}
         if position.startswith(_AFTER):
-            args.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=position[len(_AFTER):])
+            args.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=position[len(_AFTER) :])
         elif position.startswith(_AT):
-            args.update(ShardIteratorType="AT_TIMESTAMP",
-                        Timestamp=datetime.fromtimestamp(float(position[len(_AT):]), timezone.utc))
+            args.update(
+                ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.fromtimestamp(float(position[len(_AT) :]), UTC)
+            )
         else:
             args.update(ShardIteratorType=position)
         return self._control.get_shard_iterator(**args)["ShardIterator"]
@@ -231,7 +247,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
             chunks.append(RawChunk(self._name, self._n_parts, [], self._root, idle=True))
         wake = min([r.due for r in self._readers.values()] + ([self._relist_due] if self._relist_due else []))
         delay = wake - time.monotonic()
-        self._awake = datetime.now(timezone.utc) + timedelta(seconds=delay) if delay > 0 else None
+        self._awake = datetime.now(UTC) + timedelta(seconds=delay) if delay > 0 else None
         return chunks
 
     def _read(self, reader: _Reader, now: float) -> Optional[RawChunk]:
@@ -282,8 +298,9 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         """A closed shard is fully read: mark it done and adopt its children."""
         self._positions[sid] = DONE
         clear_lag("kinesis", sid)
-        logger.info("kinesis %s: shard %s ended; children %s", self._name, sid,
-                    [c.get("ShardId") for c in child_shards])
+        logger.info(
+            "kinesis %s: shard %s ended; children %s", self._name, sid, [c.get("ShardId") for c in child_shards]
+        )
         self._expected_children = {c["ShardId"] for c in child_shards}
         self._discover_children()
 

@@ -27,8 +27,8 @@ from datetime import datetime
 from typing import Any, Optional
 
 from config.settings import Settings
-from connectors.dead_letter_sinks import DeadLetterWriter, sink_dead_letter
-from connectors.sink_delivery import BufferedAwsSink, BufferedSinkPartition, SendResult
+from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
+from connectors.sinks.delivery import BufferedAwsSink, BufferedSinkPartition, SendResult
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +52,28 @@ def _parse_time(value: str) -> datetime:
 
 def _datums(dims: list[dict[str, str]], ts: datetime, counts: dict[str, int], resolution: int) -> list[dict[str, Any]]:
     out = [
-        {"MetricName": name, "Dimensions": dims, "Timestamp": ts, "Value": float(counts[field]),
-         "Unit": "Count", "StorageResolution": resolution}
+        {
+            "MetricName": name,
+            "Dimensions": dims,
+            "Timestamp": ts,
+            "Value": float(counts[field]),
+            "Unit": "Count",
+            "StorageResolution": resolution,
+        }
         for name, field in COUNT_METRICS
     ]
     if counts["count"]:
         rate = counts["failures"] * 100.0 / counts["count"]
-        out.append({"MetricName": FAILURE_RATE, "Dimensions": dims, "Timestamp": ts, "Value": rate,
-                    "Unit": "Percent", "StorageResolution": resolution})
+        out.append(
+            {
+                "MetricName": FAILURE_RATE,
+                "Dimensions": dims,
+                "Timestamp": ts,
+                "Value": rate,
+                "Unit": "Percent",
+                "StorageResolution": resolution,
+            }
+        )
     return out
 
 
@@ -119,7 +133,10 @@ class _Converter:
                 logger.warning(
                     "%s: %d datums (first at %s) are outside CloudWatch's window of %g days back / 2 h ahead "
                     "and go to the dead-letter output; backfills of older data belong in DynamoDB aggregates",
-                    self._name, len(stale), stale[0]["Timestamp"].isoformat(), cw.max_age_days,
+                    self._name,
+                    len(stale),
+                    stale[0]["Timestamp"].isoformat(),
+                    cw.max_age_days,
                 )
             self._dead_letters.write([sink_dead_letter(self._name, cw.namespace, OUT_OF_RANGE, None, d) for d in stale])
         return kept
@@ -132,7 +149,7 @@ class CloudWatchSink(BufferedAwsSink):
         super().__init__("cloudwatch", settings.sinks.cloudwatch.partitions, settings, dead_letters)
 
     def build_buffered(self, part: str, resume_state: Optional[list]) -> BufferedSinkPartition:
-        from connectors.aws_client import aws_client
+        from connectors.aws.client import aws_client
 
         cw = self.settings.sinks.cloudwatch
         client = aws_client("cloudwatch", self.settings)
@@ -145,6 +162,12 @@ class CloudWatchSink(BufferedAwsSink):
         def take(pending: Sequence[dict[str, Any]]) -> int:
             return limit
 
-        return self.delivered(part, send, take, _Converter(part, self.settings, self.dead_letters),
-                              resource=f"CloudWatch namespace {cw.namespace}", setting="sinks.cloudwatch",
-                              pending=resume_state)
+        return self.delivered(
+            part,
+            send,
+            take,
+            _Converter(part, self.settings, self.dead_letters),
+            resource=f"CloudWatch namespace {cw.namespace}",
+            setting="sinks.cloudwatch",
+            pending=resume_state,
+        )

@@ -15,7 +15,7 @@ from typing import Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.chunks import RawChunk
+from operators.records import RawChunk
 
 _PREFIX = "file:"
 
@@ -88,5 +88,5 @@ class JsonlFileSource(FixedPartitionedSource[RawChunk, tuple[int, int]]):
         return [_PREFIX + str(Path(p)) for p in self._files]
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple[int, int]]) -> _FilePartition:
-        path = for_part[len(_PREFIX):]
+        path = for_part[len(_PREFIX) :]
         return _FilePartition(for_part, path, len(self._files), self._batch_size, resume_state)
