@@ -3,17 +3,22 @@
 ``python -m bytewax.run dataflow`` builds the flow from settings
 (config/defaults.yaml, ``PAYWATCH_CONFIG``, ``PAYWATCH__A__B`` overrides)::
 
-    source -> parse (in the source partition that read the chunk: validate,
-              enrich, score, pre-aggregate, judge lateness)
-      |-- dead letters ---------------------------------> dead-letter sinks
-      |-- scored transactions (JSONL blob per chunk) ---> transaction sinks
-      |-- FRAUD_SUSPECTED alerts ------------------------> alerts
-      |-- per (region, second) counts + watermark -> region windows
-      |        -> per-minute metrics -> metric sinks; FAILURE_RATE /
-      |           TRAFFIC_DROP incidents -> alerts
-      |-- per user-shard event lists -> user risk -> alerts
+    source (parses each chunk in the partition that read it: validate,
+            enrich, score, pre-aggregate, judge lateness)
+      -> split_chunks
+           |-- dead_letters ------------------------------> dead-letter sinks
+           |-- transactions (JSONL blob per chunk) -------> transaction sinks
+           |-- fraud_alerts (FRAUD_SUSPECTED) ------------> alerts
+           |-- region_summaries (per region-second counts + watermark)
+           |     -> region_windows
+           |          |-- minutes ------------------------> metric sinks
+           |          |-- region_alerts (FAILURE_RATE,
+           |                            TRAFFIC_DROP) ----> alerts
+           |-- user_batches (per user shard) -> user_risk -> alerts
     alerts -> alert sinks
 
+Each arrow is a named stream: the composite steps (:mod:`operators.steps`)
+return small dataclasses of streams, the way Bytewax's windowing operators do.
 Items are chunks (one per source batch) until the streams become small
 (alerts, minutes), which keeps Bytewax's per-item cost off the per-event
 budget. See docs/architecture.md.
@@ -21,84 +26,33 @@ budget. See docs/architecture.md.
 
 from __future__ import annotations
 
-import copy
 import gc
 import sys
-import time
-from typing import Any, Optional
+from typing import Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource
-from bytewax.operators import StatefulBatchLogic
 
 from config import Settings, SettingsError, load_settings
 from connectors.sinks.outputs import Outputs, build_outputs
 from connectors.sources import build_source
 from connectors.sources.parsing import ParsingSource
 from observability import metrics
-from operators.parse import ChunkParser, ParsedChunk
-from operators.records import TransactionBatch
-from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
-from operators.user_risk import UserRisk
+from operators.parse import ChunkParser
+from operators.steps import region_windows, split_chunks, user_risk
 
-REGIONS_KEY = "regions"
 GC_THRESHOLD = 10_000
 
 
-class _RegionWindowsLogic(StatefulBatchLogic[RegionSummary, tuple[str, Any], RegionWindowState]):
-    """Bytewax shell around :class:`RegionWindows` (all regions under one key)."""
-
-    def __init__(self, settings: Settings, state: Optional[RegionWindowState]) -> None:
-        self.windows = RegionWindows(
-            settings.rules.failure_rate,
-            settings.rules.traffic_drop,
-            settings.source.idle_partition_seconds,
-            state,
-        )
-
-    def on_batch(self, values: list[RegionSummary]) -> tuple[list[tuple[str, Any]], bool]:
-        return self.windows.add(values, time.time()), StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
-        return self.windows.flush(), StatefulBatchLogic.RETAIN
-
-    def snapshot(self) -> RegionWindowState:
-        return copy.deepcopy(self.windows.state)
-
-
-class _UserRiskLogic(StatefulBatchLogic[list, dict, bytes]):
-    """Bytewax shell around :class:`UserRisk`; discards a shard with no users left."""
-
-    def __init__(self, settings: Settings, state: Optional[bytes]) -> None:
-        self.risk = UserRisk(settings.rules, settings.users, state)
-
-    def on_batch(self, values: list[list]) -> tuple[list[dict], bool]:
-        out: list[dict] = []
-        for events in values:
-            out.extend(self.risk.process(events))
-        return out, len(self.risk) == 0
-
-    def snapshot(self) -> bytes:
-        return self.risk.snapshot()
-
-
-def _region_summary(chunk: ParsedChunk) -> tuple[str, RegionSummary]:
-    return REGIONS_KEY, RegionSummary(
-        chunk.part, chunk.n_parts, chunk.watermark, chunk.done, chunk.idle, chunk.region_counts
-    )
-
-
-def _user_batches(chunk: ParsedChunk) -> list[tuple[str, list]]:
-    return [(str(shard), events) for shard, events in chunk.user_events.items()]
-
-
-def _transactions(chunk: ParsedChunk) -> tuple[str, TransactionBatch]:
-    return chunk.part, TransactionBatch(chunk.transactions, chunk.n_transactions, chunk.flagged)
-
-
-def _keyed_by(stream: Stream, step_id: str, field: str) -> Stream:
+def _keyed_by(step_id: str, stream: Stream[dict], field: str) -> Stream[tuple[str, dict]]:
+    """Key records by one of their fields, so each sink partition gets a stable share."""
     return op.map(step_id, stream, lambda record: (str(record[field]), record))
+
+
+def _keyed_minutes(step_id: str, minutes: Stream[list[dict]]) -> Stream[tuple[str, list[dict]]]:
+    """Key each non-empty minute by its window start; an empty minute has nothing to write."""
+    return op.filter_map(step_id, minutes, lambda records: (records[0]["window_start"], records) if records else None)
 
 
 def build_flow(
@@ -115,49 +69,29 @@ def build_flow(
     metrics.start_server(settings.metrics.port)
     source = source if source is not None else build_source(settings)
     outputs = outputs if outputs is not None else build_outputs(settings)
-
-    flow = Dataflow("paywatch")
     lines = any(getattr(sink, "wants_transaction_lines", True) for sink in outputs.transactions)
     parser = ChunkParser(settings, transaction_lines=lines)
-    parsed_chunks = op.input("source", flow, ParsingSource(source, parser.for_partition))
     lateness = settings.windows.allowed_lateness_seconds
-    op.inspect("count_chunks", parsed_chunks, lambda _step, chunk: metrics.record_parsed_chunk(chunk, lateness))
 
-    dead_letters = op.flat_map("dead_letters", parsed_chunks, lambda chunk: chunk.dead_letters)
-    fraud_alerts = op.flat_map("fraud_alerts", parsed_chunks, lambda chunk: chunk.alerts)
-    transactions = op.map("transaction_batches", parsed_chunks, _transactions)
+    flow = Dataflow("paywatch")
+    parsed = op.input("source", flow, ParsingSource(source, parser.for_partition))
+    chunks = split_chunks("chunks", parsed)
+    regions = region_windows("region_windows", chunks.region_summaries, settings)
+    user_alerts = user_risk("user_risk", chunks.user_batches, settings)
+    alerts = op.merge("alerts", chunks.fraud_alerts, regions.region_alerts, user_alerts)
 
-    summaries = op.map("region_summaries", parsed_chunks, _region_summary)
-    region_out = op.stateful_batch("region_windows", summaries, lambda state: _RegionWindowsLogic(settings, state))
-    region_items = op.map("drop_region_key", region_out, lambda kv: kv[1])
-    split = op.branch("metrics_or_alerts", region_items, lambda kind_item: kind_item[0] == METRICS)
-    minutes = op.map("minute_records", split.trues, lambda kind_item: kind_item[1])
-    region_alerts = op.map("region_alerts", split.falses, lambda kind_item: kind_item[1])
-
-    user_batches = op.flat_map("user_shards", parsed_chunks, _user_batches)
-    user_alerts = op.map(
-        "drop_shard_key",
-        op.stateful_batch("user_risk", user_batches, lambda state: _UserRiskLogic(settings, state)),
-        lambda kv: kv[1],
-    )
-
-    alerts = op.merge("alerts", fraud_alerts, region_alerts, user_alerts)
+    op.inspect("count_chunks", parsed, lambda _step, chunk: metrics.record_parsed_chunk(chunk, lateness))
     op.inspect("count_alerts", alerts, lambda _step, alert: metrics.record_alerts((alert,)))
-    op.inspect("count_minutes", minutes, lambda _step, records: metrics.record_minutes(records))
-    op.output("readiness", minutes, metrics.ReadinessSink())
-    keyed_alerts = _keyed_by(alerts, "key_alerts", "key")
-    keyed_minutes = op.map(
-        "key_minutes", op.filter("non_empty_minutes", minutes, bool), lambda recs: (recs[0]["window_start"], recs)
-    )
-    keyed_dead = _keyed_by(dead_letters, "key_dead_letters", "source")
-    keyed_transactions = op.filter("non_empty_batches", transactions, lambda kv: kv[1].count > 0)
+    op.inspect("count_minutes", regions.minutes, lambda _step, records: metrics.record_minutes(records))
+    op.output("readiness", regions.minutes, metrics.ReadinessSink())
 
-    for stream, sinks, name in (
-        (keyed_alerts, outputs.alerts, "alerts"),
-        (keyed_minutes, outputs.metrics, "metrics"),
-        (keyed_transactions, outputs.transactions, "transactions"),
-        (keyed_dead, outputs.dead_letters, "dead_letters"),
-    ):
+    routes = (
+        ("alerts", _keyed_by("key_alerts", alerts, "key"), outputs.alerts),
+        ("metrics", _keyed_minutes("key_minutes", regions.minutes), outputs.metrics),
+        ("transactions", chunks.transactions, outputs.transactions),
+        ("dead_letters", _keyed_by("key_dead_letters", chunks.dead_letters, "source"), outputs.dead_letters),
+    )
+    for name, stream, sinks in routes:
         for index, sink in enumerate(sinks):
             op.output(f"{name}_out_{index}_{type(sink).__name__.lower()}", stream, sink)
     return flow

@@ -1,0 +1,160 @@
+"""The flow's composite steps: each takes streams and returns named streams.
+
+Shaped like Bytewax's own composite operators (``bytewax.operators.windowing``
+returns ``WindowOut(down, late, meta)``): a step hides its plumbing (keys for
+the exchange, the stateful shell, unwrapping) and hands back a small frozen
+dataclass of streams, so ``dataflow.py`` reads like its diagram. The logic
+itself lives in :mod:`operators.region_windows` and :mod:`operators.user_risk`;
+this module only adapts it to Bytewax.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import StatefulBatchLogic
+
+from config import Settings
+from operators.parse import ParsedChunk
+from operators.records import TransactionBatch
+from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
+from operators.user_risk import UserRisk
+
+REGIONS_KEY = "regions"
+"""Every region's summary goes to one key: the windows judge all regions at once."""
+
+
+@dataclass(frozen=True)
+class ChunkStreams:
+    """What each parsed chunk feeds, one stream per consumer."""
+
+    dead_letters: Stream[dict]
+    """Rejected and late events, one record each, keyed later by their source."""
+
+    fraud_alerts: Stream[dict]
+    """FRAUD_SUSPECTED alerts raised while scoring."""
+
+    transactions: Stream[tuple[str, TransactionBatch]]
+    """Scored transactions of each chunk that had any, keyed by partition."""
+
+    region_summaries: Stream[tuple[str, RegionSummary]]
+    """Per (region, second) counts and the partition's watermark, all under one key."""
+
+    user_batches: Stream[tuple[str, list]]
+    """Per user-shard event lists, keyed by shard."""
+
+
+@dataclass(frozen=True)
+class RegionStreams:
+    """What the region windows emit."""
+
+    minutes: Stream[list[dict]]
+    """One list of per-region records per closed minute (possibly empty)."""
+
+    region_alerts: Stream[dict]
+    """FAILURE_RATE and TRAFFIC_DROP incident alerts (open and resolve)."""
+
+
+def _region_summary(chunk: ParsedChunk) -> tuple[str, RegionSummary]:
+    return REGIONS_KEY, RegionSummary(
+        chunk.part, chunk.n_parts, chunk.watermark, chunk.done, chunk.idle, chunk.region_counts
+    )
+
+
+def _user_batches(chunk: ParsedChunk) -> list[tuple[str, list]]:
+    return [(str(shard), events) for shard, events in chunk.user_events.items()]
+
+
+def _transactions(chunk: ParsedChunk) -> Optional[tuple[str, TransactionBatch]]:
+    if chunk.n_transactions == 0:
+        return None
+    return chunk.part, TransactionBatch(chunk.transactions, chunk.n_transactions, chunk.flagged)
+
+
+@operator
+def split_chunks(step_id: str, chunks: Stream[ParsedChunk]) -> ChunkStreams:
+    """Hand each part of a parsed chunk to the stream that consumes it.
+
+    Per chunk, not per event: the lists inside a chunk travel as they are
+    until a sink or a stateful step takes them apart.
+    """
+    return ChunkStreams(
+        dead_letters=op.flat_map("dead_letters", chunks, lambda chunk: chunk.dead_letters),
+        fraud_alerts=op.flat_map("fraud_alerts", chunks, lambda chunk: chunk.alerts),
+        transactions=op.filter_map("transaction_batches", chunks, _transactions),
+        region_summaries=op.map("region_summaries", chunks, _region_summary),
+        user_batches=op.flat_map("user_shards", chunks, _user_batches),
+    )
+
+
+class _RegionWindowsLogic(StatefulBatchLogic[RegionSummary, tuple[str, Any], RegionWindowState]):
+    """Bytewax shell around :class:`RegionWindows` (all regions under one key)."""
+
+    def __init__(self, settings: Settings, state: Optional[RegionWindowState]) -> None:
+        self.windows = RegionWindows(
+            settings.rules.failure_rate,
+            settings.rules.traffic_drop,
+            settings.source.idle_partition_seconds,
+            state,
+        )
+
+    def on_batch(self, values: list[RegionSummary]) -> tuple[list[tuple[str, Any]], bool]:
+        return self.windows.add(values, time.time()), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
+        return self.windows.flush(), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> RegionWindowState:
+        return copy.deepcopy(self.windows.state)
+
+
+def _minutes(keyed: tuple[str, tuple[str, Any]]) -> Optional[list[dict]]:
+    kind, item = keyed[1]
+    return item if kind == METRICS else None
+
+
+def _alerts(keyed: tuple[str, tuple[str, Any]]) -> Optional[dict]:
+    kind, item = keyed[1]
+    return None if kind == METRICS else item
+
+
+@operator
+def region_windows(step_id: str, summaries: Stream[tuple[str, RegionSummary]], settings: Settings) -> RegionStreams:
+    """Per-minute metrics and failure-rate / traffic-drop incidents.
+
+    One stateful step emits both kinds in event-time order; the two unwraps
+    split them the way Bytewax's ``window`` splits ``down`` from ``late``.
+    """
+    events = op.stateful_batch("windows", summaries, lambda state: _RegionWindowsLogic(settings, state))
+    return RegionStreams(
+        minutes=op.filter_map("minutes", events, _minutes),
+        region_alerts=op.filter_map("alerts", events, _alerts),
+    )
+
+
+class _UserRiskLogic(StatefulBatchLogic[list, dict, bytes]):
+    """Bytewax shell around :class:`UserRisk`; discards a shard with no users left."""
+
+    def __init__(self, settings: Settings, state: Optional[bytes]) -> None:
+        self.risk = UserRisk(settings.rules, settings.users, state)
+
+    def on_batch(self, values: list[list]) -> tuple[list[dict], bool]:
+        out: list[dict] = []
+        for events in values:
+            out.extend(self.risk.process(events))
+        return out, len(self.risk) == 0
+
+    def snapshot(self) -> bytes:
+        return self.risk.snapshot()
+
+
+@operator
+def user_risk(step_id: str, user_batches: Stream[tuple[str, list]], settings: Settings) -> Stream[dict]:
+    """Velocity, amount-spike and impossible-travel alerts, per user shard."""
+    alerts = op.stateful_batch("risk", user_batches, lambda state: _UserRiskLogic(settings, state))
+    return op.map("drop_shard_key", alerts, lambda keyed: keyed[1])
