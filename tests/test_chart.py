@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from config import load_settings
-from tests.k8s_tools import CHART, helm, render, render_error
+from tests.k8s_tools import CHART, checkov, helm, render, render_error
 
 KUBERNETES_VERSION = "1.33.0"  # EKS standard support at the time of writing
 CRD_KINDS = {"ServiceMonitor"}
@@ -44,7 +44,7 @@ def env_of(c: dict) -> dict:
 
 
 def test_helm_lint():
-    result = helm("lint", "--strict", str(CHART))
+    result = helm("lint", "--strict", "--namespace", "paywatch", str(CHART))
     assert "0 chart(s) failed" in result.stdout
 
 
@@ -60,7 +60,7 @@ def test_helm_lint():
 )
 def test_every_object_validates_against_the_kubernetes_schema(sets):
     objects = render(sets=sets)
-    assert {"StatefulSet", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget"} <= {
+    assert {"StatefulSet", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"} <= {
         o["kind"] for o in objects
     }
     for obj in objects:
@@ -358,3 +358,75 @@ def test_recovery_init_creates_partitions_once_for_parallel_pods(tmp_path):
     assert again.returncode == 0
     assert "the 6 created at first install are kept" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in shared.glob("part-*")} == before
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("sets", "skipped"),
+    [
+        (["processes=3"], {"CKV_K8S_43"}),  # no digest: pinned by tag, skipped with its reason
+        (["processes=3", f"image.digest={DIGEST}"], set()),  # a digest: every check applies
+    ],
+)
+def test_checkov_passes_the_rendered_chart(sets, skipped, tmp_path):
+    """checkov 3.3.30, offline, on ``helm template pw k8s/paywatch --namespace paywatch --set processes=3``."""
+    args = ["template", "pw", str(CHART), "--namespace", "paywatch"]
+    for item in sets:
+        args += ["--set", item]
+    report = checkov(helm(*args).stdout, tmp_path / "checkov")
+    results = report["results"]
+    failed = [(c["check_id"], c["resource"]) for c in results["failed_checks"]]
+    assert failed == []
+    assert report["summary"]["passed"] > 90  # the policies really ran
+    assert {c["check_id"] for c in results["skipped_checks"]} == skipped
+    for check in results["skipped_checks"]:
+        assert "set image.digest" in check["check_result"]["suppress_comment"]  # a written reason
+
+
+def test_network_policy_admits_only_peers_and_scrapers():
+    objects = render(sets=["processes=3"])
+    policy = one(objects, "NetworkPolicy")
+    sts = one(objects, "StatefulSet")
+    assert policy["spec"]["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    cluster, scrape = policy["spec"]["ingress"]
+    assert cluster["from"] == [{"podSelector": {"matchLabels": sts["spec"]["selector"]["matchLabels"]}}]
+    assert [p["port"] for p in cluster["ports"]] == [2101]
+    assert scrape["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert sorted(p["port"] for p in scrape["ports"]) == [3030, 9100]
+    egress_ports = [sorted(p["port"] for p in rule["ports"]) for rule in policy["spec"]["egress"]]
+    assert egress_ports == [[2101], [53, 53], [443]]  # peers, DNS, AWS; no Kafka peers listed by default
+
+    kafka = render(
+        sets=["networkPolicy.egress.restrict=true", "networkPolicy.metricsFrom=null"],
+        set_json=['networkPolicy.egress.kafka={"to":[{"ipBlock":{"cidr":"10.0.16.0/20"}}],"ports":[9098]}'],
+    )
+    rules = one(kafka, "NetworkPolicy")["spec"]
+    assert len(rules["ingress"]) == 1  # no scraper allowed: only the peers
+    assert {"to": [{"ipBlock": {"cidr": "10.0.16.0/20"}}], "ports": [{"port": 9098, "protocol": "TCP"}]} in rules[
+        "egress"
+    ]
+
+    assert by_kind(render(sets=["networkPolicy.enabled=false"]), "NetworkPolicy") == []
+
+
+def test_digest_wins_over_the_tag_and_sets_the_pull_policy():
+    tagged = container(one(render(sets=["image.tag=1.2.3"]), "StatefulSet"))
+    assert (tagged["image"], tagged["imagePullPolicy"]) == ("paywatch:1.2.3", "Always")
+    sts = one(render(sets=["image.tag=1.2.3", f"image.digest={DIGEST}"]), "StatefulSet")
+    pinned = container(sts)
+    assert (pinned["image"], pinned["imagePullPolicy"]) == (f"paywatch@{DIGEST}", "IfNotPresent")
+    assert "checkov.io/skip1" not in sts["metadata"].get("annotations", {})
+    chosen = container(one(render(sets=["image.pullPolicy=Never"]), "StatefulSet"))
+    assert chosen["imagePullPolicy"] == "Never"
+
+
+def test_every_object_names_its_namespace_and_default_is_refused():
+    for obj in render(namespace="paywatch"):
+        assert obj["metadata"]["namespace"] == "paywatch", obj["metadata"]["name"]
+    result = helm("template", "pw", str(CHART), check=False)
+    assert result.returncode != 0
+    assert "namespace of its own" in result.stderr

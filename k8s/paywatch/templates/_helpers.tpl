@@ -41,6 +41,17 @@ Bytewax derives the process id from the pod name minus "<statefulset>-".
 {{- end }}
 {{- end }}
 
+{{/*
+Pull policy: the value when set; else IfNotPresent for a digest (immutable)
+and Always for a tag (tags move).
+*/}}
+{{- define "paywatch.pullPolicy" -}}
+{{- if .Values.image.pullPolicy }}{{ .Values.image.pullPolicy }}
+{{- else if .Values.image.digest }}IfNotPresent
+{{- else }}Always
+{{- end }}
+{{- end }}
+
 {{- define "paywatch.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "paywatch.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -83,5 +94,16 @@ The ports of one pod must differ (the schema cannot compare two values).
 {{- end }}
 {{- if ne (len $ports) (len (uniq $ports)) }}
 {{- fail (printf "clusterPort, metrics.port and metrics.bytewaxApi.port must differ; got %v" $ports) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Every object names its namespace, and it is never "default": a payments
+workload gets a namespace of its own (policies such as checkov CKV_K8S_21
+audit exactly this). Install with --namespace paywatch --create-namespace.
+*/}}
+{{- define "paywatch.checkNamespace" -}}
+{{- if eq .Release.Namespace "default" }}
+{{- fail "install Paywatch in a namespace of its own, not \"default\": helm install ... --namespace paywatch --create-namespace" }}
 {{- end }}
 {{- end }}
