@@ -26,23 +26,19 @@ budget. See docs/architecture.md.
 
 from __future__ import annotations
 
-import gc
-import sys
 from typing import Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource
 
-from config import Settings, SettingsError, load_settings
+from config import Settings
 from connectors.sinks.outputs import Outputs, build_outputs
 from connectors.sources import build_source
 from connectors.sources.parsing import ParsingSource
 from observability import metrics
 from operators.parse import ChunkParser
 from operators.steps import region_windows, split_chunks, user_risk
-
-GC_THRESHOLD = 10_000
 
 
 def _keyed_by(step_id: str, stream: Stream[dict], field: str) -> Stream[tuple[str, dict]]:
@@ -101,49 +97,11 @@ def __getattr__(name: str) -> Dataflow:
     """``bytewax.run`` looks up ``flow``: build it from settings on demand.
 
     Lazy so that importing this module (tests, tools) does not read the
-    environment or open sources.
+    environment or open sources; start-up checks and the banner live in
+    :mod:`cli.startup`.
     """
     if name != "flow":
         raise AttributeError(name)
-    try:
-        settings = load_settings()
-        flow = build_flow(settings)
-    except (SettingsError, FileNotFoundError) as exc:
-        sys.exit(f"paywatch: {exc}")
-    sys.stderr.write(_banner(settings))
-    _tune_garbage_collector()
-    return flow
+    from cli.startup import start
 
-
-def _tune_garbage_collector() -> None:
-    """Collect less often in a process that allocates a chunk's objects per batch.
-
-    With the default threshold (700 allocations) CPython runs a young
-    collection every few dozen events, and each one walks every container
-    still alive. Freezing what start-up built (modules, settings, the flow)
-    takes it out of every later collection; a higher first threshold trades a
-    few MB of young garbage for about a tenth of the collections. Reference
-    counting still frees almost everything at once: only cycles wait.
-    """
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-
-
-def _banner(settings: Settings) -> str:
-    """One line for whoever started the flow: what it reads and where results go."""
-    source = settings.source.type
-    if source == "simulator":
-        sim = settings.simulator
-        pace = f"{sim.rate:g} events/s" if sim.rate else "as fast as possible"
-        amount = f"{sim.events} events" if sim.events else "endless"
-        source = f"simulator (scenario {sim.scenario}, {pace}, {amount})"
-    elif source == "file":
-        source = f"file {settings.source.path}"
-    outputs = ["stdout"] if any(settings.sinks.stdout.model_dump().values()) else []
-    if settings.sinks.jsonl.dir:
-        outputs.append(f"jsonl:{settings.sinks.jsonl.dir}")
-    lateness = settings.windows.allowed_lateness_seconds
-    return (
-        f"paywatch: reading {source}; writing to {', '.join(outputs) or 'nothing'}. "
-        f"Per-minute metrics appear once a minute of event time has closed (+{lateness:g}s lateness).\n"
-    )
+    return start(build_flow)

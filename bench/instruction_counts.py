@@ -107,6 +107,7 @@ def run_flow(path: Path, out: Path) -> None:
     from bytewax.testing import run_main
 
     import dataflow
+    from cli import startup
 
     settings = load_settings(
         overrides={
@@ -115,7 +116,7 @@ def run_flow(path: Path, out: Path) -> None:
         }
     )
     flow = dataflow.build_flow(settings)
-    dataflow._tune_garbage_collector()
+    startup._tune_garbage_collector()
     run_main(flow, epoch_interval=timedelta(hours=1))
 
 

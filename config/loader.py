@@ -9,19 +9,25 @@ operator reading a crash loop on Kubernetes needs the key, not a traceback.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from config.settings import Settings
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 CONFIG_ENV = "PAYWATCH_CONFIG"
 OVERRIDE_PREFIX = "PAYWATCH__"
+# Variables Paywatch reads that are not settings overrides.
+KNOWN_VARIABLES = {CONFIG_ENV, "PAYWATCH_DEBUG", "PAYWATCH_HASH_KEY"}
+
+logger = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -66,8 +72,10 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             raise SettingsError(f"environment variable {name}: empty key segment")
         try:
             value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"environment variable {name}: value is not valid YAML: {exc}") from None
+        except yaml.YAMLError:
+            # Not YAML (a glob such as *.jsonl reads as an alias): the plain
+            # string, which validation accepts only where a string is expected.
+            value = raw
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -75,6 +83,52 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                 raise SettingsError(f"environment variable {name} conflicts with another override")
         node[path[-1]] = value
     return tree
+
+
+def unmatched_environment(environ: Mapping[str, str], settings: Optional[Settings] = None) -> list[str]:
+    """One warning per ``PAYWATCH_*`` variable that is neither a setting nor one Paywatch reads.
+
+    A misspelt override (``PAYWATCH_SIMULATOR_RATE``, one underscore) would
+    otherwise be ignored without a word; the warning names the closest key.
+    """
+    keys = {"PAYWATCH__" + "__".join(path).upper(): ".".join(path) for path in _setting_paths(Settings)}
+    known = set(keys) | KNOWN_VARIABLES | (_named_variables(settings) if settings is not None else set())
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("PAYWATCH_") or upper in known or upper.startswith(OVERRIDE_PREFIX):
+            continue
+        folded = "PAYWATCH__" + upper[len("PAYWATCH_") :].lstrip("_")
+        close = difflib.get_close_matches(folded.replace("__", "_"), [k.replace("__", "_") for k in keys], 1, 0.8)
+        if close:
+            match = next(k for k in keys if k.replace("__", "_") == close[0])
+            hint = f"did you mean {match} (setting {keys[match]})?"
+        else:
+            hint = "overrides are spelt PAYWATCH__SECTION__KEY (two underscores), see config/defaults.yaml"
+        warnings.append(f"environment variable {name} is not a Paywatch setting and is ignored: {hint}")
+    return warnings
+
+
+def _named_variables(settings: BaseModel) -> set[str]:
+    """Environment variables the settings name (``*_env`` keys: passwords, hash keys)."""
+    names: set[str] = set()
+    for name, value in settings:
+        if isinstance(value, BaseModel):
+            names |= _named_variables(value)
+        elif name.endswith("_env") and isinstance(value, str):
+            names.add(value.upper())
+    return names
+
+
+def _setting_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths.extend(_setting_paths(annotation, (*prefix, name)))
+        else:
+            paths.append((*prefix, name))
+    return paths
 
 
 def _describe(exc: ValidationError) -> str:
@@ -110,6 +164,9 @@ def load_settings(
     if overrides:
         data = deep_merge(data, overrides)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    for warning in unmatched_environment(environ, settings):
+        logger.warning("paywatch: %s", warning)
+    return settings

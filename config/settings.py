@@ -83,6 +83,7 @@ class SourceSettings(_Section):
     path: str = "events.jsonl"
     batch_size: int = Field(1000, gt=0, le=100_000)
     idle_partition_seconds: float = Field(30.0, gt=0)
+    start_timeout_seconds: float = Field(25.0, gt=0, le=600)
     kafka: KafkaSourceSettings = KafkaSourceSettings()
     kinesis: KinesisSourceSettings = KinesisSourceSettings()
 

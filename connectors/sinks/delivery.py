@@ -42,6 +42,7 @@ from typing import Any, Generic, Optional, TypeVar
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.aws.retry import Backoff, Failure, classify
+from connectors.shutdown import flush_on_stop
 from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
 from observability.sink_metrics import SinkSeries
 
@@ -142,6 +143,7 @@ class Delivery(Generic[U]):
         self._metrics.buffered.set(len(self._pending))
         self._thread = threading.Thread(target=self._run, name=f"paywatch-sink-{name}", daemon=True)
         self._thread.start()
+        flush_on_stop(self)
 
     # -- called on the Bytewax worker thread -------------------------------------
 
@@ -196,6 +198,9 @@ class Delivery(Generic[U]):
                     return False
                 self._cond.wait(min(left, 0.05))
             return not self._pending
+
+    def flush_on_stop(self, deadline: float) -> None:
+        self.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Deliver what is left within ``close_timeout_seconds``, dead-letter the rest.

@@ -17,6 +17,7 @@ from zlib import crc32
 import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from connectors.shutdown import flush_on_stop
 from operators.records import TransactionBatch
 
 
@@ -40,9 +41,14 @@ class _JsonlPartition(StatefulSinkPartition[Any, int]):
         self._file = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 - closed in close()
         self._file.seek(resume_offset or 0)
         self._file.truncate()
+        flush_on_stop(self)
 
     def write_batch(self, values: list[Any]) -> None:
         self._file.write(encode_records(values))
+
+    def flush_on_stop(self, deadline: float) -> None:
+        if not self._file.closed:
+            self._file.flush()
 
     def snapshot(self) -> int:
         self._file.flush()
