@@ -267,6 +267,10 @@ class UserSettings(_Section):
     idle_seconds: float = Field(3600.0, gt=0)
     max_users: int = Field(1_000_000, gt=0)
     shards: int = Field(64, gt=0, le=4096)
+    # How far behind the slowest partition's newest event a user's event waits to be
+    # judged in event-time order; None = windows.allowed_lateness_seconds.
+    order_lateness_seconds: Optional[float] = Field(None, ge=0)
+    max_held_events: int = Field(2_000_000, gt=0)
 
 
 class StdoutSinkSettings(_Section):

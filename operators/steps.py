@@ -23,7 +23,7 @@ from config import Settings
 from operators.parse import ParsedChunk
 from operators.records import TransactionBatch
 from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
-from operators.user_risk import UserRisk
+from operators.user_risk import UserEvents, UserShard
 
 REGIONS_KEY = "regions"
 """Every region's summary goes to one key: the windows judge all regions at once."""
@@ -45,8 +45,8 @@ class ChunkStreams:
     region_summaries: Stream[tuple[str, RegionSummary]]
     """Per (region, second) counts and the partition's watermark, all under one key."""
 
-    user_batches: Stream[tuple[str, list]]
-    """Per user-shard event lists, keyed by shard."""
+    user_batches: Stream[ParsedChunk]
+    """Every chunk: its per user-shard event lists and its partition's progress (every shard needs it)."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,17 @@ def _region_summary(chunk: ParsedChunk) -> tuple[str, RegionSummary]:
     )
 
 
-def _user_batches(chunk: ParsedChunk) -> list[tuple[str, list]]:
-    return [(str(shard), events) for shard, events in chunk.user_events.items()]
+_NO_EVENTS: list = []
+
+
+def _user_batches(shard_keys: list[str], chunk: ParsedChunk) -> list[tuple[str, UserEvents]]:
+    """One item per shard, events or not: every shard must see every partition's progress."""
+    events = chunk.user_events
+    part, n_parts, watermark, done, idle = chunk.part, chunk.n_parts, chunk.watermark, chunk.done, chunk.idle
+    return [
+        (key, UserEvents(part, n_parts, watermark, done, idle, events.get(shard, _NO_EVENTS)))
+        for shard, key in enumerate(shard_keys)
+    ]
 
 
 def _transactions(chunk: ParsedChunk) -> Optional[tuple[str, TransactionBatch]]:
@@ -88,7 +97,7 @@ def split_chunks(step_id: str, chunks: Stream[ParsedChunk]) -> ChunkStreams:
         fraud_alerts=op.flat_map("fraud_alerts", chunks, lambda chunk: chunk.alerts),
         transactions=op.filter_map("transaction_batches", chunks, _transactions),
         region_summaries=op.map("region_summaries", chunks, _region_summary),
-        user_batches=op.flat_map("user_shards", chunks, _user_batches),
+        user_batches=chunks,
     )
 
 
@@ -137,24 +146,31 @@ def region_windows(step_id: str, summaries: Stream[tuple[str, RegionSummary]], s
     )
 
 
-class _UserRiskLogic(StatefulBatchLogic[list, dict, bytes]):
-    """Bytewax shell around :class:`UserRisk`; discards a shard with no users left."""
+class _UserRiskLogic(StatefulBatchLogic[UserEvents, dict, bytes]):
+    """Bytewax shell around :class:`UserShard`.
+
+    A shard is kept even when it has no users: it remembers how far every
+    partition has come (an ended partition never reports again), and the
+    number of shards is fixed and small.
+    """
 
     def __init__(self, settings: Settings, state: Optional[bytes]) -> None:
-        self.risk = UserRisk(settings.rules, settings.users, state)
+        self.shard = UserShard(settings.rules, settings.users, settings.windows.allowed_lateness_seconds, state)
 
-    def on_batch(self, values: list[list]) -> tuple[list[dict], bool]:
-        out: list[dict] = []
-        for events in values:
-            out.extend(self.risk.process(events))
-        return out, len(self.risk) == 0
+    def on_batch(self, values: list[UserEvents]) -> tuple[list[dict], bool]:
+        return self.shard.add(values, time.time()), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[dict], bool]:
+        return self.shard.flush(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return self.risk.snapshot()
+        return self.shard.snapshot()
 
 
 @operator
-def user_risk(step_id: str, user_batches: Stream[tuple[str, list]], settings: Settings) -> Stream[dict]:
-    """Velocity, amount-spike and impossible-travel alerts, per user shard."""
+def user_risk(step_id: str, chunks: Stream[ParsedChunk], settings: Settings) -> Stream[dict]:
+    """Velocity, amount-spike and impossible-travel alerts, per user shard, in event-time order."""
+    shard_keys = [str(shard) for shard in range(settings.users.shards)]
+    user_batches = op.flat_map("user_shards", chunks, lambda chunk: _user_batches(shard_keys, chunk))
     alerts = op.stateful_batch("risk", user_batches, lambda state: _UserRiskLogic(settings, state))
     return op.map("drop_shard_key", alerts, lambda keyed: keyed[1])

@@ -25,20 +25,32 @@ Rules, each with a cooldown so a burst raises one alert, not one per event
 - IMPOSSIBLE_TRAVEL: a payment from a different region than the user's
   previous one within ``window_seconds``.
 
-Order: a user's events are judged in arrival order. Producers key by
-user_id (the producer command does), so a user's events come through one
-source partition and arrive in the same order on every run and worker count.
+Order: a user's events are judged in event-time order (ties by transaction
+id), whatever partitions they come through and however far apart those
+partitions are in event time. :class:`UserShard` holds each chunk's events
+(:mod:`operators.event_order`) until the frontier of every source partition
+(:mod:`operators.partition_clock`) has passed them, minus
+``users.order_lateness_seconds``, and only then hands them to the rules; the
+cost is that wait, added to alert latency (docs/architecture.md, "User rules
+in event-time order"). An event that arrives behind what was already judged
+(a partition back from idle, a forced release, disorder beyond the wait) is
+judged on arrival: the rules accept events out of order, they just judge them
+against the state as it is.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import pickle
 from bisect import bisect_left, bisect_right, insort
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
 from config.settings import RuleSettings, UserSettings
 from operators import alerts
+from operators.event_order import EventTimeBuffer
+from operators.partition_clock import PartitionClock
 
 # Per-user state is a list (cheaper than an object; pickled at snapshots).
 _LAST_TS = 0  # newest event time seen for the user
@@ -61,10 +73,92 @@ def _last_ts(item: tuple[str, list]) -> float:
     return item[1][_LAST_TS]
 
 
+@dataclass(slots=True)
+class UserEvents:
+    """What one user shard needs from one parsed chunk.
+
+    Every chunk sends one to every shard, with or without events, so that each
+    shard knows how far every partition has come and releases held events as
+    soon as the slowest one has passed them.
+    """
+
+    part: str
+    n_parts: int
+    watermark: Optional[float]
+    done: bool
+    idle: bool
+    events: list  # [(user_id, ts, amount, region, transaction_id), ...]
+
+
+# Snapshot of a shard: (SNAPSHOT_TAG, version, rules state, clock state, buffer state).
+# Version 1 (before event-time order) was the bare rules state, a 3-tuple.
+SNAPSHOT_TAG = "paywatch.user_shard"
+SNAPSHOT_VERSION = 2
+
+
+class UserShard:
+    """One user shard: partition frontier, held events and the rules, with one snapshot.
+
+    :arg allowed_lateness: ``windows.allowed_lateness_seconds``, the lag of the
+        partition watermarks behind each partition's newest event.
+    :arg state: what :meth:`snapshot` returned (or a version 1 snapshot of
+        :class:`UserRisk`, migrated: no partition heard from, nothing held).
+    :raises ValueError: for a snapshot of an unknown format.
+    """
+
+    def __init__(
+        self, rules: RuleSettings, users: UserSettings, allowed_lateness: float, state: Optional[bytes] = None
+    ) -> None:
+        hold = users.order_lateness_seconds
+        # The clock's frontier is min over partitions of (newest - allowed lateness);
+        # events wait until min(newest) - hold has passed them.
+        self._offset = allowed_lateness - (allowed_lateness if hold is None else hold)
+        max_held = max(1, users.max_held_events // users.shards)
+        risk_state, clock_state, buffer_state = _load_shard(state) if state is not None else (None, None, None)
+        self.risk = UserRisk(rules, users, risk_state)
+        self.clock = PartitionClock(clock_state)
+        self.held = EventTimeBuffer(max_held, buffer_state)
+
+    def add(self, batch: list[UserEvents], now: float) -> list[dict[str, Any]]:
+        """Take a batch of chunk slices; judge every held event the frontier has passed.
+
+        :arg now: wall clock, for partitions that have gone idle.
+        """
+        clock, held = self.clock, self.held
+        for item in batch:
+            clock.report(item.part, item.n_parts, item.watermark, item.done, item.idle, now)
+            if item.events:
+                held.add(item.events)
+        if not held.held:
+            return []
+        ready = held.release(clock.advance(now) + self._offset)
+        return self.risk.process(ready) if ready else []
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Judge everything still held (the input has ended)."""
+        ready = self.held.release(math.inf)
+        return self.risk.process(ready) if ready else []
+
+    def snapshot(self) -> bytes:
+        """Pickled now, so later mutation cannot leak into the snapshot."""
+        state = (SNAPSHOT_TAG, SNAPSHOT_VERSION, self.risk.state(), self.clock.state(), self.held.state())
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _load_shard(snapshot: bytes) -> tuple[Any, Any, Any]:
+    """``(rules, clock, buffer)`` states from a snapshot of any known version."""
+    state = pickle.loads(snapshot)
+    if isinstance(state, tuple) and len(state) == 5 and state[0] == SNAPSHOT_TAG and state[1] == SNAPSHOT_VERSION:
+        return state[2], state[3], state[4]
+    if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], dict):
+        return state, None, None  # version 1: the rules' state only
+    raise ValueError(f"user_risk: unknown snapshot format {type(state).__name__} (not written by this release)")
+
+
 class UserRisk:
     """The users of one shard and the rules applied to them."""
 
-    def __init__(self, rules: RuleSettings, users: UserSettings, state: Optional[bytes] = None) -> None:
+    def __init__(self, rules: RuleSettings, users: UserSettings, state: Union[bytes, tuple, None] = None) -> None:
         self.velocity = rules.velocity
         self.spike = rules.amount_spike
         self.travel = rules.impossible_travel
@@ -75,11 +169,15 @@ class UserRisk:
         self.newest = _NEVER
         self.next_sweep = _NEVER
         if state is not None:
-            self.users, self.newest, self.next_sweep = pickle.loads(state)
+            self.users, self.newest, self.next_sweep = pickle.loads(state) if isinstance(state, bytes) else state
+
+    def state(self) -> tuple:
+        """The users and sweep clock (live objects: pickle before mutating again)."""
+        return (self.users, self.newest, self.next_sweep)
 
     def snapshot(self) -> bytes:
         """Pickled now, so later mutation cannot leak into the snapshot."""
-        return pickle.dumps((self.users, self.newest, self.next_sweep), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(self.state(), protocol=pickle.HIGHEST_PROTOCOL)
 
     def __len__(self) -> int:
         return len(self.users)

@@ -5,7 +5,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from config import load_settings
-from operators.user_risk import UserRisk
+from operators.user_risk import UserEvents, UserRisk, UserShard
 from tests.events import T0
 
 S = load_settings(environ={})
@@ -202,3 +202,135 @@ def test_rules_match_a_naive_reference(steps, batch):
         r = UserRisk(TIGHT.rules, TIGHT.users, r.snapshot())  # a resume between batches changes nothing
         got += [(a["type"], a["user_id"], a["transaction_id"]) for a in r.process(events[start : start + batch])]
     assert got == _reference_alerts(events, TIGHT.rules, TIGHT.users.idle_seconds)
+
+
+# -- event-time order across partitions (UserShard) ---------------------------------
+
+LATENESS = 15  # the steps above put an event at most 15 s behind its predecessors
+ORDERED = load_settings(
+    environ={},
+    overrides={
+        "rules": TIGHT.rules.model_dump(),
+        "users": {"idle_seconds": 3600, "shards": 1},
+        "windows": {"allowed_lateness_seconds": LATENESS},
+    },
+)
+
+
+def shard(state=None, **users):
+    s = load_settings(environ={}, overrides={"users": {"shards": 1, **users}}) if users else ORDERED
+    return UserShard(s.rules, s.users, LATENESS, state)
+
+
+def chunk(part, events, n_parts=2, done=False, idle=False, lateness=LATENESS, newest=None):
+    """A chunk slice as the parse step would send it (the watermark is the newest time minus lateness)."""
+    if newest is None:
+        newest = max((e[1] for e in events), default=None)
+    return UserEvents(part, n_parts, None if newest is None else newest - lateness, done, idle, events)
+
+
+def keys(alerts):
+    return [(a["type"], a["user_id"], a["transaction_id"]) for a in alerts]
+
+
+def test_a_spike_ahead_of_its_history_is_judged_after_it():
+    """The issue's case: the spike comes through a partition that is ahead of the one with the history."""
+    history = [ev(i, i * 100, amount=20.0) for i in range(5)]
+    spike = [ev(9, 700, amount=400.0)]
+    s = shard()
+    out = s.add([chunk("fast", spike, newest=T0 + 4000)], now=0)
+    assert out == [] and len(s.held) == 1  # held: the slow partition has not reported yet
+    out = s.add([chunk("slow", history)], now=0)
+    assert out == []  # the slow partition's frontier (400 - 15) is still before the spike
+    out = s.add([chunk("slow", [], newest=T0 + 1000)], now=0)
+    assert keys(out) == [("AMOUNT_SPIKE", "u1", "t9")] and len(s.held) == 0
+
+
+def test_a_partition_that_ends_stops_holding_events_back():
+    s = shard()
+    s.add([chunk("a", [ev(0, 0, region="EU")])], now=0)
+    out = s.add([chunk("b", [ev(1, 60, region="US")], done=True)], now=0)
+    assert out == []  # a's frontier is -15 s: nothing passed
+    out = s.add([chunk("a", [], done=True)], now=0)
+    assert keys(out) == [("IMPOSSIBLE_TRAVEL", "u1", "t1")]
+
+
+def test_an_idle_partition_does_not_hold_events_back():
+    s = shard()
+    s.add([chunk("a", [ev(0, 0, region="EU")])], now=0)
+    s.add([chunk("b", [ev(1, 60, region="US")], newest=T0 + 100)], now=0)
+    out = s.add([chunk("a", [], idle=True, newest=T0)], now=0)
+    assert keys(out) == [("IMPOSSIBLE_TRAVEL", "u1", "t1")]  # b's frontier (85 s) passed both
+
+
+def test_zero_order_lateness_judges_an_in_order_event_with_the_next_one():
+    s = shard(order_lateness_seconds=0)
+    out = s.add([chunk("a", [ev(0, 0, region="EU"), ev(1, 1, region="US")], n_parts=1)], now=0)
+    assert out == []  # the newest event (1 s) waits for the partition to pass it
+    out = s.add([chunk("a", [ev(2, 1.001, user="u2")], n_parts=1)], now=0)
+    assert keys(out) == [("IMPOSSIBLE_TRAVEL", "u1", "t1")]
+    assert keys(shard(order_lateness_seconds=0).flush()) == []
+
+
+def test_end_of_input_judges_everything_held():
+    s = shard()
+    s.add([chunk("a", [ev(0, 0, region="EU"), ev(1, 60, region="US")])], now=0)
+    assert keys(s.flush()) == [("IMPOSSIBLE_TRAVEL", "u1", "t1")]
+
+
+def test_held_events_are_capped_and_leave_in_order():
+    s = shard(max_held_events=4)
+    s.add([chunk("slow", [], newest=T0)], now=0)
+    out = s.add([chunk("fast", [ev(i, 100 + i, region="EU" if i < 5 else "US") for i in range(7)])], now=0)
+    assert len(s.held) <= 4 and s.held.forced == 7 - len(s.held)
+    out += s.flush()
+    assert keys(out) == [("IMPOSSIBLE_TRAVEL", "u1", "t5")]
+
+
+def test_version_1_snapshot_migrates():
+    old = risk()
+    old.process([ev(i, i * 100, amount=20.0) for i in range(5)])
+    s = UserShard(S.rules, S.users, S.windows.allowed_lateness_seconds, old.snapshot())
+    assert list(s.risk.users) == ["u1"] and len(s.held) == 0
+    out = s.add([chunk("a", [ev(5, 600, amount=400.0)], n_parts=1, done=True)], now=0)
+    assert keys(out) == [("AMOUNT_SPIKE", "u1", "t5")]
+
+
+def test_unknown_snapshot_format_fails_clearly():
+    import pickle
+
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown snapshot format"):
+        shard(pickle.dumps(("paywatch.user_shard", 99, None, None, None)))
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(
+    steps=_steps,
+    n_parts=st.integers(1, 4),
+    assignment=st.lists(st.integers(0, 3), min_size=200, max_size=200),
+    rnd=st.randoms(use_true_random=False),
+)
+def test_any_arrival_order_matches_the_reference_in_event_time_order(steps, n_parts, assignment, rnd):
+    """Events spread over partitions, read interleaved in chunks of any size, with resumes in between:
+    the alerts are the naive reference's on the events sorted by (event time, transaction id)."""
+    now, events = float(T0), []
+    for i, (user, gap, behind, amount, region) in enumerate(steps):
+        now += gap
+        events.append((user, now - behind, amount, region, f"t{i}"))
+    queues = [[e for i, e in enumerate(events) if assignment[i] % n_parts == p] for p in range(n_parts)]
+    newest = [None] * n_parts
+    s, got = shard(), []
+    while any(queues):
+        p = rnd.choice([p for p in range(n_parts) if queues[p]])
+        size = rnd.randint(1, 25)
+        part_events, queues[p] = queues[p][:size], queues[p][size:]
+        top = max(e[1] for e in part_events)
+        newest[p] = top if newest[p] is None else max(newest[p], top)
+        got += keys(s.add([chunk(f"p{p}", part_events, n_parts, done=not queues[p], newest=newest[p])], now=0))
+        if rnd.random() < 0.2:
+            s = shard(s.snapshot())  # a resume changes nothing
+    got += keys(s.flush())  # partitions that never had an event never reported: end of input
+    ordered = sorted(events, key=lambda e: (e[1], e[4]))
+    assert got == _reference_alerts(ordered, ORDERED.rules, ORDERED.users.idle_seconds)
