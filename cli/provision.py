@@ -143,7 +143,7 @@ class Provisioner:
         return made
 
     def _subscriptions(self, topic_arn: str) -> set[tuple[str, str]]:
-        found = set()
+        found: set[tuple[str, str]] = set()
         for page in self.sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
             found.update((s["Protocol"], s["Endpoint"]) for s in page["Subscriptions"])
         return found

@@ -99,7 +99,7 @@ def _tune_garbage_collector() -> None:
 
 def banner(settings: Settings, store: Optional[RecoveryStore] = None) -> str:
     """A few lines for whoever started the flow: what it reads, where results go, what it resumes."""
-    source = settings.source.type
+    source: str = settings.source.type
     if source == "simulator":
         sim = settings.simulator
         pace = f"{sim.rate:g} events/s" if sim.rate else "as fast as possible"

@@ -35,7 +35,7 @@ class Flushable(Protocol):
 
 _FLUSHABLE: weakref.WeakSet[Any] = weakref.WeakSet()
 _LOCK = threading.Lock()
-_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+_NAMES: dict[int, str] = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 
 def flush_on_stop(target: Flushable) -> None:

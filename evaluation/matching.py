@@ -165,7 +165,7 @@ def match(
         report.detected += 1
         report.open_delays.append(round(t - hit.start, 3))
         if alert["type"] in REGION_TYPES:
-            closed = resolved.get(hit.open_id)
+            closed = resolved.get(hit.open_id) if hit.open_id is not None else None
             if closed is None:
                 report.unresolved += 1
             else:

@@ -126,7 +126,8 @@ def render(
         ax.plot(ticks, [row] * len(ticks), marker="|", ms=14, ls="none", color="#999999")
         near = [_dt(lab["start"]) for lab in labels if lab["type"] == alert_type and not lab["expected"]]
         ax.plot(near, [row + 0.25] * len(near), marker="|", ms=8, ls="none", color="#ff9896")
-        hits, misses = [], []
+        hits: list[datetime] = []
+        misses: list[datetime] = []
         for alert in alerts:
             if alert["type"] == alert_type and alert["state"] == "OPEN":
                 (misses if alert["alert_id"] in false_ids else hits).append(_dt(alert["event_time"]))

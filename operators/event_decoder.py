@@ -81,7 +81,8 @@ class EventDecoder:
 
     def __init__(self, max_id_length: int) -> None:
         self._one = msgspec.json.Decoder(event_type(max_id_length))
-        self._many = msgspec.json.Decoder(list[event_type(max_id_length, added_fields=False)])
+        # The struct is built at run time, which a static checker cannot follow.
+        self._many = msgspec.json.Decoder(list[event_type(max_id_length, added_fields=False)])  # type: ignore[misc]
 
     def decode(self, lines: list[bytes]) -> tuple[list[Any], Optional[list[int]], list[tuple[int, Exception]], bool]:
         """Decode ``lines``.
@@ -100,7 +101,8 @@ class EventDecoder:
                 if len(events) == len(lines):
                     return events, None, [], b"\n" not in buffer
         decode_one = self._one.decode
-        events, indices, rejected = [], [], []
+        rejected: list[tuple[int, Exception]] = []
+        events, indices = [], []
         for index, raw in enumerate(lines):
             try:
                 events.append(decode_one(raw))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -259,13 +260,12 @@ class ChunkParser:
         lines = chunk.lines
         events, indices, rejected, plain = self._decoder.decode(lines)
         for index, _exc in rejected:
-            record = self._rejected(chunk, index, lines[index])
-            if record is not None:
-                dead.append((index, record))
-        if indices is None:
-            indices = range(len(lines))
+            rejection = self._rejected(chunk, index, lines[index])
+            if rejection is not None:
+                dead.append((index, rejection))
+        line_of: Sequence[int] = range(len(lines)) if indices is None else indices
 
-        for index, ev in zip(indices, events, strict=False):
+        for index, ev in zip(line_of, events, strict=False):
             raw = lines[index]
             # Types, lengths and signs are checked; what remains is syntax.
             ts_value = ev.timestamp
@@ -324,7 +324,9 @@ class ChunkParser:
 
             # The raw object up to its closing brace, then the enrichment.
             # The rare paths need the event as a dict: orjson's, as before.
-            record = head = None
+            # Any: None until a path below needs them, and a hot loop is no place to re-check.
+            record: Any = None
+            head: Any = None
             rewrite = False
             if transaction_lines:
                 # The usual line ends at its closing brace: no search needed.

@@ -197,6 +197,7 @@ class RegionWindows:
                 return out
             st.slide_end = first // hop * hop + hop
             st.minute_end = first // MINUTE * MINUTE + MINUTE
+        assert st.minute_end is not None, "the cursors start together"
         while True:
             end = min(st.slide_end, st.minute_end)
             if end > limit:

@@ -73,7 +73,7 @@ class KafkaSource(FixedPartitionedSource[RawChunk, int]):
         if self._parts is None:
             consumer = KafkaConsumer(**consumer_config(self._settings, self._batch_size))
             try:
-                parts = []
+                parts: list[str] = []
                 for topic in self._settings.topics:
                     indexes = consumer.partitions_for_topic(topic)
                     if not indexes:

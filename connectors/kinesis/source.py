@@ -181,6 +181,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         if start == "TRIM_HORIZON":
             return {self._root: "TRIM_HORIZON"}
         if start == "AT_TIMESTAMP":
+            assert self._s.starting_timestamp is not None, "settings refuse AT_TIMESTAMP without a timestamp"
             at = f"{_AT}{self._s.starting_timestamp.timestamp()}"
             return {sid: at for sid in self._shards}
         # LATEST: closed shards hold only the past; resume from the start instant.

@@ -447,20 +447,20 @@ def _impossible_travel(p: _Planner, kind: str, lo: float, hi: float) -> None:
         if hi <= lo:
             return
         t = rng.uniform(lo, hi)
-        user = p.pool_user(t, lambda u: True)
-        if user is None:
+        pooled = p.pool_user(t, lambda u: True)
+        if pooled is None:
             return
-        home = p.ctx.home_region(user)
+        home = p.ctx.home_region(pooled)
         away = (home + rng.randrange(1, regions)) % regions
-        amount = p.odd_cents(p.ctx.typical_amount(user) * rng.uniform(0.8, 1.2))
-        index = p.inject(t, p.event(f"u{user}", away, amount, p.ctx.currency(user)))
+        amount = p.odd_cents(p.ctx.typical_amount(pooled) * rng.uniform(0.8, 1.2))
+        index = p.inject(t, p.event(f"u{pooled}", away, amount, p.ctx.currency(pooled)))
         if index is not None:
             when = p.time_of(index)
             # The trip home is the same incident: the label spans the travel window.
             p.label(
                 kind,
                 IMPOSSIBLE_TRAVEL,
-                f"u{user}",
+                f"u{pooled}",
                 when,
                 when + 1800.0,
                 True,

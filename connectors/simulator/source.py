@@ -223,6 +223,8 @@ class EventGenerator:
         :returns: ``(index, user_id, payload)`` triples (at most
             ``max_events``) and the next index to scan.
         """
+        if part is not None and owner is None:
+            raise ValueError("scan: a partition's scan needs the owner of every pool user")
         out: list[tuple[int, str, bytes]] = []
         pop = self.pop
         user_ids, regions_of, typical, currency, device = (
@@ -267,7 +269,7 @@ class EventGenerator:
                         continue
                     late_by = crafted["late_by"]
                 user = self.user_of(i)
-                if part is not None and owner[user] != part:
+                if owner is not None and part is not None and owner[user] != part:
                     continue
                 region = regions_of[user]
                 h = _mix(seed_key + i * _GAMMA & _MASK)

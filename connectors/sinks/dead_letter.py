@@ -223,6 +223,7 @@ def build_dead_letter_writer(settings: Settings) -> DeadLetterWriter:
     if dl.type == "sqs":
         from connectors.aws.client import aws_client
 
+        assert dl.sqs_queue_url, "settings refuse type sqs without sqs_queue_url"
         return SqsDeadLetterWriter(aws_client("sqs", settings), dl.sqs_queue_url)
     return JsonlDeadLetterWriter(jsonl_path(settings))
 

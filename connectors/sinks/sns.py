@@ -133,7 +133,7 @@ class SnsSink(BufferedAwsSink):
         def send(chunk: list[dict[str, Any]]) -> SendResult:
             entries = [dict(entry, Id=str(i)) for i, entry in enumerate(chunk)]
             response = client.publish_batch(TopicArn=topic_arn(), PublishBatchRequestEntries=entries)
-            result = SendResult()
+            result: SendResult[dict[str, Any]] = SendResult()
             for failed in response.get("Failed", []):
                 unit = chunk[int(failed["Id"])]
                 failure = record_failure(

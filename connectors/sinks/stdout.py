@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -31,7 +32,11 @@ def format_dead_letter(record: dict[str, Any]) -> str:
     )
 
 
-_FORMATS = {"alert": format_alert, "metrics": format_minute, "dead_letter": format_dead_letter}
+_FORMATS: dict[str, Callable[[Any], str]] = {
+    "alert": format_alert,
+    "metrics": format_minute,
+    "dead_letter": format_dead_letter,
+}
 
 
 class _StdoutPartition(StatelessSinkPartition[tuple[str, Any]]):
