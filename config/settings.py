@@ -20,6 +20,7 @@ class KafkaSourceSettings(_Section):
     """Kafka source (and producer target). Secrets never live here: the
     ``*_password_env`` keys name environment variables that hold them."""
 
+    client: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
     brokers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
     topic: str | list[str] = "payments"
     starting_offset: Literal["earliest", "latest"] = "earliest"
@@ -54,6 +55,8 @@ class KafkaSourceSettings(_Section):
             self.sasl_username and self.sasl_password_env
         ):
             raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password_env")
+        if self.client == "confluent-kafka" and self.sasl_mechanism == "AWS_MSK_IAM":
+            raise ValueError("sasl_mechanism AWS_MSK_IAM needs client kafka-python (librdkafka has no MSK IAM signer)")
         return self
 
 

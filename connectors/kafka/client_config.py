@@ -65,3 +65,33 @@ def consumer_config(settings: KafkaSourceSettings, max_poll_records: int) -> dic
         check_crcs=True,
     )
     return config
+
+
+def librdkafka_config(settings: KafkaSourceSettings, environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """The same connection and security settings in librdkafka's names (confluent-kafka clients).
+
+    :raises ValueError: a password variable named in the settings is unset,
+        or the SASL mechanism has no librdkafka equivalent here.
+    """
+    environ = os.environ if environ is None else environ
+    config: dict[str, Any] = {
+        "bootstrap.servers": ",".join(settings.brokers),
+        "client.id": settings.client_id,
+        "security.protocol": settings.security_protocol.lower(),
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        tls = {
+            "ssl.ca.location": settings.ssl_cafile,
+            "ssl.certificate.location": settings.ssl_certfile,
+            "ssl.key.location": settings.ssl_keyfile,
+            "ssl.key.password": _secret(environ, settings.ssl_password_env, "ssl_password_env"),
+        }
+        config.update({key: value for key, value in tls.items() if value is not None})
+        config["ssl.endpoint.identification.algorithm"] = "https" if settings.ssl_check_hostname else "none"
+    if settings.sasl_mechanism == "AWS_MSK_IAM":
+        raise ValueError("source.kafka.sasl_mechanism: AWS_MSK_IAM needs source.kafka.client kafka-python")
+    if settings.sasl_mechanism is not None:
+        config["sasl.mechanisms"] = settings.sasl_mechanism
+        config["sasl.username"] = settings.sasl_username
+        config["sasl.password"] = _secret(environ, settings.sasl_password_env, "sasl_password_env")
+    return config

@@ -19,6 +19,10 @@ def build_source(settings: Settings) -> FixedPartitionedSource:
 
         return JsonlFileSource(settings.source.path, batch_size)
     if kind == "kafka":
+        if settings.source.kafka.client == "confluent-kafka":
+            from connectors.kafka.confluent_source import ConfluentKafkaSource
+
+            return ConfluentKafkaSource(settings.source.kafka, batch_size, settings.source.idle_partition_seconds)
         from connectors.kafka.source import KafkaSource
 
         return KafkaSource(settings.source.kafka, batch_size, settings.source.idle_partition_seconds)

@@ -1,0 +1,247 @@
+"""Kafka source on confluent-kafka (librdkafka): the fast path.
+
+kafka-python decodes every record in pure Python (10-15 us each), which in
+one process caps the flow at the serial bound 1/(1/consumer + 1/pipeline).
+librdkafka fetches and decodes in C threads outside the GIL; what is left in
+Python is one ``consume`` call per batch and one ``value()``/``offset()``
+per record. Selected with ``source.kafka.client: confluent-kafka``.
+
+The partition names (``kafka:topic/N``) and the snapshot (the next offset to
+read) are the same as :mod:`connectors.kafka.source`'s, so a flow can switch
+clients and resume from the same recovery directory. Bounded mode and
+``starting_offset: latest`` use the high watermark that fetch responses
+carry (``get_watermark_offsets(cached=True)``), not ListOffsets, for the
+reason given in DESIGN.md (Tansu answers ListOffsets(latest) with the base
+offset of the last batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, Optional
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from config.settings import KafkaSourceSettings
+from connectors.kafka.client_config import librdkafka_config
+from connectors.kafka.source import part_name
+from observability.source_lag import clear_lag, set_lag
+from operators.records import RawChunk
+
+logger = logging.getLogger(__name__)
+
+_IDLE_EMIT_SECONDS = 1.0
+_EMPTY_POLL_PAUSE = timedelta(milliseconds=20)
+_PROBE_TIMEOUT_SECONDS = 30.0
+_METADATA_TIMEOUT_SECONDS = 30.0
+_NO_OFFSET = -1001  # librdkafka's "invalid offset": no fetch has answered yet
+
+
+def consumer_config(settings: KafkaSourceSettings) -> dict[str, Any]:
+    """A group-less consumer: recovery, not the broker, owns offsets."""
+    config = librdkafka_config(settings)
+    config.update(
+        {
+            # librdkafka wants a group id even for assign(); nothing is committed to it.
+            "group.id": f"{settings.client_id}-unused",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+            "max.partition.fetch.bytes": settings.max_partition_fetch_bytes,
+            "check.crcs": True,
+        }
+    )
+    return config
+
+
+class ConfluentKafkaSource(FixedPartitionedSource[RawChunk, int]):
+    """Reads the configured topic(s) as :class:`RawChunk` batches with librdkafka."""
+
+    def __init__(self, settings: KafkaSourceSettings, batch_size: int, idle_seconds: float) -> None:
+        self._settings = settings
+        self._batch_size = batch_size
+        self._idle_seconds = idle_seconds
+        self._parts: Optional[list[str]] = None
+
+    def list_parts(self) -> list[str]:
+        """One partition name per topic-partition.
+
+        :raises ValueError: a configured topic does not exist.
+        """
+        if self._parts is None:
+            consumer = Consumer(consumer_config(self._settings))
+            try:
+                parts = []
+                for topic in self._settings.topics:
+                    meta = consumer.list_topics(topic, timeout=_METADATA_TIMEOUT_SECONDS).topics.get(topic)
+                    if meta is None or meta.error is not None or not meta.partitions:
+                        raise ValueError(
+                            f"source.kafka.topic: topic {topic!r} does not exist on {self._settings.brokers}"
+                        )
+                    parts.extend(part_name(topic, i) for i in sorted(meta.partitions))
+            finally:
+                consumer.close()
+            self._parts = parts
+        return list(self._parts)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> ConfluentKafkaPartition:
+        topic, _, index = for_part[len("kafka:") :].rpartition("/")
+        return ConfluentKafkaPartition(
+            self._settings,
+            topic,
+            int(index),
+            n_parts=len(self.list_parts()),
+            resume_offset=resume_state,
+            batch_size=self._batch_size,
+            idle_seconds=self._idle_seconds,
+        )
+
+
+class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
+    """One topic-partition; its snapshot is the next offset to read."""
+
+    def __init__(
+        self,
+        settings: KafkaSourceSettings,
+        topic: str,
+        partition: int,
+        n_parts: int,
+        resume_offset: Optional[int],
+        batch_size: int,
+        idle_seconds: float,
+    ) -> None:
+        self._topic, self._partition = topic, partition
+        self._name = part_name(topic, partition)
+        self._origin = f"{topic}/{partition}"
+        self._n_parts = n_parts
+        self._batch_size = batch_size
+        self._idle_seconds = idle_seconds
+        self._end: Optional[int] = None
+        self._pending: list[Any] = []
+        self._finished = False
+        self._awake: Optional[datetime] = None
+        self._last_data = time.monotonic()
+        self._last_idle_emit = 0.0
+        self._consumer = Consumer(consumer_config(settings))
+        try:
+            self._offset = self._start(settings, resume_offset)
+        except BaseException:
+            self._consumer.close()
+            raise
+        logger.info(
+            "kafka %s: reading from offset %d%s (confluent-kafka)",
+            self._origin,
+            self._offset,
+            f" up to {self._end}" if self._end is not None else "",
+        )
+
+    def _start(self, settings: KafkaSourceSettings, resume_offset: Optional[int]) -> int:
+        if resume_offset is not None:
+            start = resume_offset
+        elif settings.starting_offset == "earliest":
+            start = OFFSET_BEGINNING
+        else:
+            start = OFFSET_BEGINNING  # placed at the high watermark below, once a fetch has carried it
+        self._consumer.assign([TopicPartition(self._topic, self._partition, start)])
+        latest = resume_offset is None and settings.starting_offset == "latest"
+        if settings.bounded or latest:
+            highwater = self._probe_highwater()
+            if latest:
+                self._pending = []
+                self._consumer.seek(TopicPartition(self._topic, self._partition, highwater))
+                start = highwater
+            if settings.bounded:
+                self._end = highwater
+        if start == OFFSET_BEGINNING:
+            low, _ = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._partition), timeout=_METADATA_TIMEOUT_SECONDS
+            )
+            first = self._pending[0].offset() if self._pending else low
+            start = min(low, first)
+        return start
+
+    def _highwater(self) -> Optional[int]:
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), cached=True)
+        return None if high is None or high < 0 else high
+
+    def _probe_highwater(self) -> int:
+        """Fetch until a response carries the high watermark; keep what it read."""
+        deadline = time.monotonic() + _PROBE_TIMEOUT_SECONDS
+        while True:
+            self._pending.extend(self._consume(timeout=0.1))
+            highwater = self._highwater()
+            if highwater is not None:
+                return highwater
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"kafka {self._origin}: no fetch response within {_PROBE_TIMEOUT_SECONDS}s")
+
+    def _consume(self, timeout: float) -> list[Any]:
+        messages = self._consumer.consume(self._batch_size, timeout)
+        good = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                good.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                if error.fatal():
+                    raise KafkaException(error)
+                logger.warning("kafka %s: %s", self._origin, error)
+        return good
+
+    def next_batch(self) -> list[RawChunk]:
+        if self._finished:
+            raise StopIteration()
+        if self._end is not None and self._offset >= self._end:
+            self._finished = True
+            set_lag("kafka", self._origin, 0)
+            logger.info("kafka %s: bounded read done at offset %d", self._origin, self._offset)
+            return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, done=True)]
+        if self._pending:
+            messages, self._pending = self._pending, []
+        else:
+            messages = self._consume(timeout=0)
+        if messages:
+            offsets = [m.offset() for m in messages]
+            if offsets[0] < self._offset or (self._end is not None and offsets[-1] >= self._end):
+                end = self._end if self._end is not None else float("inf")
+                kept = [(m, o) for m, o in zip(messages, offsets, strict=True) if self._offset <= o < end]
+                messages, offsets = [m for m, _ in kept], [o for _, o in kept]
+        highwater = self._highwater()
+        now = time.monotonic()
+        if not messages:
+            if self._end is not None:
+                position = self._consumer.position([TopicPartition(self._topic, self._partition)])[0].offset
+                if position >= self._end:
+                    # Only control records or compacted-away offsets were left.
+                    self._offset = self._end
+                    return []
+            if highwater is not None:
+                set_lag("kafka", self._origin, max(0, highwater - self._offset))
+            self._awake = datetime.now(UTC) + _EMPTY_POLL_PAUSE
+            if now - self._last_data >= self._idle_seconds and now - self._last_idle_emit >= _IDLE_EMIT_SECONDS:
+                self._last_idle_emit = now
+                return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, idle=True)]
+            return []
+        self._awake = None
+        self._last_data = now
+        first, last = offsets[0], offsets[-1]
+        positions = None if last - first == len(offsets) - 1 else offsets
+        lines = [m.value() or b"" for m in messages]
+        self._offset = last + 1
+        if highwater is not None:
+            set_lag("kafka", self._origin, max(0, highwater - self._offset))
+        return [RawChunk(self._name, self._n_parts, lines, self._origin, first, positions)]
+
+    def next_awake(self) -> Optional[datetime]:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        clear_lag("kafka", self._origin)
+        self._consumer.close()
