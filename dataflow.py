@@ -33,11 +33,13 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource
 
 from config import Settings
+from config.loader import hash_key
 from connectors.sinks.outputs import Outputs, build_outputs
 from connectors.sources import build_source
 from connectors.sources.parsing import ParsingSource
 from observability import metrics
 from operators.parse import ChunkParser
+from operators.privacy import Redactor
 from operators.steps import region_windows, split_chunks, user_risk
 
 
@@ -61,12 +63,14 @@ def build_flow(
         with :class:`~operators.records.RawChunk` items); any partitioned
         source of raw chunks, parsed where it is read.
     :arg outputs: overrides the configured sinks.
+    :raises SettingsError: ``privacy.hash_fields`` set and no key in the environment.
     """
+    redactor = Redactor(settings.privacy, hash_key(settings))
     metrics.start_server(settings.metrics.port)
     source = source if source is not None else build_source(settings)
     outputs = outputs if outputs is not None else build_outputs(settings)
     lines = any(getattr(sink, "wants_transaction_lines", True) for sink in outputs.transactions)
-    parser = ChunkParser(settings, transaction_lines=lines)
+    parser = ChunkParser(settings, transaction_lines=lines, redactor=redactor)
     lateness = settings.windows.allowed_lateness_seconds
 
     flow = Dataflow("paywatch")

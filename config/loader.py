@@ -170,3 +170,28 @@ def load_settings(
     for warning in unmatched_environment(environ, settings):
         logger.warning("paywatch: %s", warning)
     return settings
+
+
+MIN_HASH_KEY_BYTES = 16
+
+
+def hash_key(settings: Settings, environ: Optional[Mapping[str, str]] = None) -> Optional[bytes]:
+    """The HMAC key for ``privacy.hash_fields``, read from the environment variable
+    ``privacy.hash_key_env`` names (a key in a settings file would be a secret in a file).
+
+    :returns: None when no field is hashed.
+    :raises SettingsError: fields to hash and no key (or a short one), naming the variable.
+    """
+    privacy = settings.privacy
+    if not privacy.hash_fields:
+        return None
+    environ = os.environ if environ is None else environ
+    key = environ.get(privacy.hash_key_env, "").encode()
+    if len(key) < MIN_HASH_KEY_BYTES:
+        state = "is not set" if not key else f"holds fewer than {MIN_HASH_KEY_BYTES} bytes"
+        raise SettingsError(
+            f"privacy.hash_fields {privacy.hash_fields} needs a key: the environment variable "
+            f"{privacy.hash_key_env} (privacy.hash_key_env) {state}; set it to a secret of at least "
+            f"{MIN_HASH_KEY_BYTES} bytes, the same for every process"
+        )
+    return key

@@ -388,6 +388,58 @@ class AwsSettings(_Section):
     endpoint_url: Optional[str] = None
 
 
+# Fields every event needs (dropping one would dead-letter every event), and
+# fields whose type is not a free string (a hash in their place is invalid).
+_REQUIRED_FIELDS = ("transaction_id", "timestamp", "payment_status", "region")
+_TYPED_FIELDS = ("timestamp", "payment_status", "amount", "currency")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class PrivacySettings(_Section):
+    """What never leaves Paywatch readable (operators/privacy.py, docs/security.md).
+
+    The hash key is never a setting: ``hash_key_env`` names the environment
+    variable that holds it.
+    """
+
+    mask_pans: bool = True
+    drop_fields: list[str] = Field(default_factory=list)
+    hash_fields: list[str] = Field(default_factory=list)
+    hash_key_env: str = Field("PAYWATCH_HASH_KEY", pattern=_ENV_NAME)
+
+    @field_validator("drop_fields", "hash_fields")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        if any(not name for name in names):
+            raise ValueError("field names must not be empty")
+        if len(set(names)) != len(names):
+            raise ValueError("a field is named twice")
+        return names
+
+    @field_validator("drop_fields")
+    @classmethod
+    def _not_required(cls, names: list[str]) -> list[str]:
+        required = sorted(set(names) & set(_REQUIRED_FIELDS))
+        if required:
+            raise ValueError(f"{required} are required by every event; dropping them rejects every event")
+        return names
+
+    @field_validator("hash_fields")
+    @classmethod
+    def _not_typed(cls, names: list[str]) -> list[str]:
+        typed = sorted(set(names) & set(_TYPED_FIELDS))
+        if typed:
+            raise ValueError(f"{typed} must keep their type; a hash in their place rejects every event")
+        return names
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> PrivacySettings:
+        both = sorted(set(self.drop_fields) & set(self.hash_fields))
+        if both:
+            raise ValueError(f"{both} are in both drop_fields and hash_fields: pick one")
+        return self
+
+
 class MetricsSettings(_Section):
     port: Optional[int] = Field(None, ge=0, le=65535)
 
@@ -403,3 +455,4 @@ class Settings(_Section):
     sinks: SinkSettings = SinkSettings()
     aws: AwsSettings = AwsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    privacy: PrivacySettings = PrivacySettings()

@@ -39,6 +39,7 @@ from msgspec import UNSET
 from config.settings import Settings
 from operators import alerts
 from operators.event_decoder import ADDED_FIELDS, DECODE_ERRORS, MAX_INT_AMOUNT, EventDecoder
+from operators.privacy import Redactor
 from operators.records import RawChunk
 from operators.scoring import FRAUD_SUSPECTED, HIGH_VALUE, MEDIUM_VALUE, REVIEW_REQUIRED, STANDARD, FraudScorer
 from operators.timestamps import TimestampParser, iso_utc
@@ -123,10 +124,14 @@ class ChunkParser:
     watermark is passed in and returned so Bytewax can snapshot it.
     """
 
-    def __init__(self, settings: Settings, transaction_lines: bool = True) -> None:
+    def __init__(self, settings: Settings, transaction_lines: bool = True, redactor: Optional[Redactor] = None) -> None:
         """:arg transaction_lines: build the scored-transactions JSONL blob
         (off when no sink consumes every transaction, e.g. DynamoDB storing
-        flagged ones only: it is a quarter of the per-event work)."""
+        flagged ones only: it is a quarter of the per-event work).
+        :arg redactor: card masking and field redaction (default: the
+        ``privacy`` settings, which need no key unless fields are hashed)."""
+        # Redacted before decoding, so every output is built from the redacted lines.
+        self._redact = (redactor if redactor is not None else Redactor(settings.privacy)).redact
         self._transaction_lines = transaction_lines
         self._lateness = settings.windows.allowed_lateness_seconds
         self._max_id = settings.validation.max_id_length
@@ -257,7 +262,7 @@ class ChunkParser:
         transaction_lines = self._transaction_lines
         horizon = -math.inf if max_ts is None else max_ts - lateness
 
-        lines = chunk.lines
+        lines = self._redact(chunk.lines)
         events, indices, rejected, plain = self._decoder.decode(lines)
         for index, _exc in rejected:
             rejection = self._rejected(chunk, index, lines[index])

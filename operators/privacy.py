@@ -1,0 +1,362 @@
+"""Card numbers and configured fields redacted from raw lines before anything reads them.
+
+PCI DSS forbids storing a card number (PAN) readable anywhere, and every
+output of Paywatch (transactions, alerts, dead letters with their raw
+payload, DynamoDB, SNS, stdout, the lake) is built from the raw lines of a
+chunk. So the lines are redacted once, before the parse step decodes them,
+and nothing downstream can see the original.
+
+Masking works on a whole chunk in C calls: the chunk's lines joined, digits
+mapped to one byte and separators deleted (``bytes.translate``), then one
+``find`` for 13 digits in a row. Nearly every chunk has none and costs that
+and nothing more. Only lines holding such a run are looked at in Python:
+their digit runs (single spaces or dashes allowed between groups) are cut
+into card candidates (13-19 digits, first digit 2-6, the card networks'
+ranges), a Luhn check confirms, and a confirmed number becomes stars and its
+last four digits. Epoch-millisecond timestamps (13 digits starting with 1)
+and Luhn-invalid runs are left alone. A run outside every JSON string of a
+line that is valid JSON is a number, and numbers are never rewritten (that
+would change a value, or break the line); in an invalid line (a dead
+letter's raw payload) every candidate is masked, wherever it sits. Lines
+that are not UTF-8 are scanned on their bytes, so a dead letter's base64
+form holds the masked bytes. JSON escapes of digits, spaces and dashes
+(``\\u0034``) are unescaped first, so an escaped number is found too.
+
+``drop_fields`` and ``hash_fields`` need the decoded event, so they cost
+only when configured, and then only on lines that name one of the fields
+(or use any ``\\u`` escape, which could spell a name): such a line is
+decoded, the fields removed or replaced by HMAC-SHA256 (hex, keyed, so the
+same value always gives the same hash and joins still work), its other
+strings masked, and it is encoded again. A line that does not decode has
+the values of those fields overwritten in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from typing import Any, Optional
+
+import msgspec
+
+from config.settings import PrivacySettings
+
+__all__ = ["DROPPED", "Redactor", "luhn_valid", "mask_pans"]
+
+# What an undecodable line holds where a dropped field's value was.
+DROPPED = b'"[dropped]"'
+
+_MIN_DIGITS, _MAX_DIGITS = 13, 19
+_NETWORK_FIRST_DIGITS = frozenset(b"23456")
+# Digits to "0", everything else kept; with separators deleted: the stage-one scan.
+_DIGITS = bytes.maketrans(b"0123456789", b"0" * 10)
+_SEPARATORS = b" -"
+# Digits and separators to "0": a digit run with its separators in one piece.
+_RUNS = bytes.maketrans(b"0123456789 -", b"0" * 12)
+_THIRTEEN = b"0" * _MIN_DIGITS
+_ZEROS = re.compile(rb"0+")
+_GROUP = re.compile(rb"[0-9]+")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A backslash escape; group 1 when it spells a digit, a space or a dash.
+_ESCAPE = re.compile(rb"\\(u003[0-9]|u002[dD]|u0020|.)", re.DOTALL)
+_ESCAPE_MARK = b"\\u00"
+# Luhn doubling of an ASCII digit, as an ASCII digit: 0->0, 1->2, ... 5->1 (10 -> 1+0), ... 9->9.
+_LUHN_DOUBLE = bytes.maketrans(b"0123456789", b"0246813579")
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def luhn_valid(digits: bytes) -> bool:
+    """Whether ASCII ``digits`` pass the Luhn check (card numbers' check digit)."""
+    undoubled = digits[-1::-2]
+    doubled = digits[-2::-2].translate(_LUHN_DOUBLE)
+    return (sum(undoubled) + sum(doubled) - 48 * len(digits)) % 10 == 0
+
+
+def _card_spans(line: bytes, start: int, end: int) -> list[tuple[int, int, bytes]]:
+    """Card numbers in ``line[start:end]`` (a run of digits, spaces and dashes).
+
+    Groups of digits joined by one separator belong together; from each group
+    whose first digit is 2-6 the longest span of whole groups holding 13-19
+    Luhn-valid digits is a card, so "4111 1111 1111 1111 123" (a card and
+    its CVV) is caught as well as "1234-4111111111111111".
+
+    :returns: ``(first byte, end byte, digits)`` of each card.
+    """
+    groups = [(m.start(), m.end()) for m in _GROUP.finditer(line, start, end)]
+    cards: list[tuple[int, int, bytes]] = []
+    if len(groups) == 1:
+        first, last = groups[0]
+        digits = line[first:last]
+        if _MIN_DIGITS <= last - first <= _MAX_DIGITS and digits[0] in _NETWORK_FIRST_DIGITS and luhn_valid(digits):
+            cards.append((first, last, digits))
+        return cards
+    i = 0
+    while i < len(groups):
+        first = groups[i][0]
+        if line[first] not in _NETWORK_FIRST_DIGITS:
+            i += 1
+            continue
+        digits = b""
+        found: Optional[tuple[int, bytes]] = None
+        for j in range(i, len(groups)):
+            if j > i and groups[j][0] - groups[j - 1][1] != 1:
+                break  # two separators in a row end the number
+            digits += line[groups[j][0] : groups[j][1]]
+            if len(digits) > _MAX_DIGITS:
+                break
+            if len(digits) >= _MIN_DIGITS and luhn_valid(digits):
+                found = (j, digits)
+        if found is None:
+            i += 1
+            continue
+        j, digits = found
+        cards.append((first, groups[j][1], digits))
+        i = j + 1
+    return cards
+
+
+def _inside_strings(line: bytes, cards: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """The cards that lie inside a JSON string of ``line``."""
+    strings = [(m.start(), m.end()) for m in _JSON_STRING.finditer(line)]
+    return [card for card in cards if any(s < card[0] and card[1] < e for s, e in strings)]
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        msgspec.json.decode(line)
+    except _DECODE_ERRORS:
+        return False
+    return True
+
+
+def mask_pans(line: bytes, json_numbers: bool = True) -> bytes:
+    """``line`` with every card number masked to its last four digits.
+
+    :arg json_numbers: leave numbers of a valid JSON line alone (a run
+        outside every string); False for text that is a string's content.
+    :returns: ``line`` itself when nothing was masked.
+    """
+    runs = line.translate(_RUNS)
+    pos = runs.find(_THIRTEEN)
+    if pos < 0:
+        return line
+    cards: list[tuple[int, int, bytes]] = []
+    while pos >= 0:
+        match = _ZEROS.match(runs, pos)
+        end = match.end() if match is not None else pos + _MIN_DIGITS
+        cards.extend(_card_spans(line, pos, end))
+        pos = runs.find(_THIRTEEN, end)
+    if cards and json_numbers:
+        inside = _inside_strings(line, cards)
+        if len(inside) < len(cards) and _is_json(line):
+            cards = inside
+    if not cards:
+        return line
+    parts = []
+    last = 0
+    for first, end, digits in cards:
+        parts.append(line[last:first])
+        parts.append(b"*" * (len(digits) - 4) + digits[-4:])
+        last = end
+    parts.append(line[last:])
+    return b"".join(parts)
+
+
+def _mask_text(text: str) -> str:
+    if len(text) < _MIN_DIGITS:
+        return text
+    raw = text.encode("utf-8", "surrogatepass")
+    masked = mask_pans(raw, json_numbers=False)
+    return text if masked is raw else masked.decode("utf-8", "surrogatepass")
+
+
+def _mask_value(value: Any) -> Any:
+    """A decoded JSON value with the card numbers in its strings (and keys) masked."""
+    kind = type(value)
+    if kind is str:
+        return _mask_text(value)
+    if kind is dict:
+        return {_mask_text(k): _mask_value(v) for k, v in value.items()}
+    if kind is list:
+        return [_mask_value(v) for v in value]
+    return value
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    escape = match.group(1)
+    if len(escape) == 5:
+        return bytes((int(escape[1:], 16),))
+    return match.group(0)
+
+
+def _lines_with(buffer: bytes, needle: bytes, lines: list[bytes], transform: Callable[[bytes], bytes]) -> list[int]:
+    """Indices of the lines whose ``transform`` holds ``needle``.
+
+    ``buffer`` is ``transform(b"\\n".join(lines))``: one C search over the
+    chunk, and newline counts to name the lines. A line holding a raw
+    newline itself (a Kafka message may) spoils the count; then each line is
+    searched on its own.
+    """
+    pos = buffer.find(needle)
+    if pos < 0:
+        return []
+    if buffer.count(b"\n") != len(lines) - 1:
+        return [i for i, line in enumerate(lines) if needle in transform(line)]
+    found = []
+    index = 0
+    start = 0
+    while pos >= 0:
+        index += buffer.count(b"\n", start, pos)
+        found.append(index)
+        end = buffer.find(b"\n", pos)
+        if end < 0:
+            break
+        index += 1
+        start = end + 1
+        pos = buffer.find(needle, start)
+    return found
+
+
+class _Lines:
+    """A chunk's lines, copied on the first change only."""
+
+    __slots__ = ("changed", "lines", "_stale")
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+        self.changed = False
+        self._stale = False
+
+    def set(self, index: int, line: bytes) -> None:
+        if line == self.lines[index]:
+            return
+        if not self.changed:
+            self.lines = list(self.lines)
+            self.changed = True
+        self.lines[index] = line
+        self._stale = True
+
+    def joined(self, previous: bytes) -> bytes:
+        """The lines joined by newlines: ``previous`` unless a line changed since."""
+        if not self._stale:
+            return previous
+        self._stale = False
+        return b"\n".join(self.lines)
+
+
+def _digits_only(data: bytes) -> bytes:
+    return data.translate(_DIGITS, _SEPARATORS)
+
+
+def _same(data: bytes) -> bytes:
+    return data
+
+
+class Redactor:
+    """Redacts the lines of a chunk according to the ``privacy`` settings.
+
+    Stateless after construction, so one instance serves every partition.
+
+    :arg settings: the ``privacy`` section.
+    :arg hash_key: the HMAC key (from the environment variable the settings
+        name); required when ``hash_fields`` is not empty.
+    :raises ValueError: ``hash_fields`` set and no key given.
+    """
+
+    def __init__(self, settings: PrivacySettings, hash_key: Optional[bytes] = None) -> None:
+        if settings.hash_fields and not hash_key:
+            raise ValueError(
+                f"privacy.hash_fields is set but the environment variable {settings.hash_key_env} "
+                "(privacy.hash_key_env) holds no key"
+            )
+        self._mask = settings.mask_pans
+        self._drop = tuple(settings.drop_fields)
+        self._hash = tuple(settings.hash_fields)
+        self._key = hash_key or b""
+        names = (*self._drop, *self._hash)
+        self._needles = tuple(b'"' + name.encode() + b'"' for name in names)
+        self._fallbacks = {
+            name: re.compile(rb'("' + re.escape(name.encode()) + rb'"\s*:\s*)("[^"\\]*(?:\\.[^"\\]*)*"|[^\s,}\]]*)')
+            for name in names
+        }
+
+    @property
+    def active(self) -> bool:
+        """Whether this redactor changes anything at all."""
+        return self._mask or bool(self._needles)
+
+    def redact(self, lines: list[bytes]) -> list[bytes]:
+        """The lines with card numbers masked and configured fields dropped or hashed.
+
+        :returns: ``lines`` itself when nothing changed, else a new list
+            (the source's list is never modified).
+        """
+        if not lines or not self.active:
+            return lines
+        out = _Lines(lines)
+        joined = b"\n".join(lines)
+        if _ESCAPE_MARK in joined:
+            for i in _lines_with(joined, _ESCAPE_MARK, lines, _same):
+                out.set(i, _ESCAPE.sub(_unescape, lines[i]))
+            joined = out.joined(joined)
+        rewritten: set[int] = set()
+        if self._needles:
+            candidates: set[int] = set()
+            needles = self._needles + ((b"\\u",) if b"\\u" in joined else ())
+            for needle in needles:
+                candidates.update(_lines_with(joined, needle, out.lines, _same))
+            for i in sorted(candidates):
+                line, decoded = self._drop_and_hash(out.lines[i])
+                out.set(i, line)
+                if decoded:
+                    rewritten.add(i)
+            joined = out.joined(joined)
+        if self._mask:
+            for i in _lines_with(_digits_only(joined), _THIRTEEN, out.lines, _digits_only):
+                if i not in rewritten:
+                    out.set(i, mask_pans(out.lines[i]))
+        return out.lines
+
+    def _hmac(self, value: Any) -> str:
+        data = value.encode("utf-8", "surrogatepass") if type(value) is str else msgspec.json.encode(value)
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+    def _drop_and_hash(self, line: bytes) -> tuple[bytes, bool]:
+        """``(line, rewritten)``: the line without its dropped fields and with
+        its hashed ones replaced; ``rewritten`` when it was decoded and encoded
+        again (its strings already masked: masking it again could touch a hash)."""
+        try:
+            event = msgspec.json.decode(line)
+        except _DECODE_ERRORS:
+            event = None
+        if type(event) is not dict:
+            return self._overwrite(line), False
+        if not any(name in event for name in self._drop) and not any(name in event for name in self._hash):
+            return line, False
+        hashed = {name: self._hmac(event[name]) for name in self._hash if event.get(name) is not None}
+        for name in self._drop:
+            event.pop(name, None)
+        if self._mask:
+            event = _mask_value(event)
+        event.update(hashed)
+        return msgspec.json.encode(event), True
+
+    def _overwrite(self, line: bytes) -> bytes:
+        """A line that is not a JSON object: the configured fields' values overwritten where they are written."""
+        for name, pattern in self._fallbacks.items():
+            line = pattern.sub(self._dropped if name in self._drop else self._hashed, line)
+        return line
+
+    @staticmethod
+    def _dropped(match: re.Match[bytes]) -> bytes:
+        return match.group(1) + DROPPED
+
+    def _hashed(self, match: re.Match[bytes]) -> bytes:
+        return match.group(1) + self._hash_text(match.group(2))
+
+    def _hash_text(self, value: bytes) -> bytes:
+        """The quoted hash of a value as written in a line (a string's content, or a literal)."""
+        text = value[1:-1] if value[:1] == b'"' and len(value) > 1 else value
+        return b'"' + hmac.new(self._key, text, hashlib.sha256).hexdigest().encode() + b'"'
