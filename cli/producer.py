@@ -59,9 +59,9 @@ def publish_kafka(
     """
     from kafka import KafkaProducer
 
-    from connectors.kafka.client_config import client_config
+    from connectors.kafka.client_config import producer_config
 
-    producer = KafkaProducer(**client_config(settings), linger_ms=linger_ms, batch_size=batch_bytes, acks=acks)
+    producer = KafkaProducer(**producer_config(settings, linger_ms=linger_ms, batch_size=batch_bytes, acks=acks))
     topic = settings.topics[0]
     failures: list[BaseException] = []
     sent = 0

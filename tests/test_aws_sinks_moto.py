@@ -358,7 +358,7 @@ def test_kafka_dead_letter_writer(kafka_broker):
     admin = KafkaAdminClient(bootstrap_servers=[kafka_broker.address])
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     admin.close()
-    writer = KafkaDeadLetterWriter([kafka_broker.address], topic)
+    writer = KafkaDeadLetterWriter({"bootstrap_servers": [kafka_broker.address]}, topic)
     writer.write([{"reason": "sink_permanent_error", "source": "sink:sns", "n": i} for i in range(3)])
     writer.close()
     consumer = KafkaConsumer(bootstrap_servers=[kafka_broker.address], group_id=None, enable_auto_commit=False)

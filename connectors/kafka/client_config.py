@@ -1,9 +1,15 @@
-"""kafka-python client arguments from :class:`KafkaSourceSettings`.
+"""The one Kafka client configuration: client arguments from ``source.kafka``.
 
-Shared by the source, the producer and the benchmark so that TLS and SASL
-are configured in one place. Passwords are read from the environment
-variables the settings name, never from the settings file, so a settings
-file or a ConfigMap can be shown to anyone.
+Every Kafka client of the product is built from it: the source's consumers,
+the dead-letter producer (``sinks.dead_letter.type: kafka``), the producer
+command and the benchmark. Brokers, TLS files, SASL mechanism and
+credentials, and the client id are therefore set once; a secured cluster
+(MSK with TLS and SASL/SCRAM or IAM) secures every connection, not only the
+source's. Passwords are read from the environment variables the settings
+name, never from the settings file, so a settings file or a ConfigMap can be
+shown to anyone. kafka-python clients take :func:`client_config`; the
+confluent-kafka source client takes the same settings in librdkafka's names
+(:func:`librdkafka_config`).
 """
 
 from __future__ import annotations
@@ -24,15 +30,22 @@ def _secret(environ: Mapping[str, str], var: Optional[str], key: str) -> Optiona
         raise ValueError(f"source.kafka.{key}: environment variable {var} is not set") from None
 
 
-def client_config(settings: KafkaSourceSettings, environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+def client_config(
+    settings: KafkaSourceSettings,
+    environ: Optional[Mapping[str, str]] = None,
+    brokers: Optional[list[str]] = None,
+) -> dict[str, Any]:
     """Connection and security arguments common to KafkaConsumer, KafkaProducer
     and KafkaAdminClient.
 
+    :arg brokers: other bootstrap servers of the same cluster security (the
+        dead-letter topic's ``sinks.dead_letter.kafka_bootstrap_servers``);
+        default ``source.kafka.brokers``.
     :raises ValueError: a password variable named in the settings is unset.
     """
     environ = os.environ if environ is None else environ
     config: dict[str, Any] = {
-        "bootstrap_servers": list(settings.brokers),
+        "bootstrap_servers": list(brokers if brokers is not None else settings.brokers),
         "client_id": settings.client_id,
         "security_protocol": settings.security_protocol,
     }
@@ -94,4 +107,17 @@ def librdkafka_config(settings: KafkaSourceSettings, environ: Optional[Mapping[s
         config["sasl.mechanisms"] = settings.sasl_mechanism
         config["sasl.username"] = settings.sasl_username
         config["sasl.password"] = _secret(environ, settings.sasl_password_env, "sasl_password_env")
+    return config
+
+
+def producer_config(
+    settings: KafkaSourceSettings,
+    brokers: Optional[list[str]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Arguments of a KafkaProducer: the client configuration plus ``options``
+    (acks, linger_ms, batch_size, retries: what the producer is for)."""
+    config = client_config(settings, environ, brokers)
+    config.update(options)
     return config

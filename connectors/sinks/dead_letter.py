@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -33,6 +34,7 @@ from typing import Any, Optional, Protocol
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from config.loader import SettingsError
 from config.settings import Settings
 from connectors.aws.retry import Backoff, Failure, classify
 
@@ -119,13 +121,38 @@ class JsonlDeadLetterWriter:
                 self._fd = None
 
 
+def dead_letter_producer_config(settings: Settings, environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """KafkaProducer arguments of the dead-letter topic.
+
+    The one Kafka client configuration (``source.kafka``: TLS, SASL, client
+    id) with the dead-letter brokers, so dead letters travel as securely as
+    the payments they came from; durable (``acks=all``) since a dead letter
+    is often the only copy of a rejected payload.
+
+    :raises SettingsError: a password variable named in ``source.kafka`` is unset.
+    """
+    from connectors.kafka.client_config import producer_config
+
+    try:
+        return producer_config(
+            settings.source.kafka,
+            brokers=settings.sinks.dead_letter.kafka_bootstrap_servers,
+            environ=environ,
+            acks="all",
+            retries=5,
+            linger_ms=20,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"{exc} (sinks.dead_letter.type kafka uses the source.kafka client settings)") from None
+
+
 class KafkaDeadLetterWriter:
     """Produces each record to a Kafka topic (kafka-python), keyed by its source."""
 
-    def __init__(self, bootstrap_servers: list[str], topic: str, producer_config: Optional[dict] = None) -> None:
+    def __init__(self, config: dict[str, Any], topic: str) -> None:
+        """:arg config: KafkaProducer arguments, from :func:`dead_letter_producer_config`."""
         self.topic = topic
-        self._bootstrap = bootstrap_servers
-        self._config = producer_config or {}
+        self.config = config
         self._producer = None
         self._lock = threading.Lock()
 
@@ -133,9 +160,7 @@ class KafkaDeadLetterWriter:
         if self._producer is None:
             from kafka import KafkaProducer
 
-            self._producer = KafkaProducer(
-                bootstrap_servers=self._bootstrap, acks="all", retries=5, linger_ms=20, **self._config
-            )
+            self._producer = KafkaProducer(**self.config)
         return self._producer
 
     def write(self, records: list[dict[str, Any]]) -> None:
@@ -219,7 +244,7 @@ def build_dead_letter_writer(settings: Settings) -> DeadLetterWriter:
     """The process's dead-letter writer for ``sinks.dead_letter``."""
     dl = settings.sinks.dead_letter
     if dl.type == "kafka":
-        return KafkaDeadLetterWriter(dl.kafka_bootstrap_servers, dl.kafka_topic)
+        return KafkaDeadLetterWriter(dead_letter_producer_config(settings), dl.kafka_topic)
     if dl.type == "sqs":
         from connectors.aws.client import aws_client
 
