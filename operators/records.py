@@ -63,3 +63,35 @@ class TransactionBatch:
     jsonl: bytes
     count: int
     flagged: list
+
+
+@dataclass(slots=True)
+class LakeChunk:
+    """What the lake sink needs from one parsed chunk (built only when the lake is on).
+
+    :ivar part, origin, first_position, positions: as in :class:`RawChunk`.
+    :ivar lines: every line as the parse step saw it (after masking), valid or not.
+    :ivar received_at: epoch seconds when the parse step received the chunk.
+    :ivar line_times: event time (epoch seconds) of each line, NaN where it
+        could not be read.
+    :ivar valid: indices into ``lines`` of the valid transactions, in the
+        order of ``transactions``.
+    :ivar transactions: the scored transactions as JSONL (the same bytes the
+        transactions output gets).
+    """
+
+    part: str
+    origin: str
+    lines: list[bytes]
+    first_position: int
+    positions: Optional[list]
+    received_at: float
+    line_times: list[float]
+    valid: list[int]
+    transactions: bytes
+
+    def position(self, index: int):
+        """Source position of ``lines[index]``."""
+        if self.positions is not None:
+            return self.positions[index]
+        return self.first_position + index

@@ -1,0 +1,171 @@
+"""Where raw and enriched files start and end, the same on every run.
+
+One :class:`Roller` per (zone, source partition). Rows arrive in source
+order; each row belongs to an event-time hour. A file holds rows of one hour,
+and ends before the first row of that hour at which either
+
+- the file would exceed ``target_bytes`` (uncompressed row bytes), or
+- the partition's *event-time* clock (the highest event time seen so far on
+  this partition, in this zone) is ``max_age`` seconds past the clock when
+  the file opened.
+
+Both rules depend only on the sequence of rows, never on how the rows were
+cut into chunks or on the wall clock, so a replay after a crash cuts the
+same files and names them the same (first and last position), and its
+uploads overwrite the objects written before the crash. A file whose age has
+passed is also closed at the end of a chunk even if no more rows of its hour
+come: the next such row would have started a new file anyway, so the content
+is the same, it just becomes visible sooner.
+
+Pure: numpy over whole chunks (one pass per cut, and cuts are rare), no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+
+NO_TIME = -np.inf
+
+
+@dataclass
+class OpenFile:
+    """A file being filled: the rows so far and what decides its end."""
+
+    opened: float
+    first: str
+    last: str = ""
+    rows: int = 0
+    size: int = 0
+    tables: list[pa.Table] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FinishedFile:
+    """A complete file, ready to encode and upload."""
+
+    zone: str
+    hour: int
+    part: str
+    first: str
+    last: str
+    rows: int
+    tables: tuple[pa.Table, ...]
+
+
+# (clock, {hour: (opened, first, last, rows, size, tables)})
+RollerState = tuple[float, dict[int, tuple[float, str, str, int, int, tuple[pa.Table, ...]]]]
+
+
+class Roller:
+    """The open files of one zone of one source partition.
+
+    :arg zone, part: named in every finished file.
+    :arg target_bytes: a file ends before the row that would take it past this.
+    :arg max_age: seconds of event time a file stays open.
+    :arg state: from :meth:`snapshot`, after a resume.
+    """
+
+    def __init__(
+        self, zone: str, part: str, target_bytes: int, max_age: float, state: Optional[RollerState] = None
+    ) -> None:
+        self.zone = zone
+        self.part = part
+        self._target = target_bytes
+        self._max_age = max_age
+        self._clock = NO_TIME
+        self._open: dict[int, OpenFile] = {}
+        if state is not None:
+            self._clock, files = state
+            self._open = {
+                hour: OpenFile(opened, first, last, rows, size, list(tables))
+                for hour, (opened, first, last, rows, size, tables) in files.items()
+            }
+
+    @property
+    def buffered_rows(self) -> int:
+        return sum(f.rows for f in self._open.values())
+
+    def add(
+        self,
+        table: pa.Table,
+        hours: np.ndarray,
+        times: np.ndarray,
+        sizes: np.ndarray,
+        position: Callable[[int], Any],
+    ) -> list[FinishedFile]:
+        """Add one chunk's rows; return the files that ended.
+
+        :arg table: the rows, in source order.
+        :arg hours: each row's epoch hour (its partition folder).
+        :arg times: each row's event time in epoch seconds (NaN: none; it
+            does not move the clock).
+        :arg sizes: each row's size in bytes (uncompressed estimate).
+        :arg position: the source position of row ``i``, for file names.
+        """
+        n = len(hours)
+        if n == 0:
+            return []
+        known = np.where(np.isnan(times), NO_TIME, times)
+        clock = np.maximum.accumulate(np.maximum(known, self._clock))
+        finished: list[FinishedFile] = []
+        order = np.argsort(hours, kind="stable")
+        sorted_hours = hours[order]
+        bounds = np.flatnonzero(np.diff(sorted_hours)) + 1
+        for group in np.split(order, bounds):
+            self._add_hour(int(hours[group[0]]), group, table, clock, sizes, position, finished)
+        self._clock = float(clock[-1])
+        for hour in [h for h, f in self._open.items() if self._clock - f.opened >= self._max_age]:
+            finished.append(self._finish(hour))
+        return finished
+
+    def _add_hour(
+        self,
+        hour: int,
+        rows: np.ndarray,
+        table: pa.Table,
+        clock: np.ndarray,
+        sizes: np.ndarray,
+        position: Callable[[int], Any],
+        finished: list[FinishedFile],
+    ) -> None:
+        row_clock = clock[rows]
+        row_size = sizes[rows]
+        start = 0
+        while start < len(rows):
+            current = self._open.get(hour)
+            if current is None:
+                current = self._open[hour] = OpenFile(float(row_clock[start]), str(position(int(rows[start]))))
+            cut = (row_clock[start:] - current.opened >= self._max_age) | (
+                current.size + np.cumsum(row_size[start:]) > self._target
+            )
+            if current.rows == 0:
+                cut[0] = False
+            take = int(np.argmax(cut)) if cut.any() else len(cut)
+            if take:
+                segment = rows[start : start + take]
+                current.tables.append(table.take(pa.array(segment)))
+                current.rows += take
+                current.size += int(row_size[start : start + take].sum())
+                current.last = str(position(int(segment[-1])))
+            start += take
+            if start < len(rows):
+                finished.append(self._finish(hour))
+
+    def _finish(self, hour: int) -> FinishedFile:
+        done = self._open.pop(hour)
+        return FinishedFile(self.zone, hour, self.part, done.first, done.last, done.rows, tuple(done.tables))
+
+    def flush(self) -> list[FinishedFile]:
+        """Every open file, finished (end of a bounded input)."""
+        return [self._finish(hour) for hour in sorted(self._open)]
+
+    def snapshot(self) -> RollerState:
+        return (
+            self._clock,
+            {h: (f.opened, f.first, f.last, f.rows, f.size, tuple(f.tables)) for h, f in self._open.items()},
+        )
