@@ -38,8 +38,9 @@ from connectors.sinks.outputs import Outputs, build_outputs
 from connectors.sources import build_source
 from connectors.sources.parsing import ParsingSource
 from observability import metrics
-from operators.parse import ChunkParser
+from operators.parse import ChunkParser, ParsedChunk
 from operators.privacy import Redactor
+from operators.records import LakeChunk
 from operators.steps import region_windows, split_chunks, user_risk
 
 
@@ -51,6 +52,11 @@ def _keyed_by(step_id: str, stream: Stream[dict], field: str) -> Stream[tuple[st
 def _keyed_minutes(step_id: str, minutes: Stream[list[dict]]) -> Stream[tuple[str, list[dict]]]:
     """Key each non-empty minute by its window start; an empty minute has nothing to write."""
     return op.filter_map(step_id, minutes, lambda records: (records[0]["window_start"], records) if records else None)
+
+
+def _lake_chunk(chunk: ParsedChunk) -> Optional[tuple[str, LakeChunk]]:
+    """The lake's share of a chunk, keyed by source partition (none for an empty or idle chunk)."""
+    return (chunk.part, chunk.lake) if chunk.lake is not None and chunk.lake.lines else None
 
 
 def build_flow(
@@ -85,9 +91,16 @@ def build_flow(
     op.inspect("count_minutes", regions.minutes, lambda _step, records: metrics.record_minutes(records))
     op.output("readiness", regions.minutes, metrics.ReadinessSink())
 
+    keyed_alerts = _keyed_by("key_alerts", alerts, "key")
+    keyed_minutes = _keyed_minutes("key_minutes", regions.minutes)
+    if outputs.lake:
+        lake_chunks = op.filter_map("lake_chunks", parsed, _lake_chunk)
+        lake_items = op.merge("lake_items", lake_chunks, keyed_alerts, keyed_minutes)
+        for sink in outputs.lake:
+            op.output("lake_out", lake_items, sink)
     routes = (
-        ("alerts", _keyed_by("key_alerts", alerts, "key"), outputs.alerts),
-        ("metrics", _keyed_minutes("key_minutes", regions.minutes), outputs.metrics),
+        ("alerts", keyed_alerts, outputs.alerts),
+        ("metrics", keyed_minutes, outputs.metrics),
         ("transactions", chunks.transactions, outputs.transactions),
         ("dead_letters", _keyed_by("key_dead_letters", chunks.dead_letters, "source"), outputs.dead_letters),
     )

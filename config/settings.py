@@ -6,6 +6,7 @@ the start instead of silently running on a default.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal, Optional
 
@@ -370,6 +371,49 @@ class DeadLetterSinkSettings(_Section):
         return self
 
 
+LakeZone = Literal["raw", "enriched", "alerts", "metrics"]
+_LAKE_ZONES: list[LakeZone] = ["raw", "enriched", "alerts", "metrics"]
+
+
+class LakeSinkSettings(_Section):
+    """The data lake (docs/lake.md): partitioned Parquet on S3 or a local directory."""
+
+    enabled: bool = False
+    uri: Optional[str] = None
+    zones: list[LakeZone] = Field(default_factory=lambda: list(_LAKE_ZONES), min_length=1)
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    target_file_mb: float = Field(128.0, gt=0, le=4096)
+    max_file_seconds: int = Field(300, ge=1, le=3600)
+    partitions: int = Field(1, ge=1, le=64)
+    max_pending_files: int = Field(4, ge=1, le=1000)
+    encryption: Literal["SSE-S3", "SSE-KMS"] = "SSE-S3"
+    kms_key_id: Optional[str] = None
+    raw_infrequent_access_days: int = Field(30, ge=30)
+    glue_database: str = Field("paywatch_lake", pattern=r"^[a-z0-9_]{1,255}$")
+
+    @field_validator("zones")
+    @classmethod
+    def _distinct_zones(cls, zones: list[LakeZone]) -> list[LakeZone]:
+        if len(set(zones)) != len(zones):
+            raise ValueError("zones must not repeat")
+        return zones
+
+    @model_validator(mode="after")
+    def _uri_when_enabled(self) -> LakeSinkSettings:
+        if self.enabled and not self.uri:
+            raise ValueError("uri: an enabled lake needs uri (s3://bucket/prefix or a local directory)")
+        if self.uri is not None:
+            if self.uri.startswith("s3://"):
+                bucket = self.uri[len("s3://") :].partition("/")[0]
+                if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                    raise ValueError(f"uri: {bucket!r} is not a valid S3 bucket name")
+            elif "://" in self.uri or not self.uri.strip():
+                raise ValueError(f"uri: {self.uri!r} is neither s3://bucket/prefix nor a local directory")
+        if self.kms_key_id is not None and self.encryption != "SSE-KMS":
+            raise ValueError("kms_key_id is used only with encryption SSE-KMS")
+        return self
+
+
 class SinkSettings(_Section):
     stdout: StdoutSinkSettings = StdoutSinkSettings()
     jsonl: JsonlSinkSettings = JsonlSinkSettings()
@@ -378,6 +422,7 @@ class SinkSettings(_Section):
     sns: SnsSinkSettings = SnsSinkSettings()
     dynamodb: DynamoDbSinkSettings = DynamoDbSinkSettings()
     dead_letter: DeadLetterSinkSettings = DeadLetterSinkSettings()
+    lake: LakeSinkSettings = LakeSinkSettings()
 
 
 class AwsSettings(_Section):

@@ -40,7 +40,7 @@ from config.settings import Settings
 from operators import alerts
 from operators.event_decoder import ADDED_FIELDS, DECODE_ERRORS, MAX_INT_AMOUNT, EventDecoder
 from operators.privacy import Redactor
-from operators.records import RawChunk
+from operators.records import LakeChunk, RawChunk
 from operators.scoring import FRAUD_SUSPECTED, HIGH_VALUE, MEDIUM_VALUE, REVIEW_REQUIRED, STANDARD, FraudScorer
 from operators.timestamps import TimestampParser, iso_utc
 
@@ -103,6 +103,8 @@ class ParsedChunk:
     # {shard: [(user_id, ts, amount, region, transaction_id), ...]}
     user_events: dict = field(default_factory=dict)
     n_late: int = 0
+    # Built only when the lake is on (sinks.lake.enabled).
+    lake: Optional[LakeChunk] = None
 
 
 def _status_table() -> dict[str, bool]:
@@ -132,7 +134,8 @@ class ChunkParser:
         ``privacy`` settings, which need no key unless fields are hashed)."""
         # Redacted before decoding, so every output is built from the redacted lines.
         self._redact = (redactor if redactor is not None else Redactor(settings.privacy)).redact
-        self._transaction_lines = transaction_lines
+        self._lake = settings.sinks.lake.enabled
+        self._transaction_lines = transaction_lines or self._lake
         self._lateness = settings.windows.allowed_lateness_seconds
         self._max_id = settings.validation.max_id_length
         self._decoder = EventDecoder(self._max_id)
@@ -249,7 +252,9 @@ class ChunkParser:
         dead_letter = self.dead_letter
         unset = UNSET
 
-        processed_tail = (datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
+        now = datetime.now(UTC)
+        received_at = now.timestamp()
+        processed_tail = (now.isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
         out_lines: list[bytes] = []
         append_line = out_lines.append
         region_counts: dict[tuple[str, int], list[int]] = {}
@@ -263,6 +268,9 @@ class ChunkParser:
         horizon = -math.inf if max_ts is None else max_ts - lateness
 
         lines = self._redact(chunk.lines)
+        # The lake's hook: every line's event time and the valid lines, only when the lake is on.
+        lake_times: Optional[list[float]] = [math.nan] * len(lines) if self._lake else None
+        lake_valid: Optional[list[int]] = [] if self._lake else None
         events, indices, rejected, plain = self._decoder.decode(lines)
         for index, _exc in rejected:
             rejection = self._rejected(chunk, index, lines[index])
@@ -294,6 +302,8 @@ class ChunkParser:
                             (index, dead_letter(chunk, index, raw, INVALID_FIELD, "timestamp", timestamps.error))
                         )
                     continue
+            if lake_times is not None:
+                lake_times[index] = ts
             status = ev.payment_status
             failed = statuses.get(status)
             if failed is None:
@@ -373,6 +383,8 @@ class ChunkParser:
                 horizon = ts - lateness
 
             n_valid += 1
+            if lake_valid is not None:
+                lake_valid.append(index)
             if transaction_lines:
                 suffix = suffixes.get(fraud_score * 3 + category)
                 if suffix is None:
@@ -407,13 +419,14 @@ class ChunkParser:
                     shard = self._shard(user_id)
                 by_shard[shard].append((user_id, ts, amount, region, txn))
 
+        transactions = b"".join(out_lines)
         return max_ts, ParsedChunk(
             part=chunk.part,
             n_parts=chunk.n_parts,
             done=chunk.done,
             idle=chunk.idle,
             watermark=None if max_ts is None else max_ts - lateness,
-            transactions=b"".join(out_lines),
+            transactions=transactions,
             n_transactions=n_valid,
             flagged=flagged,
             dead_letters=[record for _, record in (sorted(dead, key=itemgetter(0)) if rejected else dead)],
@@ -421,6 +434,19 @@ class ChunkParser:
             region_counts=region_counts,
             user_events={shard: events for shard, events in enumerate(by_shard) if events},
             n_late=n_late,
+            lake=None
+            if lake_times is None or lake_valid is None
+            else LakeChunk(
+                chunk.part,
+                chunk.origin,
+                lines,
+                chunk.first_position,
+                chunk.positions,
+                received_at,
+                lake_times,
+                lake_valid,
+                transactions,
+            ),
         )
 
     def _rejected(self, chunk: RawChunk, index: int, raw: bytes) -> Optional[dict[str, Any]]:

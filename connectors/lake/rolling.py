@@ -61,6 +61,13 @@ class FinishedFile:
 RollerState = tuple[float, dict[int, tuple[float, str, str, int, int, tuple[pa.Table, ...]]]]
 
 
+def _first_known(clock: np.ndarray, start: int) -> float:
+    """The clock when a file opens at row ``start``: the first event time known at or
+    after it (a partition's first lines may have none; the age starts with the first)."""
+    known = np.flatnonzero(clock[start:] > NO_TIME)
+    return float(clock[start + known[0]]) if len(known) else NO_TIME
+
+
 class Roller:
     """The open files of one zone of one source partition.
 
@@ -112,6 +119,9 @@ class Roller:
             return []
         known = np.where(np.isnan(times), NO_TIME, times)
         clock = np.maximum.accumulate(np.maximum(known, self._clock))
+        for current in self._open.values():
+            if current.opened == NO_TIME:
+                current.opened = _first_known(clock, 0)
         finished: list[FinishedFile] = []
         order = np.argsort(hours, kind="stable")
         sorted_hours = hours[order]
@@ -139,10 +149,11 @@ class Roller:
         while start < len(rows):
             current = self._open.get(hour)
             if current is None:
-                current = self._open[hour] = OpenFile(float(row_clock[start]), str(position(int(rows[start]))))
-            cut = (row_clock[start:] - current.opened >= self._max_age) | (
-                current.size + np.cumsum(row_size[start:]) > self._target
-            )
+                first = int(rows[start])
+                current = self._open[hour] = OpenFile(_first_known(clock, first), str(position(first)))
+            with np.errstate(invalid="ignore"):  # -inf - -inf: no event time yet, no age
+                aged = row_clock[start:] - current.opened >= self._max_age
+            cut = aged | (current.size + np.cumsum(row_size[start:]) > self._target)
             if current.rows == 0:
                 cut[0] = False
             take = int(np.argmax(cut)) if cut.any() else len(cut)

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from operators.parse import FAIL_STATUSES
 from operators.records import LakeChunk
+from operators.timestamps import TimestampParser
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 AMOUNT = pa.decimal128(38, 9)
@@ -162,10 +163,26 @@ def _text_and_bytes(lines: list[bytes]) -> tuple[pa.Array, pa.Array]:
         return pa.array(text, pa.string()), pa.array(raw, pa.binary())
 
 
-def raw_rows(chunk: LakeChunk) -> ZoneRows:
+def _reread_times(chunk: LakeChunk, times: np.ndarray, timestamps: TimestampParser) -> None:
+    """Event times of the lines the chunk decoder rejected as a whole (a bad field
+    elsewhere): their timestamp may still be readable. Per line, but only for
+    lines without a time, which are rare."""
+    for index in np.flatnonzero(np.isnan(times)):
+        try:
+            event = orjson.loads(chunk.lines[index])
+        except orjson.JSONDecodeError:
+            continue
+        if type(event) is dict:
+            ts = timestamps.parse(event.get("timestamp"))
+            if ts is not None:
+                times[index] = ts
+
+
+def raw_rows(chunk: LakeChunk, timestamps: TimestampParser) -> ZoneRows:
     """Every line of the chunk, under its event hour or, without one, the hour it was received."""
     n = len(chunk.lines)
-    times = np.asarray(chunk.line_times, dtype=np.float64)
+    times = np.array(chunk.line_times, dtype=np.float64)
+    _reread_times(chunk, times, timestamps)
     text, raw = _text_and_bytes(chunk.lines)
     received = np.full(n, chunk.received_at)
     table = pa.table(

@@ -53,6 +53,9 @@ class DeadLetterWriter(Protocol):
 
 
 def _default(obj: Any) -> Any:
+    form = getattr(obj, "dead_letter_form", None)
+    if form is not None:  # a unit that says how to keep it whole (a lake file)
+        return form()
     if isinstance(obj, Decimal):
         return str(obj)
     if isinstance(obj, (bytes, bytearray)):

@@ -8,6 +8,8 @@ Every sink receives ``(key, item)`` pairs so that partitioned sinks
   one minute (operators/region_windows.py ``_minute_records``)
 - transactions: key = source partition; item = :class:`~operators.records.TransactionBatch`
 - dead_letters: key = source; item = dead-letter record (operators/parse.py)
+- lake: the three above merged: ``(part, LakeChunk)``, keyed alerts and keyed
+  minutes (connectors/lake/sink.py)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Outputs:
     metrics: list[Sink] = field(default_factory=list)
     transactions: list[Sink] = field(default_factory=list)
     dead_letters: list[Sink] = field(default_factory=list)
+    lake: list[Sink] = field(default_factory=list)
 
 
 def build_outputs(settings: Settings) -> Outputs:
@@ -57,7 +60,7 @@ def _add_aws_and_dead_letter_sinks(outputs: Outputs, settings: Settings) -> None
     they cannot deliver) and, for kafka/sqs, by the flow's dead letters.
     """
     sinks = settings.sinks
-    aws_on = sinks.cloudwatch.enabled or sinks.sns.enabled or sinks.dynamodb.enabled
+    aws_on = sinks.cloudwatch.enabled or sinks.sns.enabled or sinks.dynamodb.enabled or sinks.lake.enabled
     if not aws_on and sinks.dead_letter.type == "jsonl":
         return
     from connectors.sinks.dead_letter import DeadLetterSink, build_dead_letter_writer
@@ -80,3 +83,7 @@ def _add_aws_and_dead_letter_sinks(outputs: Outputs, settings: Settings) -> None
         outputs.metrics.append(DynamoDbSink(settings, AGGREGATES, writer))
         if sinks.dynamodb.transactions != "none":
             outputs.transactions.append(DynamoDbSink(settings, TRANSACTIONS, writer))
+    if sinks.lake.enabled:
+        from connectors.lake.sink import LakeSink
+
+        outputs.lake.append(LakeSink(settings, writer))

@@ -1,0 +1,263 @@
+"""The lake sink: raw, enriched, alerts and metrics zones as partitioned Parquet.
+
+One Bytewax sink takes three kinds of item (``(key, item)`` pairs, merged in
+the flow): a :class:`~operators.records.LakeChunk` per parsed chunk (raw and
+enriched zones, keyed by source partition), alert records (keyed by alert
+key) and per-minute metric lists (keyed by window start).
+
+Exactly once across crashes:
+
+- raw/enriched files are cut by :class:`~connectors.lake.rolling.Roller`
+  (row-count-independent, event-time rules) and named after their source
+  partition and first/last position; alert/metric files by
+  :class:`~connectors.lake.buckets.Buckets` (event-time buckets, one row per
+  id). A replay therefore writes the same objects again.
+- the partition's snapshot holds its open files (rows not yet in a finished
+  file) and the finished files not yet acknowledged by the store; both are
+  written again after a resume, and the source replays only what came after
+  the snapshot.
+- objects become visible only when complete (see :mod:`connectors.lake.store`).
+
+Finished files go through the same :class:`~connectors.sinks.delivery.Delivery`
+as every AWS sink (background upload, ``sinks.retry`` backoff, transient vs
+permanent errors, ``paywatch_sink_*{sink="lake"}`` metrics). Its buffer counts
+files (``sinks.lake.max_pending_files``): when S3 is slow the flow blocks for
+``sinks.retry.block_seconds`` and then spills whole files to the dead-letter
+output (the Parquet bytes, base64, with their key), so nothing is lost.
+At the end of a bounded input every open file is finished and uploaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+from typing import Any, Optional, Union
+
+import pyarrow as pa
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from config.settings import Settings
+from connectors.aws.retry import classify
+from connectors.lake import layout
+from connectors.lake.buckets import BucketFile, Buckets, BucketState
+from connectors.lake.rolling import FinishedFile, Roller, RollerState
+from connectors.lake.store import LocalStore, ObjectStore, S3Store
+from connectors.lake.tables import (
+    alert_record,
+    encode_parquet,
+    enriched_rows,
+    metric_records,
+    raw_rows,
+    rows_table,
+)
+from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
+from connectors.sinks.delivery import BAD_ITEM, Delivery, SendResult, delivery_policy
+from operators.records import LakeChunk
+from operators.timestamps import TimestampParser
+
+logger = logging.getLogger(__name__)
+
+# (rollers by (zone, source partition), buckets by zone, finished files not yet stored)
+LakeState = tuple[dict[tuple[str, str], RollerState], dict[str, BucketState], list]
+
+
+class LakeFile:
+    """One finished file: its key and rows; encoded to Parquet when it is sent."""
+
+    __slots__ = ("key", "zone", "rows", "tables", "_data")
+
+    def __init__(self, key: str, zone: str, rows: int, tables: tuple[pa.Table, ...]) -> None:
+        self.key = key
+        self.zone = zone
+        self.rows = rows
+        self.tables = tables
+        self._data: Optional[bytes] = None
+
+    def encoded(self, compression: str) -> bytes:
+        if self._data is None:
+            self._data = encode_parquet(self.tables, compression)
+        return self._data
+
+    def __getstate__(self) -> tuple:
+        return (self.key, self.zone, self.rows, self.tables)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.key, self.zone, self.rows, self.tables = state
+        self._data = None
+
+    def dead_letter_form(self) -> dict[str, Any]:
+        """What the dead-letter output keeps of a file it could not store: all of it."""
+        data = self._data if self._data is not None else encode_parquet(self.tables, "zstd")
+        return {
+            "key": self.key,
+            "zone": self.zone,
+            "rows": self.rows,
+            "parquet_base64": base64.b64encode(data).decode(),
+        }
+
+
+def _position_file(done: FinishedFile) -> LakeFile:
+    return LakeFile(
+        layout.position_file(done.zone, done.hour, done.part, done.first, done.last), done.zone, done.rows, done.tables
+    )
+
+
+def _bucket_file(done: BucketFile, sink_part: str) -> LakeFile:
+    table = rows_table(done.zone, done.rows)
+    return LakeFile(
+        layout.bucket_file(done.zone, done.start, sink_part, done.suffix), done.zone, len(done.rows), (table,)
+    )
+
+
+class _LakePartition(StatefulSinkPartition[Any, LakeState]):
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        delivery: Delivery,
+        dead_letters: DeadLetterWriter,
+        state: Optional[LakeState],
+    ) -> None:
+        lake = settings.sinks.lake
+        self._name = name
+        self._zones: set[str] = set(lake.zones)
+        self._target = int(lake.target_file_mb * 1024 * 1024)
+        self._max_age = lake.max_file_seconds
+        self.delivery = delivery
+        self._dead_letters = dead_letters
+        self._timestamps = TimestampParser(settings.validation.min_year, settings.validation.max_year)
+        rollers, buckets = (state[0], state[1]) if state is not None else ({}, {})
+        self._rollers = {
+            key: Roller(key[0], key[1], self._target, self._max_age, roller) for key, roller in rollers.items()
+        }
+        self._buckets: dict[str, Buckets] = {
+            zone: Buckets(zone, int(self._max_age), buckets.get(zone))
+            for zone in (layout.ALERTS, layout.METRICS)
+            if zone in self._zones
+        }
+
+    def _roller(self, zone: str, part: str) -> Roller:
+        roller = self._rollers.get((zone, part))
+        if roller is None:
+            roller = self._rollers[(zone, part)] = Roller(zone, part, self._target, self._max_age)
+        return roller
+
+    def _chunk_files(self, chunk: LakeChunk) -> list[LakeFile]:
+        files: list[FinishedFile] = []
+        if layout.RAW in self._zones and chunk.lines:
+            rows = raw_rows(chunk, self._timestamps)
+            files += self._roller(layout.RAW, chunk.part).add(
+                rows.table, rows.hours, rows.times, rows.sizes, chunk.position
+            )
+        if layout.ENRICHED in self._zones and chunk.valid:
+            rows = enriched_rows(chunk)
+            index = rows.index
+            files += self._roller(layout.ENRICHED, chunk.part).add(
+                rows.table, rows.hours, rows.times, rows.sizes, lambda i: chunk.position(int(index[i]))
+            )
+        return [_position_file(done) for done in files]
+
+    def write_batch(self, values: list[Union[LakeChunk, dict, list]]) -> None:
+        files: list[LakeFile] = []
+        alerts: list = []
+        minutes: list = []
+        for value in values:
+            try:
+                if type(value) is LakeChunk:
+                    files += self._chunk_files(value)
+                elif isinstance(value, dict):
+                    if layout.ALERTS in self._buckets:
+                        alerts.append(alert_record(value))
+                elif isinstance(value, list) and layout.METRICS in self._buckets:
+                    minutes += metric_records(value)
+            except Exception as exc:  # noqa: BLE001 - a bad item must not stop the flow
+                failure = classify(exc)
+                logger.error("%s: cannot convert an item (%s); dead-lettered", self._name, failure.describe())
+                self._dead_letters.write([sink_dead_letter(self._name, "", BAD_ITEM, failure, _describe(value))])
+        if alerts:
+            files += [_bucket_file(done, self._name) for done in self._buckets[layout.ALERTS].add(alerts)]
+        if minutes:
+            files += [_bucket_file(done, self._name) for done in self._buckets[layout.METRICS].add(minutes)]
+        self._submit(files)
+
+    def _submit(self, files: list[LakeFile]) -> None:
+        # One at a time: a batch can finish more files than the buffer holds,
+        # and each must wait for room on its own (then spill, like any AWS sink).
+        for file in files:
+            self.delivery.submit([file])
+
+    def snapshot(self) -> LakeState:
+        return (
+            {key: roller.snapshot() for key, roller in self._rollers.items()},
+            {zone: buckets.snapshot() for zone, buckets in self._buckets.items()},
+            self.delivery.snapshot(),
+        )
+
+    def close(self) -> None:
+        files = [_position_file(done) for roller in self._rollers.values() for done in roller.flush()]
+        for buckets in self._buckets.values():
+            files += [_bucket_file(done, self._name) for done in buckets.flush()]
+        self._submit(files)
+        self.delivery.close()
+
+
+def _describe(value: Any) -> Any:
+    if type(value) is LakeChunk:
+        return {"part": value.part, "first_position": value.first_position, "lines": len(value.lines)}
+    return value
+
+
+def build_store(settings: Settings) -> ObjectStore:
+    """The store of ``sinks.lake.uri``: S3 (shared AWS client factory) or a local directory."""
+    location = layout.parse_uri(settings.sinks.lake.uri or "")
+    if location.is_s3:
+        from connectors.aws.client import aws_client
+
+        return S3Store(aws_client("s3", settings), location)
+    return LocalStore(location)
+
+
+class LakeSink(FixedPartitionedSink[Any, LakeState]):
+    """``sinks.lake``: Parquet files on S3 or a local directory (see the module docstring).
+
+    Fixed partitions (``sinks.lake.partitions``) because open files are resume
+    state; raw/enriched file names do not depend on the partition count.
+    """
+
+    # The enriched zone is read from the transactions JSONL blob.
+    wants_transaction_lines = True
+
+    def __init__(self, settings: Settings, dead_letters: DeadLetterWriter) -> None:
+        self.settings = settings
+        self.dead_letters = dead_letters
+        self.deliveries: list[Delivery] = []
+
+    def list_parts(self) -> list[str]:
+        return [f"lake-{i}" for i in range(self.settings.sinks.lake.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[LakeState]) -> _LakePartition:
+        lake = self.settings.sinks.lake
+        store = build_store(self.settings)
+        compression = lake.compression
+
+        def send(files: list[LakeFile]) -> SendResult:
+            for file in files:
+                store.put(file.key, file.encoded(compression))
+            return SendResult()
+
+        policy = dataclasses.replace(
+            delivery_policy(self.settings.sinks.retry), max_buffer=lake.max_pending_files, linger_seconds=0.0
+        )
+        delivery = Delivery(
+            for_part,
+            send,
+            lambda pending: 1,
+            self.dead_letters,
+            policy,
+            resource=store.resource,
+            setting="sinks.lake.uri",
+            pending=resume_state[2] if resume_state is not None else None,
+        )
+        self.deliveries.append(delivery)
+        return _LakePartition(for_part, self.settings, delivery, self.dead_letters, resume_state)

@@ -1,0 +1,249 @@
+"""The lake's pure parts: names, deterministic file rolling, buckets, tables, settings."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from decimal import Decimal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from config import SettingsError, load_settings
+from connectors.lake import layout
+from connectors.lake.buckets import Buckets
+from connectors.lake.rolling import Roller
+from connectors.lake.sink import LakeFile
+from connectors.lake.tables import alert_record, encode_parquet, enriched_rows, metric_records, raw_rows, rows_table
+from connectors.sinks.dead_letter import encode
+from operators.records import LakeChunk
+from operators.timestamps import TimestampParser
+
+T0 = 1752087600  # 2025-07-09T19:00:00Z
+
+
+def _rows(times: list[float], sizes: list[int]) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    t = np.array(times, dtype=np.float64)
+    table = pa.table({"i": pa.array(np.arange(len(times)))})
+    hours = (np.where(np.isnan(t), T0, t) // 3600).astype(np.int64)
+    return table, hours, t, np.array(sizes, dtype=np.int64)
+
+
+def _files_for(chunk_size: int, times: list[float], sizes: list[int], target: int, max_age: float) -> list[tuple]:
+    """Feed the same rows in chunks of ``chunk_size`` (snapshotting in between); return the files."""
+    roller = Roller("raw", "p", target, max_age)
+    files = []
+    for start in range(0, len(times), chunk_size):
+        table, hours, t, s = _rows(times[start : start + chunk_size], sizes[start : start + chunk_size])
+        for done in roller.add(table, hours, t, s, lambda i, start=start: start + i):
+            rows = pa.concat_tables(done.tables).column("i").to_pylist()
+            files.append((done.hour, done.first, done.last, done.rows, tuple(r + 0 for r in rows)))
+        roller = Roller("raw", "p", target, max_age, pickle.loads(pickle.dumps(roller.snapshot())))
+    for done in roller.flush():
+        rows = pa.concat_tables(done.tables).column("i").to_pylist()
+        files.append((done.hour, done.first, done.last, done.rows, tuple(rows)))
+    return sorted(files)
+
+
+def test_roll_points_do_not_depend_on_chunking():
+    rng = np.random.default_rng(3)
+    n = 1200
+    times = list(T0 + np.sort(rng.uniform(0, 7200, n)) + rng.normal(0, 30, n))
+    for i in range(0, n, 97):
+        times[i] = math.nan  # unreadable event time: no effect on the clock
+    sizes = list(rng.integers(50, 400, n))
+    reference = _files_for(n, times, sizes, target=40_000, max_age=300)
+    assert len(reference) > 10
+    for chunk_size in (1, 7, 250, 1000):
+        files = _files_for(chunk_size, times, sizes, target=40_000, max_age=300)
+        # Same names (hour, first, last) and the same rows in each.
+        assert [f[:4] for f in files] == [f[:4] for f in reference], chunk_size
+    rows_in_files = sorted(i for f in reference for i in f[4])
+    assert rows_in_files == [i for i in range(n)]  # every row exactly once
+
+
+def test_files_end_by_size_and_by_event_time_age():
+    # 10 rows of 100 bytes in one hour, one per second: size cuts every 3 rows.
+    files = _files_for(10, [T0 + i for i in range(10)], [100] * 10, target=300, max_age=1000)
+    assert [(f[1], f[2]) for f in files] == [("0", "2"), ("3", "5"), ("6", "8"), ("9", "9")]
+    # Age: the clock passes the file's start + 60 s at row 6 (T0 + 60).
+    files = _files_for(3, [T0 + i * 10 for i in range(10)], [1] * 10, target=10**9, max_age=60)
+    assert [(f[1], f[2]) for f in files] == [("0", "5"), ("6", "9")]
+
+
+def test_a_file_holds_one_hour():
+    files = _files_for(5, [T0 + 3590, T0 + 3599, T0 + 3600, T0 + 3595, T0 + 3700], [1] * 5, target=10**9, max_age=300)
+    by_hour = {f[0]: f[4] for f in files}
+    assert by_hour == {T0 // 3600: (0, 1, 3), T0 // 3600 + 1: (2, 4)}
+
+
+def test_buckets_write_each_id_once_whatever_the_order():
+    def run(order: list[int]) -> dict:
+        buckets = Buckets("alerts", 300)
+        out = {}
+        records = [(f"a{i}", T0 + i * 40.0, {"id": f"a{i}"}) for i in range(30)]
+        for i in order:
+            for done in buckets.add([records[i], records[i]]):
+                out[(done.start, done.suffix)] = [r["id"] for r in done.rows]
+        for done in buckets.flush():
+            out[(done.start, done.suffix)] = [r["id"] for r in done.rows]
+        return out
+
+    forward = run(list(range(30)))
+    assert sorted(i for ids in forward.values() for i in ids) == sorted(f"a{i}" for i in range(30))
+    swapped = list(range(30))
+    swapped[3], swapped[4] = swapped[4], swapped[3]
+    assert run(swapped) == forward
+    assert all(start % 300 == 0 for start, _ in forward)
+
+
+def test_a_late_record_goes_to_an_extra_object():
+    buckets = Buckets("alerts", 60)
+    assert buckets.add([("a", T0 + 1, {"id": "a"})]) == []
+    closed = buckets.add([("b", T0 + 200, {"id": "b"})])
+    assert [(d.start, d.suffix, len(d.rows)) for d in closed] == [(T0, "", 1)]
+    late = buckets.add([("c", T0 + 2, {"id": "c"})])
+    assert len(late) == 1 and late[0].start == T0 and late[0].suffix.startswith("-late-")
+
+
+def test_layout_names():
+    assert layout.parse_uri("s3://bkt/a/b/") == layout.LakeLocation("bkt", "a/b")
+    assert layout.parse_uri("s3://bkt").key("raw/x") == "raw/x"
+    assert layout.parse_uri("./lake").key("raw/x") == "./lake/raw/x"
+    with pytest.raises(ValueError):
+        layout.parse_uri("gs://x/y")
+    name = layout.position_file("raw", T0 // 3600, "file:/data/a.jsonl", 0, 99)
+    assert name.startswith("raw/date=2025-07-09/hour=19/file_data_a.jsonl-")
+    assert name.endswith("-0-99.parquet")
+    assert layout.safe_name("a/b") != layout.safe_name("a_b")
+    assert layout.bucket_file("alerts", T0 + 300, "lake-0") == (
+        "alerts/date=2025-07-09/hour=19/alerts-20250709T190500Z-lake-0.parquet"
+    )
+
+
+def _lake_chunk() -> LakeChunk:
+    good = (
+        b'{"transaction_id":"t1","timestamp":"2025-07-09T19:00:01Z","amount":12.3,"user_id":"u1",'
+        b'"payment_status":"declined","region":"EU"}'
+    )
+    numeric_user = (
+        b'{"transaction_id":"t2","timestamp":1752087602000,"amount":0.1,"user_id":7,'
+        b'"payment_status":"SUCCESS","region":"EU"}'
+    )
+    lines = [
+        good,
+        b"{broken",
+        b"\xff\xfe not utf-8",
+        numeric_user,
+        b'{"transaction_id":"t3","timestamp":"2025-07-09T21:00:00Z"}',
+    ]
+    enrich = (
+        b',"category":"standard","fraud_score":0,"fraud_status":"APPROVED","processed_at":"2026-01-01T00:00:00.000Z"}\n'
+    )
+    return LakeChunk(
+        part="file:x",
+        origin="x.jsonl",
+        lines=lines,
+        first_position=10,
+        positions=None,
+        received_at=T0 + 86400.5,
+        line_times=[T0 + 1.0, math.nan, math.nan, T0 + 2.0, math.nan],
+        valid=[0, 3],
+        transactions=good[:-1] + enrich + numeric_user[:-1] + enrich,
+    )
+
+
+def test_raw_rows_keep_every_line_and_place_it_by_event_or_receive_time():
+    rows = raw_rows(_lake_chunk(), TimestampParser(2000, 2100))
+    t = rows.table
+    assert t.num_rows == 5
+    assert t.column("position").to_pylist() == ["10", "11", "12", "13", "14"]
+    assert t.column("line").to_pylist()[2] is None
+    assert t.column("line_bytes").to_pylist()[2] == b"\xff\xfe not utf-8"
+    assert t.column("line").to_pylist()[1] == "{broken"
+    # Rejected line 14 still has a readable timestamp: its event hour (21:00), not the receive hour.
+    receive_hour = (T0 + 86400) // 3600
+    assert rows.hours.tolist() == [T0 // 3600, receive_hour, receive_hour, T0 // 3600, T0 // 3600 + 2]
+
+
+def test_enriched_rows_are_typed_and_amounts_exact():
+    rows = enriched_rows(_lake_chunk())  # numeric user_id: the line-by-line path
+    t = rows.table
+    assert t.column("transaction_id").to_pylist() == ["t1", "t2"]
+    assert t.column("user_id").to_pylist() == ["u1", "7"]
+    assert t.column("amount").to_pylist() == [Decimal("12.3"), Decimal("0.1")]
+    assert t.column("failed").to_pylist() == [True, False]
+    assert t.column("position").to_pylist() == ["10", "13"]
+    assert [v.timestamp() for v in t.column("event_time").to_pylist()] == [T0 + 1, T0 + 2]
+    chunk = _lake_chunk()
+    chunk.transactions = chunk.transactions.replace(b'"user_id":7', b'"user_id":"7"')
+    assert enriched_rows(chunk).table.equals(t)  # the Arrow reader gives the same table
+
+
+def test_alert_and_metric_tables_round_trip_through_parquet():
+    alert = {
+        "alert_id": "X:OPEN",
+        "incident_id": "X",
+        "type": "VELOCITY",
+        "state": "OPEN",
+        "severity": "HIGH",
+        "key": "u1",
+        "region": "EU",
+        "user_id": "u1",
+        "transaction_id": "t1",
+        "event_time": "2025-07-09T19:00:01.000Z",
+        "value": 11.0,
+        "threshold": 10.0,
+        "message": "m",
+        "details": {"count": 11},
+        "new_field": 1,
+    }
+    _, t, row = alert_record(alert)
+    assert t == T0 + 1
+    table = rows_table("alerts", [row])
+    back = pq.read_table(pa.BufferReader(encode_parquet([table], "zstd")))
+    assert back.column("details").to_pylist() == ['{"count":11}']
+    assert back.column("extra").to_pylist() == ['{"new_field":1}']
+    minute = [
+        {
+            "region": "EU",
+            "window_start": "2025-07-09T19:00:00Z",
+            "window_end": "2025-07-09T19:01:00Z",
+            "count": 5,
+            "failures": 1,
+            "failure_rate": 20.0,
+            "fraud_suspected": 0,
+            "review_required": 0,
+        }
+    ]
+    ((record_id, start, mrow),) = metric_records(minute)
+    assert (record_id, start) == ("EU|2025-07-09T19:00:00Z", T0)
+    assert rows_table("metrics", [mrow]).column("count").to_pylist() == [5]
+
+
+def test_a_file_survives_a_snapshot_and_a_dead_letter_whole():
+    table = pa.table({"a": [1, 2]})
+    file = LakeFile("raw/x.parquet", "raw", 2, (table,))
+    file.encoded("zstd")
+    again = pickle.loads(pickle.dumps(file))
+    assert again.key == "raw/x.parquet" and again.tables[0].equals(table)
+    import base64
+
+    import orjson
+
+    form = orjson.loads(encode({"raw": file}))["raw"]
+    assert form["key"] == "raw/x.parquet" and form["rows"] == 2
+    assert pq.read_table(pa.BufferReader(base64.b64decode(form["parquet_base64"]))).equals(table)
+
+
+def test_lake_settings_fail_at_start_naming_the_key():
+    with pytest.raises(SettingsError, match="sinks.lake"):
+        load_settings(environ={}, overrides={"sinks": {"lake": {"enabled": True}}})
+    with pytest.raises(SettingsError, match="sinks.lake.zones"):
+        load_settings(environ={}, overrides={"sinks": {"lake": {"zones": ["raw", "bogus"]}}})
+    with pytest.raises(SettingsError, match="sinks.lake"):
+        load_settings(environ={}, overrides={"sinks": {"lake": {"uri": "s3://Bad_Bucket/x"}}})
+    ok = load_settings(environ={}, overrides={"sinks": {"lake": {"enabled": True, "uri": "s3://bkt/p"}}})
+    assert ok.sinks.lake.compression == "zstd"
