@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from config.settings import KafkaSourceSettings
 from connectors.kafka.client_config import librdkafka_config
@@ -37,7 +37,6 @@ _IDLE_EMIT_SECONDS = 1.0
 _EMPTY_POLL_PAUSE = timedelta(milliseconds=20)
 _PROBE_TIMEOUT_SECONDS = 30.0
 _METADATA_TIMEOUT_SECONDS = 30.0
-_NO_OFFSET = -1001  # librdkafka's "invalid offset": no fetch has answered yet
 
 
 def consumer_config(settings: KafkaSourceSettings) -> dict[str, Any]:
@@ -140,12 +139,14 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
         )
 
     def _start(self, settings: KafkaSourceSettings, resume_offset: Optional[int]) -> int:
+        tp = TopicPartition(self._topic, self._partition)
         if resume_offset is not None:
             start = resume_offset
-        elif settings.starting_offset == "earliest":
-            start = OFFSET_BEGINNING
         else:
-            start = OFFSET_BEGINNING  # placed at the high watermark below, once a fetch has carried it
+            # An explicit offset: librdkafka resolves OFFSET_BEGINNING with a
+            # backed-off query that costs half a second per partition. The
+            # log start from ListOffsets(earliest) is right on Tansu too.
+            start, _ = self._consumer.get_watermark_offsets(tp, timeout=_METADATA_TIMEOUT_SECONDS)
         self._consumer.assign([TopicPartition(self._topic, self._partition, start)])
         latest = resume_offset is None and settings.starting_offset == "latest"
         if settings.bounded or latest:
@@ -156,12 +157,6 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
                 start = highwater
             if settings.bounded:
                 self._end = highwater
-        if start == OFFSET_BEGINNING:
-            low, _ = self._consumer.get_watermark_offsets(
-                TopicPartition(self._topic, self._partition), timeout=_METADATA_TIMEOUT_SECONDS
-            )
-            first = self._pending[0].offset() if self._pending else low
-            start = min(low, first)
         return start
 
     def _highwater(self) -> Optional[int]:
