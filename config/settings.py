@@ -173,16 +173,41 @@ class WindowSettings(_Section):
 
 
 class FailureRateRule(_Section):
+    """FAILURE_RATE incidents (docs/detection.md, "Failure rate").
+
+    An incident opens when the lower Wilson bound of the window's failure
+    rate at ``confidence`` is above ``threshold_percent`` (and the window
+    holds ``min_events``); it resolves after ``resolve_windows`` consecutive
+    windows at or under the threshold. ``explain_by`` names the event fields
+    whose values may explain an incident (contributors); each second keeps
+    the ``explain_max_values`` values per field with the most failures.
+    """
+
     threshold_percent: float = Field(2.0, ge=0, le=100)
     window_seconds: int = Field(60, gt=0)
     hop_seconds: int = Field(10, gt=0)
-    min_events: int = Field(500, ge=1)
+    min_events: int = Field(30, ge=1)
+    confidence: float = Field(0.999, ge=0.5, lt=1)
+    resolve_windows: int = Field(6, ge=1)
+    explain_by: list[str] = Field(default_factory=lambda: ["device", "merchant_id", "currency"], max_length=16)
+    explain_max_values: int = Field(32, ge=1, le=10_000)
+    explain_confidence: float = Field(0.999, ge=0.5, lt=1)
+    explain_min_lift: float = Field(1.5, ge=1)
 
     @model_validator(mode="after")
     def _hop_divides_window(self) -> FailureRateRule:
         if self.hop_seconds > self.window_seconds or self.window_seconds % self.hop_seconds:
             raise ValueError("hop_seconds must divide window_seconds")
         return self
+
+    @field_validator("explain_by")
+    @classmethod
+    def _distinct_fields(cls, names: list[str]) -> list[str]:
+        if any(not n or not n.isidentifier() for n in names) or len(set(names)) != len(names):
+            raise ValueError("explain_by must list distinct event field names (letters, digits, underscores)")
+        if {"timestamp", "payment_status", "region", "transaction_id", "amount"} & set(names):
+            raise ValueError("explain_by takes descriptive fields (device, merchant_id, ...), not timestamp/amount/ids")
+        return names
 
 
 class VelocityRule(_Section):

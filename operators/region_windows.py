@@ -1,9 +1,11 @@
 """Region windows on event time: per-minute metrics and region incidents.
 
-Input is tiny: per parsed chunk, counts per (region, second) plus that
-partition's watermark. All regions live in one keyed state so that one
-watermark, the minimum over every source partition, closes every region's
-windows, including regions that have gone silent (their silence is news).
+Input is tiny: per parsed chunk, counts per (region, second), the
+per-dimension counts per (region, hop, field, value) that explain failures,
+and that partition's watermark. All regions live in one keyed state so that
+one watermark, the minimum over every source partition, closes every
+region's windows, including regions that have gone silent (their silence is
+news).
 
 Why not Bytewax's ``EventClock``: it keeps a watermark per key that also
 advances with system time, so in a full-speed replay of several partitions
@@ -14,10 +16,18 @@ guarantees in docs/architecture.md; this module implements the Flink rule
 
 Windows:
 - tumbling 60 s windows aligned to UTC minutes -> one metrics record per
-  known region per minute (zero-count minutes included);
+  known region for every minute in which any region had events (a silent
+  region reads 0 beside the others; a minute nobody paid in is skipped);
 - sliding windows of ``window_seconds`` ending on multiples of
   ``hop_seconds`` (UTC) -> FAILURE_RATE and TRAFFIC_DROP incidents, one
-  OPEN and one RESOLVED each.
+  OPEN and one RESOLVED each (docs/detection.md).
+
+Every window is judged in event-time order, whether the watermark closes
+windows one at a time or a slow partition releases hours of them at once:
+the verdicts are a function of the data, not of how it was batched. A run of
+windows with no data at all (a watermark that jumps) costs O(1) per region,
+not one step per window: only the traffic-drop baseline changes there, and
+it changes in closed form.
 """
 
 from __future__ import annotations
@@ -27,17 +37,25 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from config.settings import FailureRateRule, TrafficDropRule
-from operators import alerts
+from operators import alerts, incident_stats
 from operators.timestamps import iso_utc
 
 MINUTE = 60
 METRICS = "metrics"
 ALERT = "alert"
+# Version of the pickled RegionWindowState; older snapshots are migrated in
+# :func:`migrate_state`.
+STATE_VERSION = 2
 
 
 @dataclass(slots=True)
 class RegionSummary:
-    """What the region windows need from one parsed chunk."""
+    """What the region windows need from one parsed chunk.
+
+    :ivar region_counts: ``{(region, second): [count, failures, fraud_suspected, review_required]}``.
+    :ivar dimension_counts: ``{(region, hop_start, field, value): [events, failures]}``
+        (operators/dimension_counts.py).
+    """
 
     part: str
     n_parts: int
@@ -45,6 +63,7 @@ class RegionSummary:
     done: bool
     idle: bool
     region_counts: dict
+    dimension_counts: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +79,21 @@ class _RegionState:
     first_second: int
     baseline: float = 0.0
     baseline_windows: int = 0
+    # The latest window with enough events: its end, events and failures.
+    last_end: Optional[int] = None
+    last_count: int = 0
+    last_failures: int = 0
+
+
+@dataclass
+class _FailureIncident:
+    """An open FAILURE_RATE incident: what its RESOLVED record must say."""
+
+    incident_id: str
+    opened: int
+    peak: float
+    contributors: list
+    under: int = 0  # consecutive windows at or under the threshold
 
 
 @dataclass
@@ -71,11 +105,42 @@ class RegionWindowState:
     # region -> {second: [count, failures, fraud_suspected, review_required]}
     buckets: dict = field(default_factory=dict)
     regions: dict = field(default_factory=dict)
-    # (alert type, region) -> incident id of the open incident
+    # (alert type, region) -> TRAFFIC_DROP incident id, or a _FailureIncident
     incidents: dict = field(default_factory=dict)
     watermark: float = -math.inf
     slide_end: Optional[int] = None
     minute_end: Optional[int] = None
+    # region -> {hop start: {(field, value): [events, failures]}}
+    dims: dict = field(default_factory=dict)
+    # region -> {hop start: fields whose values were cut to the top ones}
+    dims_cut: dict = field(default_factory=dict)
+    # hop starts below this are complete and compacted
+    sealed: int = -(2**62)
+    version: int = STATE_VERSION
+
+
+def migrate_state(state: Any) -> RegionWindowState:
+    """Bring a snapshot of an older release up to :data:`STATE_VERSION`.
+
+    Version 1 (before incidents carried evidence and contributors) held each
+    open incident as its id string and had no dimension counts: an open
+    FAILURE_RATE incident carries on with an unknown peak and no contributors.
+    """
+    if getattr(state, "version", 1) >= STATE_VERSION:
+        return state
+    for name, default in (("dims", {}), ("dims_cut", {}), ("sealed", -(2**62))):
+        if not hasattr(state, name):
+            setattr(state, name, default)
+    for info in state.regions.values():
+        for name, default in (("last_end", None), ("last_count", 0), ("last_failures", 0)):
+            if not hasattr(info, name):
+                setattr(info, name, default)
+    for key, value in list(state.incidents.items()):
+        if key[0] == alerts.FAILURE_RATE and isinstance(value, str):
+            opened = state.slide_end or 0
+            state.incidents[key] = _FailureIncident(value, opened, 0.0, [])
+    state.version = STATE_VERSION
+    return state
 
 
 class RegionWindows:
@@ -96,8 +161,12 @@ class RegionWindows:
         self.rule = failure_rate
         self.drop = traffic_drop
         self.idle_seconds = idle_partition_seconds
-        self.state = state or RegionWindowState()
+        self.state = migrate_state(state) if state is not None else RegionWindowState()
         self._alpha = 2.0 / (traffic_drop.baseline_windows + 1)
+        self._z = incident_stats.z_for(failure_rate.confidence)
+        self._explain_alpha = 1.0 - failure_rate.explain_confidence
+        self._min_data: Optional[int] = None
+        self._min_data_known = False
 
     # -- input ----------------------------------------------------------------
 
@@ -122,6 +191,9 @@ class RegionWindows:
                     bucket[1] += counts[1]
                     bucket[2] += counts[2]
                     bucket[3] += counts[3]
+                self._min_data_known = False
+            if summary.dimension_counts:
+                self._add_dimensions(summary.dimension_counts)
             part = st.partitions.get(summary.part)
             if part is None:
                 part = st.partitions[summary.part] = _Partition()
@@ -132,6 +204,33 @@ class RegionWindows:
             part.last_wall = now
             st.n_parts = max(st.n_parts, summary.n_parts)
         return self.advance(now)
+
+    def _add_dimensions(self, counts: dict) -> None:
+        """Merge a chunk's dimension counts.
+
+        A hop already sealed only receives events that an idle partition's
+        estimated watermark overtook; a value that its field's cut removed
+        stays absent there (so it is never reported with a partial count).
+        """
+        st = self.state
+        dims = st.dims
+        sealed = st.sealed
+        for (region, hop_start, name, value), (events, failures) in counts.items():
+            per_region = dims.get(region)
+            if per_region is None:
+                per_region = dims[region] = {}
+            per_hop = per_region.get(hop_start)
+            if per_hop is None:
+                per_hop = per_region[hop_start] = {}
+            key = (name, value)
+            pair = per_hop.get(key)
+            if pair is None:
+                if hop_start < sealed and name in st.dims_cut.get(region, {}).get(hop_start, ()):
+                    continue
+                per_hop[key] = [events, failures]
+            else:
+                pair[0] += events
+                pair[1] += failures
 
     def _global_watermark(self, now: float) -> float:
         """Minimum over partitions; idle ones do not hold it back.
@@ -167,24 +266,35 @@ class RegionWindows:
     def advance(self, now: float) -> list[tuple[str, Any]]:
         st = self.state
         st.watermark = self._global_watermark(now)
+        self._seal(st.watermark)
         return self._close_until(st.watermark, at_end=False)
 
     def flush(self) -> list[tuple[str, Any]]:
-        """End of a bounded input: emit every open window, partial ones included.
+        """End of a bounded input: judge what the data covers, then emit the trailing windows.
 
-        The end of a file is not silence, so trailing windows are not judged
-        for traffic drop; failure rate still is (it is a ratio).
+        Windows that end by the last second of data are judged exactly as if
+        the watermark had passed them (a drop inside the data is a drop).
+        The windows after that reach past the end of the input, which is not
+        silence, so they are not judged for traffic drop; failure rate still
+        is (it is a ratio). Then an open FAILURE_RATE incident whose latest
+        window is at or under the threshold is RESOLVED: no more evidence
+        will come.
         """
         st = self.state
+        out: list[tuple[str, Any]] = []
         last = max((max(b) for b in st.buckets.values() if b), default=None)
-        if last is None:
-            return []
-        return self._close_until(last + 1, at_end=True)
+        if last is not None:
+            self._seal(math.inf)
+            out.extend(self._close_until(last + 1, at_end=False))
+            out.extend(self._close_until(last + 1, at_end=True))
+        out.extend(self._resolve_at_end())
+        return out
 
     def _close_until(self, watermark: float, at_end: bool) -> list[tuple[str, Any]]:
         st = self.state
         out: list[tuple[str, Any]] = []
         hop = self.rule.hop_seconds
+        window = self.rule.window_seconds
         limit = watermark
         if at_end:
             # Cover the partial last minute and the last sliding window holding data.
@@ -192,32 +302,114 @@ class RegionWindows:
         if st.slide_end is None:
             # Start the cursors only once the first window can close: until
             # then an older (not late) event may still move the start back.
-            first = min((min(b) for b in st.buckets.values() if b), default=None)
+            first = self._first_data()
             if first is None or min(first // hop * hop + hop, first // MINUTE * MINUTE + MINUTE) > limit:
                 return out
             st.slide_end = first // hop * hop + hop
             st.minute_end = first // MINUTE * MINUTE + MINUTE
         assert st.minute_end is not None, "the cursors start together"
         while True:
+            assert st.slide_end is not None and st.minute_end is not None
             end = min(st.slide_end, st.minute_end)
             if end > limit:
                 break
+            first = self._first_data()
+            # Windows that end at or before the first remaining second of data are empty.
+            empty_to = limit if first is None else min(limit, first)
+            if st.slide_end <= empty_to or st.minute_end <= empty_to:
+                out.extend(self._skip_empty(empty_to, at_end))
+                continue
             if end == st.minute_end:
                 if not at_end or end - MINUTE < watermark:
-                    out.append((METRICS, self._minute_records(end)))
+                    records = self._minute_records(end)
+                    if records:
+                        out.append((METRICS, records))
                 st.minute_end += MINUTE
             if end == st.slide_end:
-                if not at_end or end - self.rule.hop_seconds < watermark:
+                if not at_end or end - hop < watermark:
                     out.extend((ALERT, a) for a in self._judge_window(end, at_end))
-                st.slide_end += self.rule.hop_seconds
-            self._prune(min(st.slide_end - self.rule.window_seconds, st.minute_end - MINUTE))
+                st.slide_end += hop
+            self._prune(min(st.slide_end - window, st.minute_end - MINUTE))
         return out
 
+    def _first_data(self) -> Optional[int]:
+        """The earliest second still buffered (cached until buckets change)."""
+        if not self._min_data_known:
+            self._min_data = min((min(b) for b in self.state.buckets.values() if b), default=None)
+            self._min_data_known = True
+        return self._min_data
+
+    def _skip_empty(self, empty_to: float, at_end: bool) -> list[tuple[str, Any]]:
+        """Move both cursors over windows that hold no data, up to ``empty_to``.
+
+        Minutes with no events anywhere emit nothing. Empty sliding windows
+        change nothing for failure rate (under ``min_events``); for traffic
+        drop they are judged in :meth:`_empty_windows`, in O(1) per region.
+        """
+        st = self.state
+        assert st.slide_end is not None and st.minute_end is not None
+        hop = self.rule.hop_seconds
+        out: list[tuple[str, Any]] = []
+        if st.slide_end <= empty_to:
+            count = int((empty_to - st.slide_end) // hop) + 1
+            if not at_end:
+                out.extend((ALERT, a) for a in self._empty_windows(st.slide_end, count))
+            st.slide_end += count * hop
+        if st.minute_end <= empty_to:
+            st.minute_end += (int((empty_to - st.minute_end) // MINUTE) + 1) * MINUTE
+        return out
+
+    def _seal(self, watermark: float) -> None:
+        """Compact the dimension counts of hops the watermark has passed.
+
+        No accepted event can fall into a hop that ends at or before the
+        watermark, so its counts are final: keep the ``explain_max_values``
+        values per field with the most failures (then events) and remember
+        which fields were cut, so that a value missing from a cut hop is
+        never reported with a count it may lack.
+        """
+        st = self.state
+        if watermark == -math.inf:
+            return
+        hop = self.rule.hop_seconds
+        limit = math.floor(watermark / hop) * hop - hop if watermark != math.inf else math.inf
+        if limit < st.sealed:
+            return
+        keep = self.rule.explain_max_values
+        for region, per_region in st.dims.items():
+            for hop_start in [h for h in per_region if st.sealed <= h <= limit]:
+                per_hop = per_region[hop_start]
+                if len(per_hop) <= keep:
+                    continue
+                by_field: dict[str, list] = {}
+                for key, pair in per_hop.items():
+                    by_field.setdefault(key[0], []).append((pair[1], pair[0], key))
+                cut = []
+                for name, entries in by_field.items():
+                    if len(entries) <= keep:
+                        continue
+                    entries.sort(reverse=True)
+                    for _f, _e, key in entries[keep:]:
+                        del per_hop[key]
+                    cut.append(name)
+                if cut:
+                    st.dims_cut.setdefault(region, {})[hop_start] = tuple(cut)
+        if limit != math.inf:
+            st.sealed = int(limit) + hop
+
     def _prune(self, keep_from: int) -> None:
-        for per_region in self.state.buckets.values():
-            stale = [s for s in per_region if s < keep_from] if per_region and min(per_region) < keep_from else ()
-            for second in stale:
-                del per_region[second]
+        st = self.state
+        for per_region in st.buckets.values():
+            if per_region and min(per_region) < keep_from:
+                for second in [s for s in per_region if s < keep_from]:
+                    del per_region[second]
+                self._min_data_known = False
+        dims_from = st.slide_end - self.rule.window_seconds if st.slide_end is not None else keep_from
+        for table in (st.dims, st.dims_cut):
+            for per_region in table.values():
+                if per_region and min(per_region) < dims_from:
+                    for hop_start in [h for h in per_region if h < dims_from]:
+                        del per_region[hop_start]
 
     def _sum(self, region: str, start: int, end: int) -> list[int]:
         total = [0, 0, 0, 0]
@@ -234,12 +426,15 @@ class RegionWindows:
         return total
 
     def _minute_records(self, end: int) -> list[dict]:
+        """One record per known region, or none when nobody had an event in the minute."""
         start = end - MINUTE
         records = []
+        any_events = False
         for region in sorted(self.state.regions):
             if self.state.regions[region].first_second >= end:
                 continue
             count, failures, suspected, review = self._sum(region, start, end)
+            any_events = any_events or count > 0
             records.append(
                 {
                     "region": region,
@@ -252,7 +447,7 @@ class RegionWindows:
                     "review_required": review,
                 }
             )
-        return records
+        return records if any_events else []
 
     # -- incidents --------------------------------------------------------------
 
@@ -264,64 +459,209 @@ class RegionWindows:
             if info.first_second >= end:
                 continue
             count, failures, _s, _r = self._sum(region, start, end)
-            out.extend(self._judge_failure_rate(region, end, count, failures))
+            out.extend(self._judge_failure_rate(region, info, end, count, failures))
             if not at_end and self.drop.enabled and start >= info.first_second:
                 out.extend(self._judge_traffic(region, info, end, count))
         return out
 
-    def _judge_failure_rate(self, region: str, end: int, count: int, failures: int) -> list[dict]:
-        """OPEN above the threshold with enough volume; RESOLVED at or under it.
+    def _judge_failure_rate(self, region: str, info: _RegionState, end: int, count: int, failures: int) -> list[dict]:
+        """OPEN on evidence above the threshold; RESOLVED after sustained evidence under it.
 
-        A window under ``min_events`` decides nothing either way: too few
-        payments to say the region is failing, or that it has recovered.
+        A window under ``min_events`` decides nothing either way. OPEN needs
+        the lower Wilson bound above the threshold; RESOLVED needs
+        ``resolve_windows`` consecutive windows at or under it, so a rate
+        swinging around the threshold stays one incident.
         """
         rule = self.rule
         if count < rule.min_events:
             return []
         rate = failures * 100.0 / count
+        info.last_end, info.last_count, info.last_failures = end, count, failures
         key = (alerts.FAILURE_RATE, region)
-        open_id = self.state.incidents.get(key)
+        incident = self.state.incidents.get(key)
+        if incident is None:
+            lower = incident_stats.wilson_lower(failures, count, self._z) * 100.0
+            if lower <= rule.threshold_percent:
+                return []
+            return [self._open_failure(region, end, count, failures, rate, lower)]
+        incident.peak = max(incident.peak, rate)
+        if rate > rule.threshold_percent:
+            incident.under = 0
+            return []
+        incident.under += 1
+        if incident.under < rule.resolve_windows:
+            return []
+        return [self._resolve_failure(region, incident, end, count, failures, rate)]
+
+    def _open_failure(self, region: str, end: int, count: int, failures: int, rate: float, lower: float) -> dict:
+        rule = self.rule
+        found = [c.as_dict() for c in self._contributors(region, end, count, failures)]
+        incident_id = f"{alerts.FAILURE_RATE}:{region}:{alerts.compact_time(end)}"
+        self.state.incidents[(alerts.FAILURE_RATE, region)] = _FailureIncident(incident_id, end, rate, found)
         details = {
             "count": count,
             "failures": failures,
             "window_start": iso_utc(end - rule.window_seconds),
             "window_seconds": rule.window_seconds,
+            "lower_bound_percent": round(lower, 4),
+            "confidence": rule.confidence,
+            "contributors": found,
         }
-        if open_id is None and rate > rule.threshold_percent:
-            incident = f"{alerts.FAILURE_RATE}:{region}:{alerts.compact_time(end)}"
-            self.state.incidents[key] = incident
-            return [
-                alerts.make_alert(
-                    alerts.FAILURE_RATE,
-                    alerts.OPEN,
-                    region,
-                    incident,
-                    end,
-                    round(rate, 4),
-                    rule.threshold_percent,
-                    f"payment failure rate in {region} is {rate:.2f}% over the last {rule.window_seconds}s "
-                    f"({failures} of {count}), above {rule.threshold_percent}%",
-                    region=region,
-                    details=details,
-                )
-            ]
-        if open_id is not None and rate <= rule.threshold_percent:
-            del self.state.incidents[key]
-            return [
-                alerts.make_alert(
-                    alerts.FAILURE_RATE,
-                    alerts.RESOLVED,
-                    region,
-                    open_id,
-                    end,
-                    round(rate, 4),
-                    rule.threshold_percent,
-                    f"payment failure rate in {region} is back to {rate:.2f}% ({failures} of {count})",
-                    region=region,
-                    details=details,
-                )
-            ]
-        return []
+        message = (
+            f"{region} failure rate {incident_stats.percent(rate)} over {rule.window_seconds} s "
+            f"(threshold {incident_stats.percent(rule.threshold_percent)}): {self._explain(found)}"
+        )
+        return alerts.make_alert(
+            alerts.FAILURE_RATE,
+            alerts.OPEN,
+            region,
+            incident_id,
+            end,
+            round(rate, 4),
+            rule.threshold_percent,
+            message,
+            region=region,
+            details=details,
+        )
+
+    def _resolve_failure(
+        self, region: str, incident: _FailureIncident, end: int, count: int, failures: int, rate: float
+    ) -> dict:
+        rule = self.rule
+        del self.state.incidents[(alerts.FAILURE_RATE, region)]
+        duration = max(0, end - incident.opened)
+        details = {
+            "count": count,
+            "failures": failures,
+            "window_start": iso_utc(end - rule.window_seconds),
+            "window_seconds": rule.window_seconds,
+            "opened_at": iso_utc(incident.opened),
+            "duration_seconds": duration,
+            "peak_rate_percent": round(incident.peak, 4),
+            "contributors": incident.contributors,
+        }
+        cause = self._explain(incident.contributors)
+        message = (
+            f"{region} failure rate back to {incident_stats.percent(rate)} over {rule.window_seconds} s "
+            f"(threshold {incident_stats.percent(rule.threshold_percent)}) after {_duration(duration)}; "
+            f"peak {incident_stats.percent(incident.peak)}; {cause}"
+        )
+        return alerts.make_alert(
+            alerts.FAILURE_RATE,
+            alerts.RESOLVED,
+            region,
+            incident.incident_id,
+            end,
+            round(rate, 4),
+            rule.threshold_percent,
+            message,
+            region=region,
+            details=details,
+        )
+
+    def _resolve_at_end(self) -> list[tuple[str, Any]]:
+        """RESOLVED for open FAILURE_RATE incidents whose latest window is back under the threshold."""
+        out: list[tuple[str, Any]] = []
+        st = self.state
+        for key in sorted(k for k in st.incidents if k[0] == alerts.FAILURE_RATE):
+            region = key[1]
+            info = st.regions.get(region)
+            if info is None or info.last_end is None or not info.last_count:
+                continue
+            rate = info.last_failures * 100.0 / info.last_count
+            if rate > self.rule.threshold_percent:
+                continue
+            incident = st.incidents[key]
+            alert = self._resolve_failure(region, incident, info.last_end, info.last_count, info.last_failures, rate)
+            out.append((ALERT, alert))
+        return out
+
+    def _explain(self, found: list) -> str:
+        if not found:
+            names = ", ".join(self.rule.explain_by) or "any field"
+            return f"spread across {names} (no single value stands out)"
+        top = found[0]
+        text = (
+            f"{top['failure_share'] * 100:.0f} % of failures on {top['dimension']}={top['value']}, "
+            f"{top['traffic_share'] * 100:.0f} % of traffic"
+        )
+        if len(found) > 1:
+            others = ", ".join(f"{c['dimension']}={c['value']}" for c in found[1:3])
+            text += f" (also {others})"
+        return text
+
+    def _contributors(self, region: str, end: int, count: int, failures: int) -> list:
+        """Significant contributors of the window ending at ``end``, from the exact dimension counts."""
+        st = self.state
+        hop = self.rule.hop_seconds
+        start = end - self.rule.window_seconds
+        per_region = st.dims.get(region, {})
+        cut_hops = st.dims_cut.get(region, {})
+        totals: dict[tuple[str, str], list[int]] = {}
+        cut_count: dict[str, int] = {}
+        present_in_cut: dict[tuple[str, str], int] = {}
+        for hop_start in range(start, end, hop):
+            per_hop = per_region.get(hop_start)
+            cut = cut_hops.get(hop_start, ())
+            for name in cut:
+                cut_count[name] = cut_count.get(name, 0) + 1
+            if not per_hop:
+                continue
+            for key, (events, failed) in per_hop.items():
+                pair = totals.get(key)
+                if pair is None:
+                    totals[key] = [events, failed]
+                else:
+                    pair[0] += events
+                    pair[1] += failed
+                if key[0] in cut:
+                    present_in_cut[key] = present_in_cut.get(key, 0) + 1
+        candidates = (
+            (name, value, events, failed)
+            for (name, value), (events, failed) in totals.items()
+            if present_in_cut.get((name, value), 0) == cut_count.get(name, 0)
+        )
+        return incident_stats.contributors(
+            candidates, count, failures, self._explain_alpha, self.rule.explain_min_lift
+        )
+
+    def _empty_windows(self, first_end: int, count: int) -> list[dict]:
+        """Traffic-drop verdicts for ``count`` consecutive windows with no data, in O(1) per region.
+
+        Inside such a run a region's state changes in three ways only: an
+        open incident stays open (baseline frozen); a warmed baseline opens
+        an incident on the first empty window; otherwise the baseline decays
+        geometrically towards zero. A baseline still warming up is stepped
+        window by window, at most ``baseline_windows`` times.
+        """
+        out: list[tuple[int, str, dict]] = []
+        if not self.drop.enabled:
+            return []
+        hop = self.rule.hop_seconds
+        window = self.rule.window_seconds
+        drop = self.drop
+        for region in sorted(self.state.regions):
+            info = self.state.regions[region]
+            # The first window this region can be judged on (it existed for all of it).
+            first_ok = max(first_end, math.ceil((info.first_second + window) / hop) * hop)
+            last = first_end + (count - 1) * hop
+            end = first_ok
+            while end <= last:
+                if (alerts.TRAFFIC_DROP, region) in self.state.incidents:
+                    break
+                if info.baseline < drop.min_baseline or info.baseline <= 0.0:
+                    # Can never warm up (or open) on zeros: decay in closed form.
+                    remaining = (last - end) // hop + 1
+                    if info.baseline_windows == 0:
+                        info.baseline = 0.0
+                    else:
+                        info.baseline *= (1.0 - self._alpha) ** remaining
+                    info.baseline_windows += remaining
+                    break
+                out.extend((end, region, a) for a in self._judge_traffic(region, info, end, 0))
+                end += hop
+        out.sort(key=lambda item: (item[0], item[1]))
+        return [a for _e, _r, a in out]
 
     def _judge_traffic(self, region: str, info: _RegionState, end: int, count: int) -> list[dict]:
         """OPEN when volume falls under ``fraction`` of the region's baseline.
@@ -381,3 +721,11 @@ class RegionWindows:
                 info.baseline += self._alpha * (count - info.baseline)
             info.baseline_windows += 1
         return out
+
+
+def _duration(seconds: int) -> str:
+    """``130`` -> ``"2 min 10 s"``."""
+    minutes, rest = divmod(int(seconds), 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
