@@ -32,6 +32,13 @@ import msgspec
 MAX_INT_AMOUNT = 2**53
 
 ADDED_FIELDS = ("category", "fraud_score", "fraud_status", "processed_at")
+# Fields the struct declares; STRING_FIELDS decode as str or None only.
+DECLARED_FIELDS = frozenset(
+    ("transaction_id", "timestamp", "payment_status", "region", "amount", "currency", "user_id")
+    + ("merchant_id", "merchant_name", "device")
+    + ADDED_FIELDS
+)
+STRING_FIELDS = frozenset(("transaction_id", "region", "currency", "merchant_id", "merchant_name", "device"))
 
 # No string matches the empty negative lookahead, and no other type is a
 # string: a field of this type makes any event that has it invalid.
@@ -40,14 +47,18 @@ _ABSENT = Annotated[str, msgspec.Meta(pattern="(?!)")]
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
-def event_type(max_id_length: int, added_fields: bool = True) -> type[msgspec.Struct]:
+def event_type(
+    max_id_length: int, added_fields: bool = True, extra_fields: tuple[str, ...] = ()
+) -> type[msgspec.Struct]:
     """The struct one event decodes into; unknown fields are ignored.
 
     ``category``/``fraud_score``/``fraud_status``/``processed_at`` are the
     fields Paywatch adds; they are declared (default UNSET) only so the
     parser can see that an input already carries one: as anything with
     ``added_fields``, else as a type no value has, so that such an event
-    fails to decode.
+    fails to decode. ``extra_fields`` are other fields the flow reads
+    (``rules.failure_rate.explain_by``, e.g. ``payment_method``), declared as
+    anything (default None) so that they never make an event invalid.
     """
     added = Any if added_fields else _ABSENT
     ident = Annotated[str, msgspec.Meta(min_length=1, max_length=max_id_length)]
@@ -70,6 +81,7 @@ def event_type(max_id_length: int, added_fields: bool = True) -> type[msgspec.St
             ("merchant_name", Optional[str], None),
             ("device", Optional[str], None),
             *((name, added, msgspec.UNSET) for name in ADDED_FIELDS),
+            *((name, Any, None) for name in extra_fields),
         ],
         gc=False,
         kw_only=True,
@@ -79,10 +91,10 @@ def event_type(max_id_length: int, added_fields: bool = True) -> type[msgspec.St
 class EventDecoder:
     """Decodes chunks of lines into event structs."""
 
-    def __init__(self, max_id_length: int) -> None:
-        self._one = msgspec.json.Decoder(event_type(max_id_length))
+    def __init__(self, max_id_length: int, extra_fields: tuple[str, ...] = ()) -> None:
+        self._one = msgspec.json.Decoder(event_type(max_id_length, extra_fields=extra_fields))
         # The struct is built at run time, which a static checker cannot follow.
-        self._many = msgspec.json.Decoder(list[event_type(max_id_length, added_fields=False)])  # type: ignore[misc]
+        self._many = msgspec.json.Decoder(list[event_type(max_id_length, False, extra_fields)])  # type: ignore[misc]
 
     def decode(self, lines: list[bytes]) -> tuple[list[Any], Optional[list[int]], list[tuple[int, Exception]], bool]:
         """Decode ``lines``.

@@ -131,9 +131,7 @@ def contributors(
             continue
         log_p = log_binomial_tail(failures, window_failures, traffic_share)
         if log_p < log_limit:
-            found.append(
-                Contributor(dimension, value, failures, events, failure_share, traffic_share, lift, log_p)
-            )
+            found.append(Contributor(dimension, value, failures, events, failure_share, traffic_share, lift, log_p))
     found.sort(key=lambda c: (c.log_p, -c.failures, c.dimension, c.value))
     return found
 

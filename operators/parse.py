@@ -38,7 +38,15 @@ from msgspec import UNSET
 
 from config.settings import Settings
 from operators import alerts
-from operators.event_decoder import ADDED_FIELDS, DECODE_ERRORS, MAX_INT_AMOUNT, EventDecoder
+from operators.dimension_counts import DimensionCounter
+from operators.event_decoder import (
+    ADDED_FIELDS,
+    DECLARED_FIELDS,
+    DECODE_ERRORS,
+    MAX_INT_AMOUNT,
+    STRING_FIELDS,
+    EventDecoder,
+)
 from operators.privacy import Redactor
 from operators.records import LakeChunk, RawChunk
 from operators.scoring import FRAUD_SUSPECTED, HIGH_VALUE, MEDIUM_VALUE, REVIEW_REQUIRED, STANDARD, FraudScorer
@@ -100,6 +108,8 @@ class ParsedChunk:
     alerts: list = field(default_factory=list)
     # {(region, epoch_second): [count, failures, fraud_suspected, review_required]}
     region_counts: dict = field(default_factory=dict)
+    # {(region, hop_start, field, value): [events, failures]} (operators/dimension_counts.py)
+    dimension_counts: dict = field(default_factory=dict)
     # {shard: [(user_id, ts, amount, region, transaction_id), ...]}
     user_events: dict = field(default_factory=dict)
     n_late: int = 0
@@ -138,7 +148,10 @@ class ChunkParser:
         self._transaction_lines = transaction_lines or self._lake
         self._lateness = settings.windows.allowed_lateness_seconds
         self._max_id = settings.validation.max_id_length
-        self._decoder = EventDecoder(self._max_id)
+        explain = settings.rules.failure_rate
+        extra = tuple(name for name in explain.explain_by if name not in DECLARED_FIELDS)
+        self._decoder = EventDecoder(self._max_id, extra)
+        self._dimensions = DimensionCounter(explain.explain_by, explain.hop_seconds, STRING_FIELDS)
         self._timestamps = TimestampParser(settings.validation.min_year, settings.validation.max_year)
         self._scorer = FraudScorer(settings.rules.fraud, settings.enrichment)
         self._shards = settings.users.shards
@@ -258,6 +271,11 @@ class ChunkParser:
         out_lines: list[bytes] = []
         append_line = out_lines.append
         region_counts: dict[tuple[str, int], list[int]] = {}
+        # Per valid event, for the per-chunk dimension counts.
+        counted = bool(self._dimensions.fields)
+        event_keys: list[tuple[str, int]] = []
+        event_failed: list[bool] = []
+        valid_events: list = []
         by_shard: list[list] = [[] for _ in range(self._shards)]
         flagged: list[dict] = []
         dead: list[tuple[int, dict]] = []  # (line index, dead letter)
@@ -400,6 +418,10 @@ class ChunkParser:
             counts[0] += 1
             if failed:
                 counts[1] += 1
+            if counted:
+                event_keys.append(key)
+                event_failed.append(failed)
+                valid_events.append(ev)
             user_id = ev.user_id
             if type(user_id) is int:
                 user_id = str(user_id)
@@ -432,6 +454,7 @@ class ChunkParser:
             dead_letters=[record for _, record in (sorted(dead, key=itemgetter(0)) if rejected else dead)],
             alerts=fraud_alerts,
             region_counts=region_counts,
+            dimension_counts=self._dimensions.count(event_keys, event_failed, valid_events) if counted else {},
             user_events={shard: events for shard, events in enumerate(by_shard) if events},
             n_late=n_late,
             lake=None

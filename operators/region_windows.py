@@ -126,14 +126,16 @@ def migrate_state(state: Any) -> RegionWindowState:
     open incident as its id string and had no dimension counts: an open
     FAILURE_RATE incident carries on with an unknown peak and no contributors.
     """
-    if getattr(state, "version", 1) >= STATE_VERSION:
+    # Look in the instance: the class attribute holds the current version.
+    if vars(state).get("version", 1) >= STATE_VERSION:
         return state
-    for name, default in (("dims", {}), ("dims_cut", {}), ("sealed", -(2**62))):
-        if not hasattr(state, name):
+    defaults: tuple[tuple[str, Any], ...] = (("dims", {}), ("dims_cut", {}), ("sealed", -(2**62)))
+    for name, default in defaults:
+        if name not in vars(state):
             setattr(state, name, default)
     for info in state.regions.values():
         for name, default in (("last_end", None), ("last_count", 0), ("last_failures", 0)):
-            if not hasattr(info, name):
+            if name not in vars(info):
                 setattr(info, name, default)
     for key, value in list(state.incidents.items()):
         if key[0] == alerts.FAILURE_RATE and isinstance(value, str):
@@ -215,6 +217,8 @@ class RegionWindows:
         st = self.state
         dims = st.dims
         sealed = st.sealed
+        per_region: Optional[dict[int, dict[tuple[str, str], list[int]]]]
+        per_hop: Optional[dict[tuple[str, str], list[int]]]
         for (region, hop_start, name, value), (events, failures) in counts.items():
             per_region = dims.get(region)
             if per_region is None:
@@ -364,9 +368,11 @@ class RegionWindows:
 
         No accepted event can fall into a hop that ends at or before the
         watermark, so its counts are final: keep the ``explain_max_values``
-        values per field with the most failures (then events) and remember
-        which fields were cut, so that a value missing from a cut hop is
-        never reported with a count it may lack.
+        values per field with the most failures and the ``explain_max_values``
+        with the most events (a cause fails a lot, or carries a share of the
+        traffic: both stay in every hop), and remember which fields were cut,
+        so that a value missing from a cut hop is never reported with a count
+        it may lack.
         """
         st = self.state
         if watermark == -math.inf:
@@ -389,8 +395,12 @@ class RegionWindows:
                     if len(entries) <= keep:
                         continue
                     entries.sort(reverse=True)
-                    for _f, _e, key in entries[keep:]:
-                        del per_hop[key]
+                    kept = {key for _f, _e, key in entries[:keep]}
+                    entries.sort(key=lambda entry: entry[1], reverse=True)
+                    kept.update(key for _f, _e, key in entries[:keep])
+                    for _f, _e, key in entries:
+                        if key not in kept:
+                            del per_hop[key]
                     cut.append(name)
                 if cut:
                     st.dims_cut.setdefault(region, {})[hop_start] = tuple(cut)
@@ -621,9 +631,7 @@ class RegionWindows:
             for (name, value), (events, failed) in totals.items()
             if present_in_cut.get((name, value), 0) == cut_count.get(name, 0)
         )
-        return incident_stats.contributors(
-            candidates, count, failures, self._explain_alpha, self.rule.explain_min_lift
-        )
+        return incident_stats.contributors(candidates, count, failures, self._explain_alpha, self.rule.explain_min_lift)
 
     def _empty_windows(self, first_end: int, count: int) -> list[dict]:
         """Traffic-drop verdicts for ``count`` consecutive windows with no data, in O(1) per region.

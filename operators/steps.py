@@ -62,7 +62,13 @@ class RegionStreams:
 
 def _region_summary(chunk: ParsedChunk) -> tuple[str, RegionSummary]:
     return REGIONS_KEY, RegionSummary(
-        chunk.part, chunk.n_parts, chunk.watermark, chunk.done, chunk.idle, chunk.region_counts
+        chunk.part,
+        chunk.n_parts,
+        chunk.watermark,
+        chunk.done,
+        chunk.idle,
+        chunk.region_counts,
+        chunk.dimension_counts,
     )
 
 

@@ -212,10 +212,19 @@ def _alert(**over):
 
 
 def test_subject_is_short_ascii_and_readable():
-    text = subject(_alert())
-    assert text == "Paywatch [CRITICAL] FAILURE_RATE OPEN US-WEST: 4.5 vs 2"
-    long = subject(_alert(region="R" * 300 + "\u00e9\n"))
+    text = subject(_alert(type="TRAFFIC_DROP"))
+    assert text == "Paywatch [CRITICAL] TRAFFIC_DROP OPEN US-WEST: 4.5 vs 2"
+    long = subject(_alert(type="TRAFFIC_DROP", region="R" * 300 + "\u00e9\n"))
     assert len(long) <= 100 and long.isascii() and "\n" not in long
+
+
+def test_failure_rate_subject_is_the_message_in_words():
+    words = "US-EAST failure rate 8.1 % over 60 s (threshold 2 %): 88 % of failures on device=mobile, 34 % of traffic"
+    text = subject(_alert(message=words, details={"window_seconds": 60}))
+    assert text == "US-EAST failure rate 8.1 % (threshold 2 %): 88 % of failures on device=mobile, 34 % of traffic"
+    assert subject(_alert()) == "Paywatch failure rate 4.5% over 200 payments"
+    long = subject(_alert(message="x" * 300 + "\u00e9"))
+    assert len(long) == 100 and long.isascii()
 
 
 def test_alert_entry_attributes_and_fifo_ids():

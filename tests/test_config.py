@@ -15,8 +15,8 @@ def test_defaults_match_the_settings_contract():
         2.0,
         60,
         10,
-        500,
-    )  # tuned by docs/detection.md
+        30,
+    )  # a floor only: the Wilson bound decides (docs/detection.md)
     assert (s.rules.velocity.window_seconds, s.rules.velocity.max_count, s.rules.velocity.max_amount) == (60, 10, 10000)
     assert (s.rules.amount_spike.factor, s.rules.amount_spike.min_history) == (10, 5)
     assert s.rules.impossible_travel.window_seconds == 1800

@@ -40,7 +40,21 @@ _NOT_FIFO_ID = re.compile(r"[^A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]")
 
 
 def subject(alert: dict[str, Any], prefix: str = "Paywatch") -> str:
-    """A one-line ASCII subject of at most 100 characters."""
+    """A one-line ASCII subject of at most 100 characters.
+
+    A FAILURE_RATE alert's message says what fails and why in words ("US-EAST
+    failure rate 8.1 % over 60 s (threshold 2 %): 88 % of failures on
+    device=mobile, 34 % of traffic"): the subject is that sentence, with the
+    prefix and then the window length left out when it does not fit.
+    """
+    if alert.get("type") == "FAILURE_RATE" and alert.get("message"):
+        message = _NOT_SUBJECT.sub(" ", str(alert["message"])).strip()
+        window = (alert.get("details") or {}).get("window_seconds")
+        shorter = message.replace(f" over {window} s", "", 1) if window else message
+        for text in (f"{prefix} {message}".strip(), message, shorter):
+            if len(text) <= MAX_SUBJECT:
+                return text
+        return shorter[: MAX_SUBJECT - 3] + "..."
     where = alert.get("region") or alert.get("key") or ""
     if alert.get("user_id") and alert.get("type") not in ("FAILURE_RATE", "TRAFFIC_DROP"):
         where = f"user {alert['user_id']}"
