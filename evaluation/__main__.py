@@ -22,7 +22,7 @@ import orjson
 from connectors.simulator.source import scenario_labels
 from evaluation import report as reporting
 from evaluation.matching import TypeReport, late_routing, match
-from evaluation.runner import RunOutput, build_settings, run
+from evaluation.runner import INPUT_DIR, LAYOUTS, RunOutput, build_settings, run, write_layout
 from evaluation.timeline import render
 
 DEFAULT_START = "2025-07-09T19:00:00Z"
@@ -49,6 +49,7 @@ def evaluate(
     event_rate: float = 150.0,
     users: int = 10_000,
     partitions: int = 1,
+    layout: Optional[str] = None,
     start: str = DEFAULT_START,
     config: Optional[str] = None,
     use_subprocess: bool = False,
@@ -56,17 +57,28 @@ def evaluate(
     timeline: bool = True,
     command: str = "",
 ) -> Evaluation:
-    """Run the dataflow on the mix, score it, write report.json (and timeline.png)."""
+    """Run the dataflow on the mix, score it, write report.json (and timeline.png).
+
+    :arg partitions: without ``layout``, the simulator's own partitions (users
+        keyed to partitions); with it, the number of files.
+    :arg layout: write the events as ``partitions`` JSONL files in this layout
+        (:data:`~evaluation.runner.LAYOUTS`) under ``out_dir/input`` and replay
+        them through the file source, all read at once.
+    """
     simulator = {
         "scenario": scenario,
         "events": events,
         "seed": seed,
         "event_rate": event_rate,
         "users": users,
-        "partitions": partitions,
+        "partitions": partitions if layout is None else 1,
         "start": start,
     }
-    settings = build_settings(simulator, out_dir, config)
+    input_glob = None
+    if layout is not None:
+        generated = build_settings(simulator, out_dir, config)
+        input_glob = write_layout(generated.simulator, partitions, layout, out_dir / INPUT_DIR)
+    settings = build_settings(simulator, out_dir, config, input_glob)
     labels = scenario_labels(settings.simulator)
     output = run(settings, use_subprocess=use_subprocess, workers=workers)
     rule = settings.rules.failure_rate
@@ -76,6 +88,7 @@ def evaluate(
     run_info = {
         "command": command,
         "simulator": settings.simulator.model_dump(mode="json"),
+        "layout": None if layout is None else {"name": layout, "files": partitions},
         "rules": settings.rules.model_dump(mode="json", exclude={"fraud"}),
         "allowed_lateness_seconds": settings.windows.allowed_lateness_seconds,
         "events": output.n_events,
@@ -109,7 +122,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--event-rate", type=float, default=150.0, help="events per second of event time")
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="source partitions: the simulator's (users keyed to them), or with --layout the number of files",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        help="write the events as --partitions JSONL files in this layout and replay them through the file source",
+    )
     parser.add_argument("--start", default=DEFAULT_START, help="event time of the first event")
     parser.add_argument("--config", help="settings YAML layered over the defaults (e.g. tuned rules)")
     parser.add_argument("--out", default="out/evaluation", help="directory for report.json, timeline.png, JSONL")
@@ -128,6 +151,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         event_rate=args.event_rate,
         users=args.users,
         partitions=args.partitions,
+        layout=args.layout,
         start=args.start,
         config=args.config,
         use_subprocess=args.subprocess,
