@@ -37,7 +37,7 @@ from config.loader import hash_key
 from connectors.sinks.outputs import Outputs, build_outputs
 from connectors.sources import build_source
 from connectors.sources.parsing import ParsingSource
-from observability import metrics
+from observability import metrics, readiness, server
 from operators.parse import ChunkParser, ParsedChunk
 from operators.privacy import Redactor
 from operators.records import LakeChunk
@@ -72,7 +72,7 @@ def build_flow(
     :raises SettingsError: ``privacy.hash_fields`` set and no key in the environment.
     """
     redactor = Redactor(settings.privacy, hash_key(settings))
-    metrics.start_server(settings.metrics.port)
+    server.start_server(settings.metrics.port)
     source = source if source is not None else build_source(settings)
     outputs = outputs if outputs is not None else build_outputs(settings)
     lines = any(getattr(sink, "wants_transaction_lines", True) for sink in outputs.transactions)
@@ -89,7 +89,7 @@ def build_flow(
     op.inspect("count_chunks", parsed, lambda _step, chunk: metrics.record_parsed_chunk(chunk, lateness))
     op.inspect("count_alerts", alerts, lambda _step, alert: metrics.record_alerts((alert,)))
     op.inspect("count_minutes", regions.minutes, lambda _step, records: metrics.record_minutes(records))
-    op.output("readiness", regions.minutes, metrics.ReadinessSink())
+    op.output("readiness", regions.minutes, readiness.ReadinessSink())
 
     keyed_alerts = _keyed_by("key_alerts", alerts, "key")
     keyed_minutes = _keyed_minutes("key_minutes", regions.minutes)

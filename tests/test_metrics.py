@@ -11,7 +11,9 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from observability import metrics, source_lag
+from observability import metrics, readiness, registry, source_lag
+from observability import server as metrics_server
+from observability.sink_metrics import SinkSeries
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -39,25 +41,26 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def server():
-    metrics.stop_server()
-    port = metrics.start_server(0, host="127.0.0.1")
+    metrics_server.stop_server()
+    port = metrics_server.start_server(0, host="127.0.0.1")
     yield port
-    metrics.stop_server()
+    metrics_server.stop_server()
 
 
 def test_off_when_port_is_null():
-    assert metrics.start_server(None) is None
+    assert metrics_server.start_server(None) is None
 
 
 def test_second_start_reuses_the_running_server(server):
-    assert metrics.start_server(0, host="127.0.0.1") == server
+    assert metrics_server.start_server(0, host="127.0.0.1") == server
 
 
 def test_health_and_readiness(server):
-    metrics._ready.clear()
+    readiness.reset()
     assert _get(server, "/healthz")[0] == 200
     assert _get(server, "/readyz")[0] == 503
-    metrics.ReadinessSink().build("ready", 0, 1)
+    assert value(scrape(server), "paywatch_ready") == 0
+    readiness.ReadinessSink().build("ready", 0, 1)
     assert _get(server, "/readyz")[0] == 200
     assert value(scrape(server), "paywatch_ready") == 1
     assert _get(server, "/nope")[0] == 404
@@ -114,13 +117,13 @@ def test_source_lag_is_read_at_scrape_time(server):
 
 def test_sink_requests_errors_and_latency(server):
     before = scrape(server)
-    with metrics.observe_sink("dynamodb", records=25):
-        time.sleep(0.002)
-    metrics.record_sink_retry("dynamodb")
-    metrics.record_sink_error("dynamodb", transient=True)
-    with pytest.raises(RuntimeError):
-        with metrics.observe_sink("dynamodb", records=25):
-            raise RuntimeError("boom")
+    series = SinkSeries("dynamodb", "dynamodb-0")
+    series.request(0.002, delivered=25)
+    series.request(0.5, delivered=0)
+    series.error(transient=True)
+    series.error(transient=False)
+    series.buffered.set(7)
+    series.dead_letters("dynamodb_rejected", 2)
     after = scrape(server)
 
     def delta(name: str, **labels: str) -> float:
@@ -130,9 +133,12 @@ def test_sink_requests_errors_and_latency(server):
     assert delta("paywatch_sink_records_total", sink="dynamodb") == 25
     assert delta("paywatch_sink_retries_total", sink="dynamodb") == 1
     assert delta("paywatch_sink_errors_total", sink="dynamodb", kind="transient") == 1
-    assert delta("paywatch_sink_errors_total", sink="dynamodb", kind="unhandled") == 1
+    assert delta("paywatch_sink_errors_total", sink="dynamodb", kind="permanent") == 1
     assert delta("paywatch_sink_request_seconds_count", sink="dynamodb") == 2
-    assert delta("paywatch_sink_request_seconds_sum", sink="dynamodb") >= 0.002
+    assert delta("paywatch_sink_request_seconds_sum", sink="dynamodb") == pytest.approx(0.502)
+    assert delta("paywatch_sink_request_seconds_bucket", sink="dynamodb", le="0.005") == 1
+    assert value(after, "paywatch_sink_buffered", partition="dynamodb-0") == 7
+    assert delta("paywatch_dead_letters_total", reason="dynamodb_rejected") == 2
 
 
 def test_worker_threads_share_the_process_counters(server):
@@ -152,7 +158,7 @@ def test_worker_threads_share_the_process_counters(server):
 
 
 def test_label_values_are_capped():
-    guard = metrics._LabelGuard(limit=2)
+    guard = registry.LabelGuard(limit=2)
     assert [guard(v) for v in ("a", "b", "c", "a", None)] == ["a", "b", "other", "a", "other"]
 
 

@@ -1,6 +1,6 @@
 """The dashboard and the alert rules only query series that are served.
 
-``paywatch_*`` series come from observability/metrics.py; ``bytewax_*`` series
+``paywatch_*`` series come from observability/registry.py; ``bytewax_*`` series
 from Bytewax's own dataflow API server, which a tiny flow run here with
 ``BYTEWAX_DATAFLOW_API_ENABLED`` serves for real (the same server the chart
 turns on in every pod).
@@ -23,7 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from observability import metrics, sink_metrics  # noqa: F401 (sink_metrics registers paywatch_sink_buffered)
+from observability.registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "grafana-paywatch.json"
@@ -77,7 +77,7 @@ op.output("out", counts, TestingSink([]))
 def exported_series() -> set[str]:
     """Every sample name the endpoint can serve, labelled or not yet observed."""
     names: set[str] = set()
-    for family in metrics.REGISTRY.collect():
+    for family in REGISTRY.collect():
         for suffix in _SUFFIXES.get(family.type, ("",)):
             names.add(family.name + suffix)
     return names
@@ -191,7 +191,7 @@ def test_every_series_queried_is_served(bytewax_served):
     for expr in dashboard_queries() + rule_queries():
         queried |= series_in(expr)
         for name in re.findall(r"\bpaywatch_[a-z0-9_]+", expr):
-            assert name in exported, f"{name!r} in {expr!r} is not exported by observability/metrics.py"
+            assert name in exported, f"{name!r} in {expr!r} is not exported by observability/registry.py"
         for name in re.findall(r"\bbytewax_[a-z0-9_]+", expr):
             assert name in bytewax, f"{name!r} in {expr!r} is not served by Bytewax: {sorted(bytewax)}"
     assert queried - exported - bytewax <= FOREIGN, queried - exported - bytewax

@@ -74,7 +74,7 @@ class ConfluentKafkaSource(FixedPartitionedSource[RawChunk, int]):
         if self._parts is None:
             consumer = Consumer(consumer_config(self._settings))
             try:
-                parts = []
+                parts: list[str] = []
                 for topic in self._settings.topics:
                     meta = consumer.list_topics(topic, timeout=_METADATA_TIMEOUT_SECONDS).topics.get(topic)
                     if meta is None or meta.error is not None or not meta.partitions:
