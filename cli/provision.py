@@ -14,7 +14,10 @@ moto_server or LocalStack) and, idempotently:
 - the CloudWatch alarm ``HighPaymentFailureRate`` on the all-regions
   ``PaymentFailureRate`` (Average > 2 over 60 s, actions to the topic), and
   ``HighPaymentFailureRate-<REGION>`` for each region of
-  ``sinks.cloudwatch.alarm_regions`` (default: ``simulator.regions``).
+  ``sinks.cloudwatch.alarm_regions`` (default: ``simulator.regions``);
+- when ``sinks.lake.uri`` is on S3: the lake's bucket (default encryption,
+  public access blocked, lifecycle) and Glue tables
+  (:mod:`connectors.lake.provision`; ``down`` keeps a bucket that holds data).
 
 ``up`` converges: it also deletes the regional alarms of regions no longer
 configured, moves TTL to a renamed ``ttl_attribute`` (AWS allows one TTL
@@ -41,6 +44,7 @@ from botocore.exceptions import ClientError
 
 from config.settings import Settings
 from connectors.aws.client import aws_client
+from connectors.lake.provision import LakeProvisioner
 from connectors.sinks.dynamodb import AGGREGATES, ALERTS, KEYS, TRANSACTIONS, table_name
 
 logger = logging.getLogger(__name__)
@@ -72,6 +76,9 @@ class Provisioner:
         self.sqs = aws_client("sqs", settings, sink=False)
         self.dynamodb = aws_client("dynamodb", settings, sink=False)
         self.cloudwatch = aws_client("cloudwatch", settings, sink=False)
+        self.lake = LakeProvisioner(
+            settings, aws_client("s3", settings, sink=False), aws_client("glue", settings, sink=False)
+        )
 
     # -- names --------------------------------------------------------------------
 
@@ -98,6 +105,7 @@ class Provisioner:
         out["tables"] = [self._table_up(kind, name) for kind, name in self.tables().items()]
         out["alarms"] = self._alarms_up(topic_arn)
         out["alarms_removed"] = self._delete_alarms(keep=set(out["alarms"]))
+        out["lake"] = self.lake.up()
         if self.pending:
             out["pending"] = self.pending
         return out
@@ -264,6 +272,7 @@ class Provisioner:
     def down(self) -> dict[str, Any]:
         """Delete everything ``up`` creates; missing resources are skipped."""
         out: dict[str, Any] = {"alarms": self._delete_alarms(keep=set())}
+        out["lake"] = self.lake.down()
         out["tables"] = [
             n for n in self.tables().values() if self._ignore_gone(self.dynamodb.delete_table, TableName=n)
         ]

@@ -27,6 +27,7 @@ SERVICES = {
     "sqs": "sqs",
     "dynamodb": "dynamodb",
     "sts": "sts",
+    "s3": "s3",
 }
 #: Batch APIs authorised by the single-item action; calls that need no permission.
 IAM_ACTION = {
