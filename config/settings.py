@@ -260,6 +260,12 @@ class FraudRules(_Section):
     round_amount_points: int = 10
     suspected_score: int = 50
     review_score: int = 30
+    # Merchant reference data (``reference.merchants``): points for a payment
+    # to a merchant the table marks inactive, one above the merchant's
+    # max_transaction_amount, and one to a merchant the table does not hold.
+    inactive_merchant_points: int = 50
+    over_limit_points: int = 30
+    unknown_merchant_points: int = 0
 
     @field_validator("merchant_words")
     @classmethod
@@ -290,6 +296,46 @@ class RuleSettings(_Section):
     impossible_travel: ImpossibleTravelRule = ImpossibleTravelRule()
     traffic_drop: TrafficDropRule = TrafficDropRule()
     fraud: FraudRules = FraudRules()
+
+
+# Rules that shape operator state: a live rules file may not change them
+# (config/live_rules.py refuses such a reload with "restart needed").
+RESTART_ONLY_RULES = (
+    ("failure_rate", "window_seconds"),
+    ("failure_rate", "hop_seconds"),
+    ("velocity", "window_seconds"),
+    ("impossible_travel", "window_seconds"),
+    ("amount_spike", "history_size"),
+)
+
+
+class MerchantReferenceSettings(_Section):
+    """The merchant configuration table (merchant_id, name, active,
+    max_transaction_amount): a JSONL or CSV file, or ``dynamodb://<table>``."""
+
+    path: Optional[str] = None
+    refresh_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("path")
+    @classmethod
+    def _known_scheme(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("path must be null, a file path or dynamodb://<table>")
+        if value.startswith("dynamodb://"):
+            table = value[len("dynamodb://") :]
+            if not 3 <= len(table) <= 255 or not all(c.isalnum() or c in "_.-" for c in table):
+                raise ValueError(
+                    f"{value!r}: dynamodb://<table> needs a DynamoDB table name (3-255 of a-z A-Z 0-9 _ . -)"
+                )
+        elif "://" in value:
+            raise ValueError(f"{value!r}: only files and dynamodb://<table> are supported")
+        return value
+
+
+class ReferenceSettings(_Section):
+    merchants: MerchantReferenceSettings = MerchantReferenceSettings()
 
 
 class UserSettings(_Section):
@@ -521,8 +567,19 @@ class Settings(_Section):
     enrichment: EnrichmentSettings = EnrichmentSettings()
     windows: WindowSettings = WindowSettings()
     rules: RuleSettings = RuleSettings()
+    rules_file: Optional[str] = None
+    reference: ReferenceSettings = ReferenceSettings()
     users: UserSettings = UserSettings()
     sinks: SinkSettings = SinkSettings()
     aws: AwsSettings = AwsSettings()
     metrics: MetricsSettings = MetricsSettings()
     privacy: PrivacySettings = PrivacySettings()
+
+    @field_validator("rules_file")
+    @classmethod
+    def _rules_file_location(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not value or ("://" in value and not value.startswith("s3://"))):
+            raise ValueError(f"{value!r}: rules_file must be null, a file path or s3://bucket/key")
+        if value is not None and value.startswith("s3://") and "/" not in value[len("s3://") :].strip("/"):
+            raise ValueError(f"{value!r}: s3:// rules_file needs s3://bucket/key")
+        return value
