@@ -31,7 +31,15 @@ import msgspec
 # wherever they are compared or summed.
 MAX_INT_AMOUNT = 2**53
 
-ADDED_FIELDS = ("category", "fraud_score", "fraud_status", "processed_at")
+ADDED_FIELDS = (
+    "category",
+    "fraud_score",
+    "fraud_status",
+    "processed_at",
+    "merchant_status",
+    "over_merchant_limit",
+    "rules_version",
+)
 # Fields the struct declares; STRING_FIELDS decode as str or None only.
 DECLARED_FIELDS = frozenset(
     ("transaction_id", "timestamp", "payment_status", "region", "amount", "currency", "user_id")

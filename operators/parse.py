@@ -28,7 +28,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import itemgetter
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import Any, Optional
 from zlib import crc32
 
@@ -47,8 +48,10 @@ from operators.event_decoder import (
     STRING_FIELDS,
     EventDecoder,
 )
+from operators.merchants import STATUS_NAMES
 from operators.privacy import Redactor
 from operators.records import LakeChunk, RawChunk
+from operators.reference import LiveReference, ReferenceHolder
 from operators.scoring import FRAUD_SUSPECTED, HIGH_VALUE, MEDIUM_VALUE, REVIEW_REQUIRED, STANDARD, FraudScorer
 from operators.timestamps import TimestampParser, iso_utc
 
@@ -67,6 +70,9 @@ UNDECODABLE = "the event could not be decoded"
 _CATEGORIES = (HIGH_VALUE, MEDIUM_VALUE, STANDARD)
 _SHARD_CACHE_LIMIT = 500_000
 _OPTIONAL_TEXT = ("merchant_id", "merchant_name", "device")
+
+
+_merchant_id = attrgetter("merchant_id")
 
 
 def _as_dict(raw: bytes) -> Optional[dict]:
@@ -136,12 +142,20 @@ class ChunkParser:
     watermark is passed in and returned so Bytewax can snapshot it.
     """
 
-    def __init__(self, settings: Settings, transaction_lines: bool = True, redactor: Optional[Redactor] = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transaction_lines: bool = True,
+        redactor: Optional[Redactor] = None,
+        reference: Optional[ReferenceHolder] = None,
+    ) -> None:
         """:arg transaction_lines: build the scored-transactions JSONL blob
         (off when no sink consumes every transaction, e.g. DynamoDB storing
         flagged ones only: it is a quarter of the per-event work).
         :arg redactor: card masking and field redaction (default: the
-        ``privacy`` settings, which need no key unless fields are hashed)."""
+        ``privacy`` settings, which need no key unless fields are hashed).
+        :arg reference: the live rules and merchant table, read once per
+            chunk (default: the settings' rules, no merchant table)."""
         # Redacted before decoding, so every output is built from the redacted lines.
         self._redact = (redactor if redactor is not None else Redactor(settings.privacy)).redact
         self._lake = settings.sinks.lake.enabled
@@ -160,6 +174,21 @@ class ChunkParser:
         self._rules = settings.rules.fraud
         self._suffixes: dict[int, bytes] = {}
         self._years = (settings.validation.min_year, settings.validation.max_year)
+        self._enrichment = settings.enrichment
+        self._reference = reference or ReferenceHolder(LiveReference.of(settings.rules))
+        self._live: Optional[LiveReference] = None
+        self._use(self._reference.current)
+
+    def _use(self, live: LiveReference) -> None:
+        """Take a new version of the rules and merchant table (at a chunk boundary)."""
+        self._live = live
+        fraud = live.rules.fraud
+        self._rules = fraud
+        self._scorer = FraudScorer(fraud, self._enrichment)
+        # Points per merchant status code (operators/merchants.py): active,
+        # inactive, unknown, not_loaded.
+        self._merchant_points = (0, fraud.inactive_merchant_points, fraud.unknown_merchant_points, 0)
+        self._version_field = f',"rules_version":"{live.version}"'
 
     def for_partition(self) -> ChunkParser:
         """A parser for one more source partition of this process.
@@ -186,14 +215,20 @@ class ChunkParser:
             self._statuses[status] = failed
         return failed
 
-    def _enrichment_suffix(self, score: int, category: int, processed_tail: bytes) -> bytes:
-        """The bytes that close a raw event, cached per (score, category) for one chunk."""
+    def _enrichment_suffix(self, key: int, processed_tail: bytes) -> bytes:
+        """The bytes that close a raw event, cached per (score, category, merchant status,
+        over limit) for one chunk; ``key`` is ``score * 24 + category * 8 + status * 2 + over``."""
+        score, rest = divmod(key, 24)
+        category, rest = divmod(rest, 8)
+        merchant, over = divmod(rest, 2)
         status = self._scorer.status(score)
         suffix = (
-            f',"category":"{_CATEGORIES[category]}","fraud_score":{score},"fraud_status":"{status}","processed_at":"'
+            f',"category":"{_CATEGORIES[category]}","fraud_score":{score},"fraud_status":"{status}",'
+            f'"merchant_status":"{STATUS_NAMES[merchant]}","over_merchant_limit":{"true" if over else "false"}'
+            f'{self._version_field},"processed_at":"'
         ).encode()
         suffix += processed_tail
-        self._suffixes[score * 3 + category] = suffix
+        self._suffixes[key] = suffix
         return suffix
 
     def _shard(self, user_id: str) -> int:
@@ -245,6 +280,9 @@ class ChunkParser:
             partition (the watermark state), or None before the first event.
         :returns: the new ``max_ts`` and the parsed chunk.
         """
+        live = self._reference.current
+        if live is not self._live:
+            self._use(live)
         timestamps = self._timestamps
         ts_prefixes = timestamps.prefixes
         ts_suffixes = timestamps.suffixes
@@ -295,8 +333,13 @@ class ChunkParser:
             if rejection is not None:
                 dead.append((index, rejection))
         line_of: Sequence[int] = range(len(lines)) if indices is None else indices
+        # The merchant join: one C-level dict lookup pass per chunk, then columns by slot.
+        merchants = live.merchants
+        slots = merchants.slots(map(_merchant_id, events)) if merchants.loaded else repeat(merchants.sentinel)
+        m_status, m_limit, m_names = merchants.status, merchants.limit, merchants.names
+        m_points, over_points = self._merchant_points, rules.over_limit_points
 
-        for index, ev in zip(line_of, events, strict=False):
+        for index, ev, slot in zip(line_of, events, slots, strict=False):
             raw = lines[index]
             # Types, lengths and signs are checked; what remains is syntax.
             ts_value = ev.timestamp
@@ -336,8 +379,13 @@ class ChunkParser:
 
             # Fraud score: the brief's four rules, weights from operators/scoring.py's FraudScorer.
             amount = ev.amount
-            fraud_score = 0
+            merchant = m_status[slot]
+            fraud_score = m_points[merchant]
+            over = 0
             if amount is not None:
+                if amount > m_limit[slot]:
+                    over = 1
+                    fraud_score += over_points
                 if amount > high_amount:
                     fraud_score += high_points
                 if amount > 0 and amount % round_amount == 0:
@@ -347,7 +395,7 @@ class ChunkParser:
                 category = 2
             if currency is not None and currency not in currencies and currency.upper() not in currencies:
                 fraud_score += currency_points
-            merchant_name = ev.merchant_name
+            merchant_name = ev.merchant_name or m_names[slot]
             if merchant_name:
                 hit = merchant_hits.get(merchant_name)
                 if hit is None:
@@ -369,6 +417,9 @@ class ChunkParser:
                     or ev.fraud_score is not unset
                     or ev.fraud_status is not unset
                     or ev.processed_at is not unset
+                    or ev.merchant_status is not unset
+                    or ev.over_merchant_limit is not unset
+                    or ev.rules_version is not unset
                     or b"\n" in head
                 )
             if rewrite or fraud_score >= flag_score:
@@ -404,9 +455,10 @@ class ChunkParser:
             if lake_valid is not None:
                 lake_valid.append(index)
             if transaction_lines:
-                suffix = suffixes.get(fraud_score * 3 + category)
+                suffix_key = fraud_score * 24 + category * 8 + merchant * 2 + over
+                suffix = suffixes.get(suffix_key)
                 if suffix is None:
-                    suffix = self._enrichment_suffix(fraud_score, category, processed_tail)
+                    suffix = self._enrichment_suffix(suffix_key, processed_tail)
                 append_line(head)
                 append_line(suffix)
 
@@ -430,10 +482,16 @@ class ChunkParser:
                 fraud_status = scorer.status(fraud_score)
                 if fraud_status == FRAUD_SUSPECTED:
                     counts[2] += 1
-                    fraud_alerts.append(self._fraud_alert(record, txn, ts, region, user_id, fraud_score))
+                    fraud_alerts.append(
+                        self._fraud_alert(record, txn, ts, region, user_id, fraud_score, STATUS_NAMES[merchant])
+                    )
                 elif fraud_status == REVIEW_REQUIRED:
                     counts[3] += 1
-                flagged.append(self._enriched(record, _CATEGORIES[category], fraud_score, processed_tail))
+                flagged.append(
+                    self._enriched(
+                        record, _CATEGORIES[category], fraud_score, processed_tail, STATUS_NAMES[merchant], over
+                    )
+                )
 
             if user_id is not None:
                 shard = shard_of.get(user_id)
@@ -531,18 +589,23 @@ class ChunkParser:
 
     # -- rare paths ----------------------------------------------------------
 
-    def _enriched(self, ev: dict, category: str, fraud_score: int, processed_tail: bytes) -> dict:
+    def _enriched(
+        self, ev: dict, category: str, fraud_score: int, processed_tail: bytes, merchant_status: str, over: int
+    ) -> dict:
         record = _without_enrichment(ev)
         record["category"] = category
         record["fraud_score"] = fraud_score
         record["fraud_status"] = self._scorer.status(fraud_score)
+        record["merchant_status"] = merchant_status
+        record["over_merchant_limit"] = bool(over)
+        record["rules_version"] = self._live.version if self._live else ""
         record["processed_at"] = processed_tail[:-3].decode()
         return record
 
     def _fraud_alert(
-        self, ev: dict, txn: str, ts: float, region: str, user_id: Optional[str], fraud_score: int
+        self, ev: dict, txn: str, ts: float, region: str, user_id: Optional[str], fraud_score: int, merchant_status: str
     ) -> dict:
-        return alerts.make_alert(
+        alert = alerts.make_alert(
             alerts.FRAUD_SUSPECTED,
             alerts.OPEN,
             key=txn,
@@ -562,5 +625,8 @@ class ChunkParser:
                 "currency": ev.get("currency"),
                 "merchant_id": ev.get("merchant_id"),
                 "merchant_name": ev.get("merchant_name"),
+                "merchant_status": merchant_status,
             },
         )
+        alert["rules_version"] = self._live.version if self._live else ""
+        return alert

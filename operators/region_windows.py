@@ -170,6 +170,12 @@ class RegionWindows:
         self._min_data: Optional[int] = None
         self._min_data_known = False
 
+    def use_rules(self, failure_rate: FailureRateRule, traffic_drop: TrafficDropRule) -> None:
+        """Judge the next windows by new thresholds (live rules; window and hop lengths unchanged)."""
+        self.rule = failure_rate
+        self.drop = traffic_drop
+        self._alpha = 2.0 / (traffic_drop.baseline_windows + 1)
+
     # -- input ----------------------------------------------------------------
 
     def add(self, summaries: list[RegionSummary], now: float) -> list[tuple[str, Any]]:

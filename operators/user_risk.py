@@ -182,6 +182,12 @@ class UserRisk:
     def __len__(self) -> int:
         return len(self.users)
 
+    def use_rules(self, rules: RuleSettings) -> None:
+        """Judge the next events by new thresholds (live rules; window lengths unchanged)."""
+        self.velocity = rules.velocity
+        self.spike = rules.amount_spike
+        self.travel = rules.impossible_travel
+
     def process(self, events: list[tuple]) -> list[dict[str, Any]]:
         """Apply the rules to ``(user_id, ts, amount, region, txn)`` events in order."""
         users = self.users
