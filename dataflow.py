@@ -34,6 +34,7 @@ from bytewax.inputs import FixedPartitionedSource
 
 from config import Settings
 from config.loader import hash_key
+from connectors.reference.loader import ReferenceLoader
 from connectors.sinks.outputs import Outputs, build_outputs
 from connectors.sources import build_source
 from connectors.sources.parsing import ParsingSource
@@ -60,7 +61,10 @@ def _lake_chunk(chunk: ParsedChunk) -> Optional[tuple[str, LakeChunk]]:
 
 
 def build_flow(
-    settings: Settings, source: Optional[FixedPartitionedSource] = None, outputs: Optional[Outputs] = None
+    settings: Settings,
+    source: Optional[FixedPartitionedSource] = None,
+    outputs: Optional[Outputs] = None,
+    reference: Optional[ReferenceLoader] = None,
 ) -> Dataflow:
     """Build the Paywatch dataflow.
 
@@ -70,20 +74,30 @@ def build_flow(
         source of raw chunks, parsed where it is read.
     :arg outputs: overrides the configured sinks.
     :raises SettingsError: ``privacy.hash_fields`` set and no key in the environment.
+    :arg reference: the loader of the rules file and merchant table (built
+        from settings when None). Its first load runs here, before the first
+        event; its thread keeps them current while the flow runs, and the
+        operators read the version in force once per chunk or batch.
+    :raises ~connectors.reference.loader.ReferenceStartError: the first load failed.
     """
     redactor = Redactor(settings.privacy, hash_key(settings))
     server.start_server(settings.metrics.port)
+    loader = reference if reference is not None else ReferenceLoader(settings)
+    live = loader.holder if loader.holder is not None else loader.load_initial()
+    loader.start()
+    # Operators start on the rules in force (a rules file may set window lengths).
+    settings = settings.model_copy(update={"rules": live.current.rules})
     source = source if source is not None else build_source(settings)
     outputs = outputs if outputs is not None else build_outputs(settings)
     lines = any(getattr(sink, "wants_transaction_lines", True) for sink in outputs.transactions)
-    parser = ChunkParser(settings, transaction_lines=lines, redactor=redactor)
+    parser = ChunkParser(settings, transaction_lines=lines, redactor=redactor, reference=live)
     lateness = settings.windows.allowed_lateness_seconds
 
     flow = Dataflow("paywatch")
     parsed = op.input("source", flow, ParsingSource(source, parser.for_partition))
     chunks = split_chunks("chunks", parsed)
-    regions = region_windows("region_windows", chunks.region_summaries, settings)
-    user_alerts = user_risk("user_risk", chunks.user_batches, settings)
+    regions = region_windows("region_windows", chunks.region_summaries, settings, live)
+    user_alerts = user_risk("user_risk", chunks.user_batches, settings, live)
     alerts = op.merge("alerts", chunks.fraud_alerts, regions.region_alerts, user_alerts)
 
     op.inspect("count_chunks", parsed, lambda _step, chunk: metrics.record_parsed_chunk(chunk, lateness))

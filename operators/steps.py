@@ -22,6 +22,7 @@ from bytewax.operators import StatefulBatchLogic
 from config import Settings
 from operators.parse import ParsedChunk
 from operators.records import TransactionBatch
+from operators.reference import LiveReference, ReferenceHolder
 from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
 from operators.user_risk import UserEvents, UserShard
 
@@ -110,22 +111,48 @@ def split_chunks(step_id: str, chunks: Stream[ParsedChunk]) -> ChunkStreams:
 class _RegionWindowsLogic(StatefulBatchLogic[RegionSummary, tuple[str, Any], RegionWindowState]):
     """Bytewax shell around :class:`RegionWindows` (all regions under one key)."""
 
-    def __init__(self, settings: Settings, state: Optional[RegionWindowState]) -> None:
+    def __init__(self, settings: Settings, reference: ReferenceHolder, state: Optional[RegionWindowState]) -> None:
+        self.reference = reference
+        self.live = reference.current
         self.windows = RegionWindows(
-            settings.rules.failure_rate,
-            settings.rules.traffic_drop,
+            self.live.rules.failure_rate,
+            self.live.rules.traffic_drop,
             settings.source.idle_partition_seconds,
             state,
         )
 
+    def _rules(self) -> LiveReference:
+        """The live rules for this batch (thresholds only: window lengths cannot change while running)."""
+        live = self.reference.current
+        if live is not self.live:
+            self.live = live
+            self.windows.use_rules(live.rules.failure_rate, live.rules.traffic_drop)
+        return live
+
     def on_batch(self, values: list[RegionSummary]) -> tuple[list[tuple[str, Any]], bool]:
-        return self.windows.add(values, time.time()), StatefulBatchLogic.RETAIN
+        live = self._rules()
+        return _stamp(self.windows.add(values, time.time()), live.version), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
-        return self.windows.flush(), StatefulBatchLogic.RETAIN
+        live = self._rules()
+        return _stamp(self.windows.flush(), live.version), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> RegionWindowState:
         return copy.deepcopy(self.windows.state)
+
+
+def _stamp(items: list[tuple[str, Any]], version: str) -> list[tuple[str, Any]]:
+    """Every alert carries the version of the rules that judged it."""
+    for kind, item in items:
+        if kind != METRICS:
+            item["rules_version"] = version
+    return items
+
+
+def _stamp_alerts(alerts: list[dict], version: str) -> list[dict]:
+    for alert in alerts:
+        alert["rules_version"] = version
+    return alerts
 
 
 def _minutes(keyed: tuple[str, tuple[str, Any]]) -> Optional[list[dict]]:
@@ -139,13 +166,15 @@ def _alerts(keyed: tuple[str, tuple[str, Any]]) -> Optional[dict]:
 
 
 @operator
-def region_windows(step_id: str, summaries: Stream[tuple[str, RegionSummary]], settings: Settings) -> RegionStreams:
+def region_windows(
+    step_id: str, summaries: Stream[tuple[str, RegionSummary]], settings: Settings, reference: ReferenceHolder
+) -> RegionStreams:
     """Per-minute metrics and failure-rate / traffic-drop incidents.
 
     One stateful step emits both kinds in event-time order; the two unwraps
     split them the way Bytewax's ``window`` splits ``down`` from ``late``.
     """
-    events = op.stateful_batch("windows", summaries, lambda state: _RegionWindowsLogic(settings, state))
+    events = op.stateful_batch("windows", summaries, lambda state: _RegionWindowsLogic(settings, reference, state))
     return RegionStreams(
         minutes=op.filter_map("minutes", events, _minutes),
         region_alerts=op.filter_map("alerts", events, _alerts),
@@ -160,23 +189,37 @@ class _UserRiskLogic(StatefulBatchLogic[UserEvents, dict, bytes]):
     number of shards is fixed and small.
     """
 
-    def __init__(self, settings: Settings, state: Optional[bytes]) -> None:
-        self.shard = UserShard(settings.rules, settings.users, settings.windows.allowed_lateness_seconds, state)
+    def __init__(self, settings: Settings, reference: ReferenceHolder, state: Optional[bytes]) -> None:
+        self.reference = reference
+        self.live = reference.current
+        self.shard = UserShard(self.live.rules, settings.users, settings.windows.allowed_lateness_seconds, state)
+
+    def _rules(self) -> LiveReference:
+        """The live rules for this batch (thresholds only: window lengths cannot change while running)."""
+        live = self.reference.current
+        if live is not self.live:
+            self.live = live
+            self.shard.risk.use_rules(live.rules)
+        return live
 
     def on_batch(self, values: list[UserEvents]) -> tuple[list[dict], bool]:
-        return self.shard.add(values, time.time()), StatefulBatchLogic.RETAIN
+        live = self._rules()
+        return _stamp_alerts(self.shard.add(values, time.time()), live.version), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[dict], bool]:
-        return self.shard.flush(), StatefulBatchLogic.RETAIN
+        live = self._rules()
+        return _stamp_alerts(self.shard.flush(), live.version), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         return self.shard.snapshot()
 
 
 @operator
-def user_risk(step_id: str, chunks: Stream[ParsedChunk], settings: Settings) -> Stream[dict]:
+def user_risk(
+    step_id: str, chunks: Stream[ParsedChunk], settings: Settings, reference: ReferenceHolder
+) -> Stream[dict]:
     """Velocity, amount-spike and impossible-travel alerts, per user shard, in event-time order."""
     shard_keys = [str(shard) for shard in range(settings.users.shards)]
     user_batches = op.flat_map("user_shards", chunks, lambda chunk: _user_batches(shard_keys, chunk))
-    alerts = op.stateful_batch("risk", user_batches, lambda state: _UserRiskLogic(settings, state))
+    alerts = op.stateful_batch("risk", user_batches, lambda state: _UserRiskLogic(settings, reference, state))
     return op.map("drop_shard_key", alerts, lambda keyed: keyed[1])

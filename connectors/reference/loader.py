@@ -1,0 +1,244 @@
+"""Keeps this process's reference data current: rules file and merchant table.
+
+One loader per process (``dataflow.build_flow``): the first load runs before
+the flow is built, so the first event is judged with the table and rules in
+force; then a daemon thread re-reads every ``reference.merchants.refresh_seconds``
+and, for local files (a mounted ConfigMap), checks their stat every second so
+an edit takes effect at once. A new version is published whole to the
+:class:`~operators.reference.ReferenceHolder` the operators read per chunk.
+
+Failures never stop the flow once it runs: an unreadable merchant table keeps
+the last good copy (``paywatch_reference_load_failures_total``); a rules
+document that fails validation, or changes a restart-only rule, is refused
+with ONE warning naming the key and reason (it is not logged again until the
+document changes) and counted in ``paywatch_rules_reload_failures_total``.
+At start the same failures stop the flow with the message, as invalid
+settings do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+from config.live_rules import RulesRefused, check_live_change, parse_rules_document
+from config.settings import Settings
+from connectors.preflight import StartError
+from connectors.reference.merchants import MerchantReadError, file_signature, read_merchants
+from observability import reference_metrics
+from operators.merchants import NOT_CONFIGURED, MerchantTable
+from operators.reference import LiveReference, ReferenceHolder
+
+logger = logging.getLogger(__name__)
+
+S3_SCHEME = "s3://"
+FILE_CHECK_SECONDS = 1.0
+
+
+class ReferenceStartError(StartError):
+    """The first load failed: the flow cannot start; the message names the setting and cause."""
+
+
+class _RulesReadError(Exception):
+    pass
+
+
+class ReferenceLoader:
+    """Reads the rules file and the merchant table; publishes new versions.
+
+    :arg settings: validated settings (``rules``, ``rules_file``, ``reference``, ``aws``).
+    :arg clients: optional boto3 clients by service name (tests); built on first use otherwise.
+    """
+
+    def __init__(self, settings: Settings, clients: Optional[dict[str, Any]] = None) -> None:
+        self._settings = settings
+        self._clients = dict(clients or {})
+        self._rules_file = settings.rules_file
+        self._merchants_path = settings.reference.merchants.path
+        self._refresh = settings.reference.merchants.refresh_seconds
+        self._rules_digest: Optional[str] = None
+        self._refused_digest: Optional[str] = None
+        self._last_read_error: Optional[str] = None
+        self._rules_signature: Optional[tuple[int, int, int]] = None
+        self._merchants_signature: Optional[tuple[int, int, int]] = None
+        self._next_full = 0.0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.holder: Optional[ReferenceHolder] = None
+
+    # -- reading -----------------------------------------------------------------
+
+    def _client(self, service: str) -> Any:
+        client = self._clients.get(service)
+        if client is None:
+            from connectors.aws.client import aws_client
+
+            client = self._clients[service] = aws_client(service, self._settings, sink=False)
+        return client
+
+    def _read_rules_text(self) -> bytes:
+        path = self._rules_file
+        assert path is not None
+        try:
+            if path.startswith(S3_SCHEME):
+                from botocore.exceptions import BotoCoreError, ClientError
+
+                bucket, _, key = path[len(S3_SCHEME) :].partition("/")
+                try:
+                    return self._client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+                except (BotoCoreError, ClientError) as exc:
+                    raise _RulesReadError(f"rules_file {path}: {exc}") from None
+            with open(path, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise _RulesReadError(f"rules_file {path}: {exc.strerror or exc}") from None
+
+    def _read_merchants(self) -> MerchantTable:
+        path = self._merchants_path
+        assert path is not None
+        dynamodb = self._client("dynamodb") if path.startswith("dynamodb://") else None
+        return read_merchants(path, self._settings, dynamodb)
+
+    # -- first load ----------------------------------------------------------------
+
+    def load_initial(self) -> ReferenceHolder:
+        """Load everything before the first event; the holder the operators read.
+
+        :raises ReferenceStartError: the rules file or the merchant table cannot
+            be read, or the rules are invalid.
+        """
+        rules = self._settings.rules
+        if self._rules_file is not None:
+            self._rules_signature = self._signature(self._rules_file)
+            try:
+                text = self._read_rules_text()
+                rules = parse_rules_document(text, self._settings.rules)
+            except _RulesReadError as exc:
+                raise ReferenceStartError(str(exc)) from None
+            except RulesRefused as exc:
+                raise ReferenceStartError(f"rules_file {self._rules_file}: {exc}") from None
+            self._rules_digest = hashlib.sha256(text).hexdigest()
+        merchants = NOT_CONFIGURED
+        if self._merchants_path is not None:
+            self._merchants_signature = self._signature(self._merchants_path)
+            try:
+                merchants = self._read_merchants()
+            except MerchantReadError as exc:
+                raise ReferenceStartError(f"reference.merchants.path: {exc}") from None
+            reference_metrics.record_merchants(len(merchants), time.time())
+            logger.info("merchant table %s: %d merchants", self._merchants_path, len(merchants))
+        reference = LiveReference.of(rules, merchants)
+        reference_metrics.record_rules_version(reference.version)
+        self.holder = ReferenceHolder(reference)
+        self._next_full = time.monotonic() + self._refresh
+        return self.holder
+
+    # -- refreshing -------------------------------------------------------------------
+
+    @staticmethod
+    def _signature(path: str) -> Optional[tuple[int, int, int]]:
+        return None if "://" in path else file_signature(path)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Re-read what is due (everything when ``force`` or the refresh interval passed;
+        else only local files whose stat changed). Returns True when a new version was published."""
+        assert self.holder is not None, "load_initial() first"
+        full = force or time.monotonic() >= self._next_full
+        if full:
+            self._next_full = time.monotonic() + self._refresh
+        current = self.holder.current
+        rules, merchants = current.rules, current.merchants
+        if self._rules_file is not None:
+            signature = self._signature(self._rules_file)
+            if full or signature != self._rules_signature:
+                self._rules_signature = signature
+                rules = self._reload_rules(current)
+        if self._merchants_path is not None:
+            signature = self._signature(self._merchants_path)
+            if (full and "://" in self._merchants_path) or signature != self._merchants_signature:
+                self._merchants_signature = signature
+                merchants = self._reload_merchants(current.merchants)
+        if rules is current.rules and merchants is current.merchants:
+            return False
+        reference = LiveReference.of(rules, merchants)
+        self.holder.publish(reference)
+        if reference.version != current.version:
+            reference_metrics.record_rules_version(reference.version)
+            logger.warning("rules version %s in force (was %s)", reference.version, current.version)
+        return True
+
+    def _reload_rules(self, current: LiveReference) -> Any:
+        try:
+            text = self._read_rules_text()
+        except _RulesReadError as exc:
+            reference_metrics.record_rules_failure()
+            if str(exc) != self._last_read_error:
+                self._last_read_error = str(exc)
+                logger.warning("%s; keeping rules version %s", exc, current.version)
+            return current.rules
+        self._last_read_error = None
+        digest = hashlib.sha256(text).hexdigest()
+        if digest == self._rules_digest:
+            return current.rules
+        if digest == self._refused_digest:
+            return current.rules
+        try:
+            rules = parse_rules_document(text, self._settings.rules)
+            check_live_change(current.rules, rules)
+        except RulesRefused as exc:
+            self._refused_digest = digest
+            reference_metrics.record_rules_failure()
+            logger.warning(
+                "rules_file %s refused: %s: %s; keeping rules version %s",
+                self._rules_file,
+                exc.key,
+                exc.reason,
+                current.version,
+            )
+            return current.rules
+        self._rules_digest = digest
+        self._refused_digest = None
+        return rules
+
+    def _reload_merchants(self, current: MerchantTable) -> MerchantTable:
+        try:
+            started = time.perf_counter()
+            table = self._read_merchants()
+        except MerchantReadError as exc:
+            reference_metrics.record_merchant_failure()
+            logger.warning("%s; keeping the last good table (%d merchants)", exc, len(current))
+            return current
+        reference_metrics.record_merchants(len(table), time.time())
+        logger.info(
+            "merchant table %s reloaded: %d merchants in %.2fs",
+            self._merchants_path,
+            len(table),
+            time.perf_counter() - started,
+        )
+        return table
+
+    # -- background thread ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Refresh in a daemon thread until :meth:`stop` (or the process ends)."""
+        if self._thread is not None or (self._rules_file is None and self._merchants_path is None):
+            return
+        self._thread = threading.Thread(target=self._run, name="paywatch-reference", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        tick = min(FILE_CHECK_SECONDS, self._refresh)
+        while not self._stop.wait(tick):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - the loader must outlive any one bad read
+                logger.exception("reference refresh failed; keeping the data in force")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
