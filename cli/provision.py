@@ -11,6 +11,9 @@ moto_server or LocalStack) and, idempotently:
   with a queue policy, when configured;
 - the DynamoDB tables of ``sinks.dynamodb`` (on-demand, server-side
   encryption, TTL on ``ttl_attribute`` when ``ttl_days`` is set);
+- the merchant table when ``reference.merchants.path`` is
+  ``dynamodb://<table>`` (key ``merchant_id``, on-demand, encrypted; fill it
+  with ``python -m cli.merchants load FILE``); ``down`` keeps it;
 - the CloudWatch alarm ``HighPaymentFailureRate`` on the all-regions
   ``PaymentFailureRate`` (Average > 2 over 60 s, actions to the topic), and
   ``HighPaymentFailureRate-<REGION>`` for each region of
@@ -45,9 +48,12 @@ from botocore.exceptions import ClientError
 from config.settings import Settings
 from connectors.aws.client import aws_client
 from connectors.lake.provision import LakeProvisioner
+from connectors.reference.merchants import DYNAMODB_SCHEME, MERCHANT_KEYS
 from connectors.sinks.dynamodb import AGGREGATES, ALERTS, KEYS, TRANSACTIONS, table_name
 
 logger = logging.getLogger(__name__)
+
+MERCHANTS = "merchants"  # the merchant reference table's kind (not a sink table)
 
 _GONE = {
     "ResourceNotFoundException",
@@ -103,6 +109,9 @@ class Provisioner:
         out["topic_arn"] = topic_arn
         out["subscriptions"] = self._subscriptions_up(topic_arn)
         out["tables"] = [self._table_up(kind, name) for kind, name in self.tables().items()]
+        merchants = self.merchant_table
+        if merchants is not None:
+            out["tables"].append(self._table_up(MERCHANTS, merchants))
         out["alarms"] = self._alarms_up(topic_arn)
         out["alarms_removed"] = self._delete_alarms(keep=set(out["alarms"]))
         out["lake"] = self.lake.up()
@@ -177,8 +186,18 @@ class Provisioner:
         self.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
         return arn
 
+    @property
+    def merchant_table(self) -> Optional[str]:
+        """The merchant reference table when ``reference.merchants.path`` is ``dynamodb://<table>``.
+
+        ``down`` leaves it alone: it holds the business's merchant data, which
+        Paywatch reads but does not own.
+        """
+        path = self.settings.reference.merchants.path
+        return path[len(DYNAMODB_SCHEME) :] if path and path.startswith(DYNAMODB_SCHEME) else None
+
     def _table_up(self, kind: str, name: str) -> str:
-        keys = KEYS[kind]
+        keys = MERCHANT_KEYS if kind == MERCHANTS else KEYS[kind]
         schema = [{"AttributeName": keys[0], "KeyType": "HASH"}]
         if len(keys) > 1:
             schema.append({"AttributeName": keys[1], "KeyType": "RANGE"})
@@ -201,7 +220,8 @@ class Provisioner:
             if _code(exc) != "ResourceInUseException":
                 raise
         self._wait(lambda: status() == "ACTIVE", f"table {name}")
-        self._ttl_up(name)
+        if kind != MERCHANTS:  # reference data: no TTL
+            self._ttl_up(name)
         return name
 
     def _ttl_up(self, name: str) -> None:
