@@ -87,8 +87,9 @@ class ReferenceLoader:
                 from botocore.exceptions import BotoCoreError, ClientError
 
                 bucket, _, key = path[len(S3_SCHEME) :].partition("/")
+                client = self._client("s3")
                 try:
-                    return self._client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+                    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
                 except (BotoCoreError, ClientError) as exc:
                     raise _RulesReadError(f"rules_file {path}: {exc}") from None
             with open(path, "rb") as handle:

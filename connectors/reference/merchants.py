@@ -149,11 +149,16 @@ def _dynamodb_value(attribute: dict[str, Any]) -> Any:
 
 
 def _dynamodb_records(client: Any, table: str) -> Iterator[tuple[str, Any]]:
-    paginator = client.get_paginator("scan")
-    for page in paginator.paginate(TableName=table, ConsistentRead=True):
+    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        page = client.scan(**kwargs)
         for item in page.get("Items", ()):
             record = {key: _dynamodb_value(value) for key, value in item.items()}
             yield f"item {record.get('merchant_id')!r:.60}", record
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return
+        kwargs["ExclusiveStartKey"] = last
 
 
 def file_signature(path: str) -> Optional[tuple[int, int, int]]:
