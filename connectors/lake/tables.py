@@ -62,6 +62,9 @@ _EVENT_FIELDS = pa.schema(
         ("category", pa.string()),
         ("fraud_score", pa.int32()),
         ("fraud_status", pa.string()),
+        ("merchant_status", pa.string()),
+        ("over_merchant_limit", pa.bool_()),
+        ("rules_version", pa.string()),
         ("processed_at", UTC_MS),
     ]
 )
@@ -250,6 +253,8 @@ def _events_line_by_line(blob: bytes) -> pa.Table:
                 row[name] = int(value)
             elif name == "processed_at":
                 row[name] = datetime.fromisoformat(value)
+            elif name == "over_merchant_limit":
+                row[name] = value is True
             else:
                 row[name] = str(value)
         rows.append(row)
