@@ -11,7 +11,7 @@ from config import load_settings
 from config.live_rules import RulesRefused, check_live_change, parse_rules_document, rules_version
 from connectors.reference.loader import ReferenceLoader, ReferenceStartError
 from observability import reference_metrics
-from observability.metrics import REGISTRY
+from observability.registry import REGISTRY
 from operators.parse import ChunkParser
 from tests.events import T0, chunk, event
 

@@ -18,7 +18,7 @@ from config import load_settings
 from connectors.reference.loader import ReferenceLoader
 from connectors.reference.merchants import MerchantReadError, read_merchants
 from dataflow import build_flow
-from observability.metrics import REGISTRY
+from observability.registry import REGISTRY
 from operators.merchants import NOT_CONFIGURED, MerchantTable
 from operators.parse import ChunkParser
 from operators.reference import LiveReference, ReferenceHolder
