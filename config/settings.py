@@ -303,6 +303,8 @@ class RuleSettings(_Section):
 RESTART_ONLY_RULES = (
     ("failure_rate", "window_seconds"),
     ("failure_rate", "hop_seconds"),
+    # The parser counts these fields per chunk into window state.
+    ("failure_rate", "explain_by"),
     ("velocity", "window_seconds"),
     ("impossible_travel", "window_seconds"),
     ("amount_spike", "history_size"),

@@ -175,6 +175,8 @@ class RegionWindows:
         self.rule = failure_rate
         self.drop = traffic_drop
         self._alpha = 2.0 / (traffic_drop.baseline_windows + 1)
+        self._z = incident_stats.z_for(failure_rate.confidence)
+        self._explain_alpha = 1.0 - failure_rate.explain_confidence
 
     # -- input ----------------------------------------------------------------
 
