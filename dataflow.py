@@ -31,6 +31,7 @@ from typing import Optional
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource
+from bytewax.outputs import Sink
 
 from config import Settings
 from config.loader import hash_key
@@ -119,9 +120,21 @@ def build_flow(
         ("dead_letters", _keyed_by("key_dead_letters", chunks.dead_letters, "source"), outputs.dead_letters),
     )
     for name, stream, sinks in routes:
-        for index, sink in enumerate(sinks):
-            op.output(f"{name}_out_{index}_{type(sink).__name__.lower()}", stream, sink)
+        for sink in sinks:
+            op.output(sink_step_id(name, sink), stream, sink)
     return flow
+
+
+def sink_step_id(stream: str, sink: Sink) -> str:
+    """The id of the step writing ``stream`` to ``sink``: the stream and the sink's kind.
+
+    The sink's kind is its key under ``sinks`` in the settings
+    (``metrics_to_jsonl``, ``alerts_to_dynamodb``), so turning one sink on or
+    off leaves every other sink's recovery state under its own id. (Ids once
+    came from list positions: turning the stdout sinks off moved the JSONL
+    sinks' state to another sink.) At most one sink of a kind per stream.
+    """
+    return f"{stream}_to_{getattr(sink, 'kind', None) or type(sink).__name__.lower()}"
 
 
 def __getattr__(name: str) -> Dataflow:

@@ -27,6 +27,7 @@ from config import Settings, SettingsError, load_settings
 from connectors import shutdown
 from connectors.preflight import StartError, check_recovery, check_servers
 from connectors.recovery_store import RecoveryStore
+from connectors.recovery_upgrade import RecoveryUpgrade, upgrade_recovery
 from connectors.sources import build_source
 
 GC_THRESHOLD = 10_000
@@ -43,6 +44,7 @@ def start(build_flow: FlowBuilder, argv: Optional[list[str]] = None) -> Dataflow
         flow = build_flow(settings, source=source)
         recovery = recovery_directory(argv)
         store = check_recovery(recovery, source.list_parts(), _source_step_id(flow)) if recovery else None
+        upgrade = upgrade_recovery(recovery, flow) if recovery else None
     except (SettingsError, StartError) as exc:
         _fail(str(exc))
     except FileNotFoundError as exc:
@@ -50,7 +52,7 @@ def start(build_flow: FlowBuilder, argv: Optional[list[str]] = None) -> Dataflow
     except Exception as exc:  # anything else at start: still one paragraph, the traceback on request
         _fail(f"{type(exc).__name__}: {exc}")
     shutdown.install(recovery=recovery is not None)
-    sys.stderr.write(banner(settings, store))
+    sys.stderr.write(banner(settings, store, upgrade))
     _tune_garbage_collector()
     return flow
 
@@ -97,7 +99,7 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def banner(settings: Settings, store: Optional[RecoveryStore] = None) -> str:
+def banner(settings: Settings, store: Optional[RecoveryStore] = None, upgrade: Optional[RecoveryUpgrade] = None) -> str:
     """A few lines for whoever started the flow: what it reads, where results go, what it resumes."""
     source: str = settings.source.type
     if source == "simulator":
@@ -123,6 +125,14 @@ def banner(settings: Settings, store: Optional[RecoveryStore] = None) -> str:
         )
     elif store is not None:
         lines.append(f"paywatch: recovery directory {store.directory} holds no snapshot yet: starting afresh.")
+    if upgrade is not None:
+        if upgrade.renamed:
+            lines.append(
+                "paywatch: recovery state moved to this release's step ids: "
+                + ", ".join(f"{old} -> {new}" for old, new in sorted(upgrade.renamed.items()))
+                + "."
+            )
+        lines.extend(f"paywatch: WARNING: {warning}" for warning in upgrade.warnings())
     replaced = _earlier_outputs(settings) if store is None or not store.resumes else []
     if replaced:
         shown = ", ".join(p.name for p in replaced[:4]) + (

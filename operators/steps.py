@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -24,6 +25,7 @@ from operators.parse import ParsedChunk
 from operators.records import TransactionBatch
 from operators.reference import LiveReference, ReferenceHolder
 from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
+from operators.snapshots import SnapshotFormat, unchanged
 from operators.user_risk import UserEvents, UserShard
 
 REGIONS_KEY = "regions"
@@ -108,10 +110,29 @@ def split_chunks(step_id: str, chunks: Stream[ParsedChunk]) -> ChunkStreams:
     )
 
 
-class _RegionWindowsLogic(StatefulBatchLogic[RegionSummary, tuple[str, Any], RegionWindowState]):
+REGION_WINDOWS_FORMAT = SnapshotFormat("region_windows", 1, {0: unchanged})
+"""Version 1 added the envelope; version 0 (unversioned) held the same :class:`RegionWindowState`."""
+
+USER_RISK_FORMAT = SnapshotFormat("user_risk", 1, {0: unchanged})
+"""Version 1 added the envelope around the shard's bytes; those carry their own
+inner version (:class:`~operators.user_risk.UserShard` reads both of its formats)."""
+
+
+def _stateful(snapshot_format: SnapshotFormat, builder: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The builder of a stateful step, marked with its snapshot format.
+
+    The start-up check finds the format on the flow's step and loads one
+    stored snapshot with it before the flow runs (``connectors/recovery_upgrade.py``).
+    """
+    builder.snapshot_format = snapshot_format  # type: ignore[attr-defined]
+    return builder
+
+
+class _RegionWindowsLogic(StatefulBatchLogic[RegionSummary, tuple[str, Any], tuple]):
     """Bytewax shell around :class:`RegionWindows` (all regions under one key)."""
 
-    def __init__(self, settings: Settings, reference: ReferenceHolder, state: Optional[RegionWindowState]) -> None:
+    def __init__(self, settings: Settings, reference: ReferenceHolder, resume: Any) -> None:
+        state: Optional[RegionWindowState] = REGION_WINDOWS_FORMAT.load(resume) if resume is not None else None
         self.reference = reference
         self.live = reference.current
         self.windows = RegionWindows(
@@ -137,8 +158,8 @@ class _RegionWindowsLogic(StatefulBatchLogic[RegionSummary, tuple[str, Any], Reg
         live = self._rules()
         return _stamp(self.windows.flush(), live.version), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> RegionWindowState:
-        return copy.deepcopy(self.windows.state)
+    def snapshot(self) -> tuple:
+        return REGION_WINDOWS_FORMAT.save(copy.deepcopy(self.windows.state))
 
 
 def _stamp(items: list[tuple[str, Any]], version: str) -> list[tuple[str, Any]]:
@@ -174,14 +195,18 @@ def region_windows(
     One stateful step emits both kinds in event-time order; the two unwraps
     split them the way Bytewax's ``window`` splits ``down`` from ``late``.
     """
-    events = op.stateful_batch("windows", summaries, lambda state: _RegionWindowsLogic(settings, reference, state))
+    events = op.stateful_batch(
+        "windows",
+        summaries,
+        _stateful(REGION_WINDOWS_FORMAT, lambda resume: _RegionWindowsLogic(settings, reference, resume)),
+    )
     return RegionStreams(
         minutes=op.filter_map("minutes", events, _minutes),
         region_alerts=op.filter_map("alerts", events, _alerts),
     )
 
 
-class _UserRiskLogic(StatefulBatchLogic[UserEvents, dict, bytes]):
+class _UserRiskLogic(StatefulBatchLogic[UserEvents, dict, tuple]):
     """Bytewax shell around :class:`UserShard`.
 
     A shard is kept even when it has no users: it remembers how far every
@@ -189,7 +214,8 @@ class _UserRiskLogic(StatefulBatchLogic[UserEvents, dict, bytes]):
     number of shards is fixed and small.
     """
 
-    def __init__(self, settings: Settings, reference: ReferenceHolder, state: Optional[bytes]) -> None:
+    def __init__(self, settings: Settings, reference: ReferenceHolder, resume: Any) -> None:
+        state: Optional[bytes] = USER_RISK_FORMAT.load(resume) if resume is not None else None
         self.reference = reference
         self.live = reference.current
         self.shard = UserShard(self.live.rules, settings.users, settings.windows.allowed_lateness_seconds, state)
@@ -210,8 +236,8 @@ class _UserRiskLogic(StatefulBatchLogic[UserEvents, dict, bytes]):
         live = self._rules()
         return _stamp_alerts(self.shard.flush(), live.version), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
-        return self.shard.snapshot()
+    def snapshot(self) -> tuple:
+        return USER_RISK_FORMAT.save(self.shard.snapshot())
 
 
 @operator
@@ -221,5 +247,7 @@ def user_risk(
     """Velocity, amount-spike and impossible-travel alerts, per user shard, in event-time order."""
     shard_keys = [str(shard) for shard in range(settings.users.shards)]
     user_batches = op.flat_map("user_shards", chunks, lambda chunk: _user_batches(shard_keys, chunk))
-    alerts = op.stateful_batch("risk", user_batches, lambda state: _UserRiskLogic(settings, reference, state))
+    alerts = op.stateful_batch(
+        "risk", user_batches, _stateful(USER_RISK_FORMAT, lambda resume: _UserRiskLogic(settings, reference, resume))
+    )
     return op.map("drop_shard_key", alerts, lambda keyed: keyed[1])

@@ -145,6 +145,9 @@ class _Converter:
 class CloudWatchSink(BufferedAwsSink):
     """Per-minute metrics to CloudWatch; items are lists of per-region minute records."""
 
+    kind = "cloudwatch"
+    """Its key under ``sinks`` in the settings: names its flow step (``dataflow.py``)."""
+
     def __init__(self, settings: Settings, dead_letters: DeadLetterWriter) -> None:
         super().__init__("cloudwatch", settings.sinks.cloudwatch.partitions, settings, dead_letters)
 

@@ -275,6 +275,9 @@ class DeadLetterSink(DynamicSink[tuple[str, Any]]):
     ``position`` identify it).
     """
 
+    kind = "dead_letter"
+    """Its key under ``sinks`` in the settings: names its flow step (``dataflow.py``)."""
+
     def __init__(self, writer: DeadLetterWriter) -> None:
         self.writer = writer
 

@@ -45,6 +45,7 @@ from connectors.aws.retry import Backoff, Failure, classify
 from connectors.shutdown import flush_on_stop
 from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
 from observability.sink_metrics import SinkSeries
+from operators.snapshots import SnapshotFormat, unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +348,11 @@ class Delivery(Generic[U]):
             raise self._error
 
 
-class BufferedSinkPartition(StatefulSinkPartition[X, list]):
+BUFFER_FORMAT = SnapshotFormat("aws_sink_buffer", 1, {0: unchanged})
+"""The partition's undelivered units (a list); version 1 added the envelope."""
+
+
+class BufferedSinkPartition(StatefulSinkPartition[X, tuple]):
     """A Bytewax sink partition that converts items to units and hands them to a :class:`Delivery`."""
 
     def __init__(self, delivery: Delivery, convert: Callable[[X], list], dead_letters: DeadLetterWriter) -> None:
@@ -366,14 +371,14 @@ class BufferedSinkPartition(StatefulSinkPartition[X, list]):
                 self._dead_letters.write([sink_dead_letter(self.delivery.name, "", BAD_ITEM, failure, value)])
         self.delivery.submit(units)
 
-    def snapshot(self) -> list:
-        return self.delivery.snapshot()
+    def snapshot(self) -> tuple:
+        return BUFFER_FORMAT.save(self.delivery.snapshot())
 
     def close(self) -> None:
         self.delivery.close()
 
 
-class BufferedAwsSink(FixedPartitionedSink[Any, list]):
+class BufferedAwsSink(FixedPartitionedSink[Any, tuple]):
     """Base of the AWS sinks: ``partitions`` fixed partitions routed by item key.
 
     Fixed (not dynamic) partitions because the undelivered buffer is resume
@@ -393,8 +398,11 @@ class BufferedAwsSink(FixedPartitionedSink[Any, list]):
     def list_parts(self) -> list[str]:
         return [f"{self.name}-{i}" for i in range(self.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[list]) -> BufferedSinkPartition:
-        return self.build_buffered(for_part, resume_state)
+    snapshot_format = BUFFER_FORMAT
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]) -> BufferedSinkPartition:
+        pending: Optional[list] = BUFFER_FORMAT.load(resume_state) if resume_state is not None else None
+        return self.build_buffered(for_part, pending)
 
     @abstractmethod
     def build_buffered(self, part: str, resume_state: Optional[list]) -> BufferedSinkPartition:

@@ -143,6 +143,9 @@ def table_name(settings: Settings, kind: str) -> str:
 class DynamoDbSink(BufferedAwsSink):
     """Items of one stream (alerts, metrics or transactions) into their table."""
 
+    kind = "dynamodb"
+    """Its key under ``sinks`` in the settings: names its flow step (``dataflow.py``)."""
+
     def __init__(self, settings: Settings, kind: str, dead_letters: DeadLetterWriter) -> None:
         if kind not in KEYS:
             raise ValueError(f"unknown DynamoDB table kind {kind!r}; one of {sorted(KEYS)}")

@@ -19,6 +19,10 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.shutdown import flush_on_stop
 from operators.records import TransactionBatch
+from operators.snapshots import SnapshotFormat, unchanged
+
+JSONL_FORMAT = SnapshotFormat("jsonl_sink", 1, {0: unchanged})
+"""The file offset of the partition; version 1 added the envelope."""
 
 
 def encode_records(items: list[Any]) -> bytes:
@@ -35,7 +39,7 @@ def encode_records(items: list[Any]) -> bytes:
     return b"".join(parts)
 
 
-class _JsonlPartition(StatefulSinkPartition[Any, int]):
+class _JsonlPartition(StatefulSinkPartition[Any, tuple]):
     def __init__(self, path: Path, resume_offset: Optional[int]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 - closed in close()
@@ -50,22 +54,27 @@ class _JsonlPartition(StatefulSinkPartition[Any, int]):
         if not self._file.closed:
             self._file.flush()
 
-    def snapshot(self) -> int:
+    def snapshot(self) -> tuple:
         self._file.flush()
         os.fsync(self._file.fileno())
-        return self._file.tell()
+        return JSONL_FORMAT.save(self._file.tell())
 
     def close(self) -> None:
         self._file.flush()
         self._file.close()
 
 
-class JsonlSink(FixedPartitionedSink[Any, int]):
+class JsonlSink(FixedPartitionedSink[Any, tuple]):
     """Writes ``{name}-{i}.jsonl`` files in ``directory``; items routed by key.
 
     Each file is written by exactly one worker, so processes never share a
     file. Every run without a recovery snapshot starts the files empty.
     """
+
+    kind = "jsonl"
+    """Its key under ``sinks`` in the settings: names its flow step (``dataflow.py``)."""
+
+    snapshot_format = JSONL_FORMAT
 
     def __init__(self, directory: str | os.PathLike[str], name: str, files: int = 1) -> None:
         self._dir = Path(directory)
@@ -78,5 +87,6 @@ class JsonlSink(FixedPartitionedSink[Any, int]):
     def part_fn(self, item_key: str) -> int:
         return crc32(item_key.encode())
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _JsonlPartition:
-        return _JsonlPartition(self._dir / for_part, resume_state)
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]) -> _JsonlPartition:
+        offset: Optional[int] = JSONL_FORMAT.load(resume_state) if resume_state is not None else None
+        return _JsonlPartition(self._dir / for_part, offset)

@@ -120,6 +120,9 @@ def batch_count(pending: Sequence[dict[str, Any]]) -> int:
 class SnsSink(BufferedAwsSink):
     """Alerts to an SNS topic; items are alert records."""
 
+    kind = "sns"
+    """Its key under ``sinks`` in the settings: names its flow step (``dataflow.py``)."""
+
     def __init__(self, settings: Settings, dead_letters: DeadLetterWriter) -> None:
         super().__init__("sns", settings.sinks.sns.partitions, settings, dead_letters)
         sns = settings.sinks.sns

@@ -53,6 +53,9 @@ class _StdoutPartition(StatelessSinkPartition[tuple[str, Any]]):
 class StdoutSink(DynamicSink[tuple[str, Any]]):
     """Prints one kind of record (``alert``, ``metrics`` or ``dead_letter``)."""
 
+    kind = "stdout"
+    """Its key under ``sinks`` in the settings: names its flow step (``dataflow.py``)."""
+
     def __init__(self, kind: str) -> None:
         if kind not in _FORMATS:
             raise ValueError(f"unknown stdout record kind {kind!r}")

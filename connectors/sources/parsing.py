@@ -22,12 +22,19 @@ from typing import Any, Optional
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from operators.parse import ChunkParser, ParsedChunk
+from operators.snapshots import SnapshotFormat, unchanged
 
 # (inner source's resume state, partition's max accepted event time)
 ParsingState = tuple[Any, Optional[float]]
 
+SOURCE_FORMAT = SnapshotFormat("source", 1, {0: unchanged})
+"""Version 1 added the envelope around ``(inner position, max event time)``.
+The inner position is the source kind's own (Kafka offset, Kinesis shard
+positions, file offset and line, simulator index): a change to one of them
+bumps this version with a migration that leaves the other kinds alone."""
 
-class _ParsingPartition(StatefulSourcePartition[ParsedChunk, ParsingState]):
+
+class _ParsingPartition(StatefulSourcePartition[ParsedChunk, tuple]):
     def __init__(self, inner: StatefulSourcePartition, parser: ChunkParser, max_ts: Optional[float]) -> None:
         self._inner = inner
         self._parser = parser
@@ -43,14 +50,14 @@ class _ParsingPartition(StatefulSourcePartition[ParsedChunk, ParsingState]):
     def next_awake(self) -> Optional[datetime]:
         return self._inner.next_awake()
 
-    def snapshot(self) -> ParsingState:
-        return (self._inner.snapshot(), self._max_ts)
+    def snapshot(self) -> tuple:
+        return SOURCE_FORMAT.save((self._inner.snapshot(), self._max_ts))
 
     def close(self) -> None:
         self._inner.close()
 
 
-class ParsingSource(FixedPartitionedSource[ParsedChunk, ParsingState]):
+class ParsingSource(FixedPartitionedSource[ParsedChunk, tuple]):
     """Wraps a source of :class:`~operators.records.RawChunk` items.
 
     :arg source: the partitioned source that reads.
@@ -59,6 +66,8 @@ class ParsingSource(FixedPartitionedSource[ParsedChunk, ParsingState]):
         of its own, the process's user and merchant caches shared).
     """
 
+    snapshot_format = SOURCE_FORMAT
+
     def __init__(self, source: FixedPartitionedSource, make_parser: Callable[[], ChunkParser]) -> None:
         self._source = source
         self._make_parser = make_parser
@@ -66,7 +75,8 @@ class ParsingSource(FixedPartitionedSource[ParsedChunk, ParsingState]):
     def list_parts(self) -> list[str]:
         return self._source.list_parts()
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[ParsingState]) -> _ParsingPartition:
-        inner_state, max_ts = resume_state if resume_state is not None else (None, None)
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]) -> _ParsingPartition:
+        state: ParsingState = SOURCE_FORMAT.load(resume_state) if resume_state is not None else (None, None)
+        inner_state, max_ts = state
         inner = self._source.build_part(step_id, for_part, inner_state)
         return _ParsingPartition(inner, self._make_parser(), max_ts)
