@@ -54,12 +54,15 @@ from connectors.lake.tables import (
 from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
 from connectors.sinks.delivery import BAD_ITEM, Delivery, SendResult, delivery_policy
 from operators.records import LakeChunk
+from operators.snapshots import SnapshotFormat
 from operators.timestamps import TimestampParser
 
 logger = logging.getLogger(__name__)
 
 # (rollers by (zone, source partition), buckets by zone, finished files not yet stored)
 LakeState = tuple[dict[tuple[str, str], RollerState], dict[str, BucketState], list]
+LAKE_FORMAT = SnapshotFormat("lake", 1)
+"""Open files, buckets and undelivered files of a partition (operators/snapshots.py)."""
 
 
 class LakeFile:
@@ -110,7 +113,7 @@ def _bucket_file(done: BucketFile, sink_part: str) -> LakeFile:
     )
 
 
-class _LakePartition(StatefulSinkPartition[Any, LakeState]):
+class _LakePartition(StatefulSinkPartition[Any, tuple]):
     def __init__(
         self,
         name: str,
@@ -187,11 +190,13 @@ class _LakePartition(StatefulSinkPartition[Any, LakeState]):
         for file in files:
             self.delivery.submit([file])
 
-    def snapshot(self) -> LakeState:
-        return (
-            {key: roller.snapshot() for key, roller in self._rollers.items()},
-            {zone: buckets.snapshot() for zone, buckets in self._buckets.items()},
-            self.delivery.snapshot(),
+    def snapshot(self) -> tuple:
+        return LAKE_FORMAT.save(
+            (
+                {key: roller.snapshot() for key, roller in self._rollers.items()},
+                {zone: buckets.snapshot() for zone, buckets in self._buckets.items()},
+                self.delivery.snapshot(),
+            )
         )
 
     def close(self) -> None:
@@ -218,7 +223,7 @@ def build_store(settings: Settings) -> ObjectStore:
     return LocalStore(location)
 
 
-class LakeSink(FixedPartitionedSink[Any, LakeState]):
+class LakeSink(FixedPartitionedSink[Any, tuple]):
     """``sinks.lake``: Parquet files on S3 or a local directory (see the module docstring).
 
     Fixed partitions (``sinks.lake.partitions``) because open files are resume
@@ -227,6 +232,7 @@ class LakeSink(FixedPartitionedSink[Any, LakeState]):
 
     # The enriched zone is read from the transactions JSONL blob.
     wants_transaction_lines = True
+    snapshot_format = LAKE_FORMAT
 
     def __init__(self, settings: Settings, dead_letters: DeadLetterWriter) -> None:
         self.settings = settings
@@ -236,7 +242,8 @@ class LakeSink(FixedPartitionedSink[Any, LakeState]):
     def list_parts(self) -> list[str]:
         return [f"lake-{i}" for i in range(self.settings.sinks.lake.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[LakeState]) -> _LakePartition:
+    def build_part(self, step_id: str, for_part: str, resume: Optional[tuple]) -> _LakePartition:
+        resume_state: Optional[LakeState] = LAKE_FORMAT.load(resume) if resume is not None else None
         lake = self.settings.sinks.lake
         store = build_store(self.settings)
         compression = lake.compression
