@@ -1,0 +1,185 @@
+"""Throughput cost of card masking and field redaction, measured in one run.
+
+The parse step (``ChunkParser.parse``, chunks of 1,000 lines, all outputs
+built) runs over the same lines with ``privacy.mask_pans`` off and on,
+alternating the two for several rounds so that machine noise hits both
+alike; the median events/s of each and the ratio are reported for three
+inputs:
+
+- ``iso``: ISO-8601 timestamps, no card numbers (the usual traffic: one
+  translate and one find per chunk);
+- ``epoch_ms``: numeric epoch-millisecond timestamps, so every line holds a
+  13-digit run and is checked in Python (the worst case short of cards);
+- ``cards_1pct``: 1 % of the events carry a card number in a string field.
+
+Then ``drop_fields``/``hash_fields`` configured (one field each) against
+masking alone on the cards input, and with ``--flow`` the whole flow
+(``python -m bytewax.run dataflow``, file source, JSONL outputs) off and on.
+
+Usage: .venv/bin/python -m bench.privacy_bench [--events 300000] [--rounds 5] [--flow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from config import load_settings
+from operators.parse import ChunkParser
+from operators.privacy import Redactor
+from operators.records import RawChunk
+
+ROOT = Path(__file__).resolve().parent.parent
+REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
+T0 = 1752087600
+CARDS = ("4111111111111111", "5500 0000 0000 0004", "3782-822463-10005")
+KEY = b"bench-key-0123456789abcdef"
+
+
+def events(n: int, kind: str) -> list[bytes]:
+    rng = random.Random(7)
+    lines = []
+    for i in range(n):
+        user = rng.randrange(50_000)
+        at = T0 + i / 2000
+        ev: dict = {
+            "transaction_id": f"txn_{i:09d}",
+            "user_id": f"u{user}",
+            "timestamp": int(at * 1000)
+            if kind == "epoch_ms"
+            else datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "payment_status": "FAIL" if rng.random() < 0.01 else "SUCCESS",
+            "region": REGIONS[user % 4],
+            "amount": round(rng.uniform(5, 400), 2),
+            "currency": "USD",
+            "merchant_id": f"m{user % 97}",
+            "merchant_name": f"Merchant {user % 97}",
+            "device": "mobile",
+        }
+        if kind == "cards_1pct" and i % 100 == 0:
+            ev["card_number"] = CARDS[i // 100 % len(CARDS)]
+            ev["cvv"] = "123"
+        lines.append(orjson.dumps(ev))
+    return lines
+
+
+def chunks_of(lines: list[bytes], size: int = 1000) -> list[RawChunk]:
+    return [
+        RawChunk("bench/0", 1, lines[i : i + size], origin="bench", first_position=i)
+        for i in range(0, len(lines), size)
+    ]
+
+
+def parse_rate(parser: ChunkParser, chunks: list[RawChunk], n: int) -> float:
+    max_ts = None
+    start = time.perf_counter()
+    for chunk in chunks:
+        max_ts, _ = parser.parse(max_ts, chunk)
+    return n / (time.perf_counter() - start)
+
+
+def alternate(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median of each run over ``rounds`` rounds, the runs alternating within each round."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            rates[name].append(run())
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def parser_for(privacy: dict) -> ChunkParser:
+    settings = load_settings(environ={}, overrides={"privacy": privacy})
+    key = KEY if settings.privacy.hash_fields else None
+    return ChunkParser(settings, redactor=Redactor(settings.privacy, key))
+
+
+def redact_ns(redactor: Redactor, chunks: list[RawChunk], n: int) -> float:
+    start = time.perf_counter()
+    for chunk in chunks:
+        redactor.redact(chunk.lines)
+    return (time.perf_counter() - start) / n * 1e9
+
+
+def flow_seconds(path: Path, out: Path, mask: bool) -> float:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PAYWATCH")},
+        "PAYWATCH__SOURCE__TYPE": "file",
+        "PAYWATCH__SOURCE__PATH": str(path),
+        "PAYWATCH__SINKS__JSONL__DIR": str(out),
+        "PAYWATCH__SINKS__STDOUT": "{alerts: false, metrics: false, dead_letters: false}",
+        "PAYWATCH__PRIVACY__MASK_PANS": "true" if mask else "false",
+    }
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bytewax.run", "dataflow"], cwd=ROOT, env=env, check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--flow", action="store_true", help="also run the whole flow off and on")
+    args = parser.parse_args()
+    n = args.events
+    result: dict = {"events": n, "rounds": args.rounds, "parse_step": {}}
+    off, on = parser_for({"mask_pans": False}), parser_for({"mask_pans": True})
+    for kind in ("iso", "epoch_ms", "cards_1pct"):
+        chunks = chunks_of(events(n, kind))
+        rates = alternate(
+            {"off": lambda c=chunks: parse_rate(off, c, n), "on": lambda c=chunks: parse_rate(on, c, n)}, args.rounds
+        )
+        result["parse_step"][kind] = {
+            "mask_off_per_s": round(rates["off"]),
+            "mask_on_per_s": round(rates["on"]),
+            "on_vs_off": round(rates["on"] / rates["off"], 3),
+            "redactor_ns_per_event": round(redact_ns(Redactor(on_settings().privacy), chunks, n)),
+        }
+    chunks = chunks_of(events(n, "cards_1pct"))
+    fields = parser_for({"drop_fields": ["cvv"], "hash_fields": ["card_number"]})
+    rates = alternate(
+        {"mask": lambda: parse_rate(on, chunks, n), "mask_drop_hash": lambda: parse_rate(fields, chunks, n)},
+        args.rounds,
+    )
+    result["parse_step"]["cards_1pct_drop_and_hash"] = {
+        "mask_only_per_s": round(rates["mask"]),
+        "mask_drop_hash_per_s": round(rates["mask_drop_hash"]),
+        "ratio": round(rates["mask_drop_hash"] / rates["mask"], 3),
+    }
+    if args.flow:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "events.jsonl"
+            path.write_bytes(b"\n".join(events(n, "iso")) + b"\n")
+            seconds = alternate(
+                {
+                    "off": lambda: flow_seconds(path, Path(tmp) / "off", False),
+                    "on": lambda: flow_seconds(path, Path(tmp) / "on", True),
+                },
+                max(1, args.rounds // 2),
+            )
+        result["whole_flow_iso"] = {
+            "mask_off_per_s": round(n / seconds["off"]),
+            "mask_on_per_s": round(n / seconds["on"]),
+            "on_vs_off": round(seconds["off"] / seconds["on"], 3),
+        }
+    result["load_average_at_end"] = os.getloadavg()[0]
+    print(json.dumps(result, indent=2))
+
+
+def on_settings():
+    return load_settings(environ={}, overrides={"privacy": {"mask_pans": True}})
+
+
+if __name__ == "__main__":
+    main()
