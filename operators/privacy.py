@@ -7,14 +7,15 @@ chunk. So the lines are redacted once, before the parse step decodes them,
 and nothing downstream can see the original.
 
 Masking works on a whole chunk in C calls: the chunk's lines joined, digits
-mapped to one byte and separators deleted (``bytes.translate``), then one
-``find`` for 13 digits in a row. Nearly every chunk has none and costs that
-and nothing more. Only lines holding such a run are looked at in Python:
-their digit runs (single spaces or dashes allowed between groups) are cut
-into card candidates (13-19 digits, first digit 2-6, the card networks'
-ranges), a Luhn check confirms, and a confirmed number becomes stars and its
-last four digits. Epoch-millisecond timestamps (13 digits starting with 1)
-and Luhn-invalid runs are left alone. A run outside every JSON string of a
+and the separators a card may be written with (space, dash) mapped to one
+byte (``bytes.translate``), then one ``find`` for 13 of them in a row.
+Nearly every chunk has none and costs that and nothing more. Only such runs
+are looked at in Python, on the chunk's own offsets: a run of digits alone
+is judged on its length and first digit, a grouped one is cut into card
+candidates (13-19 digits, first digit 2-6, the card networks' ranges,
+groups joined by single separators), a Luhn check confirms, and a confirmed
+number in its line becomes stars and its last four digits. Epoch-millisecond
+timestamps (13 digits starting with 1) and Luhn-invalid runs are left alone. A run outside every JSON string of a
 line that is valid JSON is a number, and numbers are never rewritten (that
 would change a value, or break the line); in an invalid line (a dead
 letter's raw payload) every candidate is masked, wherever it sits. Lines
