@@ -13,7 +13,7 @@ Three things, before Bytewax opens the directory:
    Bytewax would ignore it silently. The state stays, unused, so turning the
    sink back on resumes it.
 3. **Formats.** One committed snapshot of every stateful step is loaded with
-   the step's :class:`~operators.snapshots.SnapshotFormat` (migrations
+   the step's :class:`~operators.state.snapshots.SnapshotFormat` (migrations
    included), so a snapshot this release cannot read stops the start with a
    message naming the step and what to do, not a worker in the middle of a
    resume.
@@ -36,7 +36,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import FixedPartitionedSink
 
 from connectors.preflight import StartError
-from operators.snapshots import SnapshotError, SnapshotFormat
+from operators.state.snapshots import SnapshotError, SnapshotFormat
 
 _MOVED_STEPS = {"region_windows": "region_windows.windows", "user_risk": "user_risk.risk"}
 """Stateful steps that moved into composite steps: old id -> new id (under the flow id)."""

@@ -25,7 +25,7 @@ from operators.parse import ParsedChunk
 from operators.records import TransactionBatch
 from operators.reference import LiveReference, ReferenceHolder
 from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
-from operators.snapshots import SnapshotFormat, unchanged
+from operators.state.snapshots import SnapshotFormat, unchanged
 from operators.user_risk import UserEvents, UserShard
 
 REGIONS_KEY = "regions"

@@ -23,7 +23,7 @@ import orjson
 import pytest
 import yaml
 
-from operators.snapshots import SnapshotError, SnapshotFormat, envelope, unchanged
+from operators.state.snapshots import SnapshotError, SnapshotFormat, envelope, unchanged
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "recovery_v0" / "recovery_v0.tar.gz"

@@ -54,7 +54,7 @@ from connectors.lake.tables import (
 from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
 from connectors.sinks.delivery import BAD_ITEM, Delivery, SendResult, delivery_policy
 from operators.records import LakeChunk
-from operators.snapshots import SnapshotFormat
+from operators.state.snapshots import SnapshotFormat
 from operators.timestamps import TimestampParser
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 # (rollers by (zone, source partition), buckets by zone, finished files not yet stored)
 LakeState = tuple[dict[tuple[str, str], RollerState], dict[str, BucketState], list]
 LAKE_FORMAT = SnapshotFormat("lake", 1)
-"""Open files, buckets and undelivered files of a partition (operators/snapshots.py)."""
+"""Open files, buckets and undelivered files of a partition (operators/state/snapshots.py)."""
 
 
 class LakeFile:

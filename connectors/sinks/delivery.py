@@ -45,7 +45,7 @@ from connectors.aws.retry import Backoff, Failure, classify
 from connectors.shutdown import flush_on_stop
 from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
 from observability.sink_metrics import SinkSeries
-from operators.snapshots import SnapshotFormat, unchanged
+from operators.state.snapshots import SnapshotFormat, unchanged
 
 logger = logging.getLogger(__name__)
 

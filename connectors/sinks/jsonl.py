@@ -19,7 +19,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.shutdown import flush_on_stop
 from operators.records import TransactionBatch
-from operators.snapshots import SnapshotFormat, unchanged
+from operators.state.snapshots import SnapshotFormat, unchanged
 
 JSONL_FORMAT = SnapshotFormat("jsonl_sink", 1, {0: unchanged})
 """The file offset of the partition; version 1 added the envelope."""

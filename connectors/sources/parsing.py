@@ -22,7 +22,7 @@ from typing import Any, Optional
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from operators.parse import ChunkParser, ParsedChunk
-from operators.snapshots import SnapshotFormat, unchanged
+from operators.state.snapshots import SnapshotFormat, unchanged
 
 # (inner source's resume state, partition's max accepted event time)
 ParsingState = tuple[Any, Optional[float]]
