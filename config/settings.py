@@ -108,6 +108,7 @@ SCENARIO_NAMES = frozenset(
         "mixed",
         "hard",
         "mixed_hard",
+        "region_incidents",
     }
 )
 

@@ -55,6 +55,20 @@ USER_WARMUP_SECONDS = 180.0
 # The label of deliberately late events (not an alert type).
 LATE = "LATE"
 
+# Small regions, simulated only in scenarios with a low-volume kind: each
+# gets LOW_VOLUME_EVENTS_PER_SECOND of the event slots (from its own users),
+# under the traffic-drop rule's min_baseline so that only FAILURE_RATE can
+# speak for them. The first may carry an incident; the second only noise.
+LOW_VOLUME_REGIONS = ("SA-EAST", "AF-SOUTH")
+LOW_VOLUME_EVENTS_PER_SECOND = 1.2
+LOW_VOLUME_FAIL_P = 0.009
+LOW_VOLUME_KINDS = ("low_volume_incident", "low_volume_noise")
+# Kinds planned first in an epoch: they need a long free span in one region.
+_LONG_KINDS = ("day_curve",)
+# Devices of the simulated population (connectors/simulator/source.py).
+DEVICES = ("mobile", "web", "pos", "tablet")
+MERCHANT_COUNT = 30
+
 FRAUD_MERCHANTS = ("Test Merchant 42", "FakeShop Online", "Dummy Store Ltd", "TEST-PAYMENTS", "fake-electronics")
 FOREIGN_CURRENCIES = ("JPY", "INR", "BRL", "NGN", "RUB")
 
@@ -77,12 +91,43 @@ class Scenario:
 
 @dataclass
 class RegionIncident:
+    """A change to one region's background events over a span of event indices.
+
+    ``region`` indexes the simulator's regions, then :data:`LOW_VOLUME_REGIONS`.
+    """
+
     kind: str
     region: int
     first: int  # first event index affected
     stop: int  # first event index no longer affected
     fail_p: Optional[float] = None  # failure probability override
     keep: Optional[float] = None  # fraction of background events kept
+    # A cause: only events with this device, or this merchant (which then
+    # carries ``share`` of the region's payments), fail at ``fail_p``.
+    cause_device: Optional[str] = None
+    cause_merchant: Optional[int] = None
+    share: float = 0.0
+    ramp_stop: Optional[int] = None  # fail_p grows linearly from the background until here
+    flap_every: int = 0  # alternate fail_p and fail_p_low every this many indices
+    fail_p_low: float = 0.0
+    keep_min: Optional[float] = None  # a day-like curve: keep dips to this and back (cosine)
+
+    def failure_p(self, index: int, background: float) -> float:
+        """Failure probability of a matching event at ``index``."""
+        assert self.fail_p is not None
+        if self.ramp_stop is not None and index < self.ramp_stop:
+            return background + (self.fail_p - background) * (index - self.first) / (self.ramp_stop - self.first)
+        if self.flap_every and ((index - self.first) // self.flap_every) % 2:
+            return self.fail_p_low
+        return self.fail_p
+
+    def kept(self, index: int) -> float:
+        """Fraction of background events kept at ``index``."""
+        if self.keep_min is not None:
+            phase = (index - self.first) / max(1, self.stop - self.first)
+            return 1.0 - (1.0 - self.keep_min) * (1.0 - math.cos(2 * math.pi * phase)) / 2
+        assert self.keep is not None
+        return self.keep
 
 
 @dataclass
@@ -103,6 +148,19 @@ _MIXED = {
     "impossible_travel": 60.0,
     "fraud_merchant": 120.0,
     "late_event": 60.0,
+}
+# Region incidents of issue 16: causes, broad spikes, flapping, a slow ramp, a
+# day-like curve, and the two small regions.
+_REGION_INCIDENTS = {
+    "failure_spike": 1.0,
+    "failure_cause_device": 0.25,
+    "failure_cause_merchant": 0.25,
+    "failure_flap": 0.25,
+    "failure_ramp": 0.25,
+    "day_curve": 0.25,
+    "traffic_drop": 0.5,
+    "low_volume_incident": 1.0,
+    "low_volume_noise": 1.0,
 }
 _HARD = {
     "failure_edge": 1.0,
@@ -146,7 +204,17 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "out_of_order", "events out of order within 5 s, and some 30-120 s late", {"late_event": 120.0}, jitter=True
         ),
-        Scenario("mixed", "every incident kind over normal background traffic", _MIXED, jitter=True),
+        Scenario(
+            "region_incidents",
+            "failure incidents with a cause or broad, flapping, a slow ramp, a day-like curve, small regions",
+            _REGION_INCIDENTS,
+        ),
+        Scenario(
+            "mixed",
+            "every incident kind over normal background traffic",
+            {**_MIXED, **_REGION_INCIDENTS},
+            jitter=True,
+        ),
         Scenario("hard", "near misses and just-over-the-limit incidents, to test rule boundaries", _HARD),
         Scenario("mixed_hard", "mixed plus hard", {**_MIXED, **_HARD}, jitter=True),
     )
@@ -195,12 +263,12 @@ def plan_epoch(ctx: PlanContext, epoch: int) -> EpochPlan:
     region_hi = t1 - (TAIL_SECONDS if at_end else REGION_GAP_SECONDS / 2)
     user_lo = max(t0 + 5.0, USER_WARMUP_SECONDS)
     user_hi = t1 - (TAIL_SECONDS if at_end else 60.0)
-    for kind in sorted(ctx.scenario.rates):
+    for kind in sorted(ctx.scenario.rates, key=lambda k: (k not in _LONG_KINDS, k)):
         rate = ctx.scenario.rates[kind]
         if rate <= 0:
             continue
         builder, is_region = _KINDS[kind]
-        lo, hi = (region_lo, region_hi) if is_region else (user_lo, user_hi)
+        lo, hi = (region_lo, region_hi) if is_region or kind in LOW_VOLUME_KINDS else (user_lo, user_hi)
         if hi <= lo:
             continue
         hours = (hi - lo) / 3600.0
@@ -338,26 +406,115 @@ _REGION_PARAMS = {
 }
 
 
+def _cause_device(rng: random.Random) -> dict[str, Any]:
+    return {"fail_p": rng.uniform(0.25, 0.5), "cause_device": rng.choice(DEVICES)}
+
+
+def _cause_merchant(rng: random.Random) -> dict[str, Any]:
+    return {
+        "fail_p": rng.uniform(0.25, 0.45),
+        "cause_merchant": rng.randrange(MERCHANT_COUNT),
+        "share": rng.uniform(0.2, 0.35),
+    }
+
+
+_CAUSED_PARAMS = {
+    # kind: (alert type, expected, (min, max) duration s, effect)
+    "failure_cause_device": (FAILURE_RATE, True, (180.0, 420.0), _cause_device),
+    "failure_cause_merchant": (FAILURE_RATE, True, (180.0, 420.0), _cause_merchant),
+    # 4.5 % and 0.5 % alternating every 45 s for six minutes: the window swings around 2 %.
+    "failure_flap": (FAILURE_RATE, True, (360.0, 360.0), lambda rng: {"fail_p": 0.045, "fail_p_low": 0.005}),
+    # From the background to 10-14 % over 4-6 minutes, then held 1-2 minutes.
+    "failure_ramp": (FAILURE_RATE, True, (360.0, 480.0), lambda rng: {"fail_p": rng.uniform(0.10, 0.14)}),
+    # A day-like curve: traffic dips to 35-45 % and back over 40-50 minutes; no drop.
+    "day_curve": (TRAFFIC_DROP, False, (2400.0, 3000.0), lambda rng: {"keep_min": rng.uniform(0.35, 0.45)}),
+}
+_REGION_PARAMS.update(_CAUSED_PARAMS)
+
+
+def _place(p: _Planner, region: int, lo: float, hi: float, dmin: float, dmax: float) -> Optional[tuple[float, float]]:
+    """A free span in ``region`` of a random duration in [dmin, dmax] inside [lo, hi], or None."""
+    rng = p.rng
+    if hi - lo < dmin:
+        return None
+    duration = rng.uniform(dmin, min(dmax, hi - lo))
+    begin = rng.uniform(lo, hi - duration)
+    end = begin + duration
+    spans = p.region_spans.setdefault(region, [])
+    if any(begin < b + REGION_GAP_SECONDS and end > a - REGION_GAP_SECONDS for a, b in spans):
+        return None
+    spans.append((begin, end))
+    return begin, end
+
+
+def _label_details(p: _Planner, inc: RegionIncident, params: dict[str, Any]) -> dict[str, Any]:
+    """What a label says about a region incident, including its cause (None for a broad one)."""
+    details = {k: v for k, v in params.items() if k not in ("cause_device", "cause_merchant", "share")}
+    cause = None
+    if inc.cause_device is not None:
+        cause = {"dimension": "device", "value": inc.cause_device}
+    elif inc.cause_merchant is not None:
+        cause = {"dimension": "merchant_id", "value": merchant_key(inc.cause_merchant), "share": round(inc.share, 3)}
+    if inc.fail_p is not None:
+        details["cause"] = cause
+    return details
+
+
+def merchant_key(index: int) -> str:
+    """The ``merchant_id`` of background merchant ``index``."""
+    return f"m_{index:04d}"
+
+
 def _region_incident(p: _Planner, kind: str, lo: float, hi: float) -> None:
     alert_type, expected, (dmin, dmax), effect = _REGION_PARAMS[kind]
     rng = p.rng
     for _ in range(50):
-        duration = rng.uniform(dmin, min(dmax, hi - lo)) if hi - lo >= dmin else None
-        if duration is None:
+        if hi - lo < dmin:
             return
         region = rng.randrange(len(p.ctx.regions))
-        begin = rng.uniform(lo, hi - duration)
-        end = begin + duration
-        spans = p.region_spans.setdefault(region, [])
-        if any(begin < b + REGION_GAP_SECONDS and end > a - REGION_GAP_SECONDS for a, b in spans):
+        span = _place(p, region, lo, hi, dmin, dmax)
+        if span is None:
             continue
-        spans.append((begin, end))
-        first = max(p.first, int(math.ceil(begin * p.ctx.density)))
-        stop = min(p.stop, int(math.ceil(end * p.ctx.density)))
-        params = effect(rng)
-        p.plan.region_incidents.append(RegionIncident(kind, region, first, stop, **params))
-        p.label(kind, alert_type, p.ctx.regions[region], p.time_of(first), p.time_of(stop), expected, **params)
+        _add_region_incident(p, kind, alert_type, expected, region, span, effect(rng))
         return
+
+
+def _add_region_incident(
+    p: _Planner,
+    kind: str,
+    alert_type: str,
+    expected: bool,
+    region: int,
+    span: tuple[float, float],
+    params: dict[str, Any],
+) -> None:
+    density = p.ctx.density
+    first = max(p.first, int(math.ceil(span[0] * density)))
+    stop = min(p.stop, int(math.ceil(span[1] * density)))
+    inc = RegionIncident(kind, region, first, stop, **params)
+    start = p.time_of(first)
+    if kind == "failure_flap":
+        inc.flap_every = max(1, int(round(45.0 * density)))
+    elif kind == "failure_ramp":
+        # Ramp over all but the last 60-120 s; the label starts where the rate crosses 2 %.
+        inc.ramp_stop = first + int((stop - first) * p.rng.uniform(0.7, 0.8))
+        crossing = first + (inc.ramp_stop - first) * (0.02 - 0.006) / (inc.fail_p - 0.006)  # type: ignore[operator]
+        start = p.time_of(int(math.ceil(crossing)))
+    p.plan.region_incidents.append(inc)
+    names = p.ctx.regions + LOW_VOLUME_REGIONS
+    p.label(kind, alert_type, names[region], start, p.time_of(stop), expected, **_label_details(p, inc, params))
+
+
+def _low_volume(p: _Planner, kind: str, lo: float, hi: float) -> None:
+    """An incident in the small region (30 % failing for 3-5 minutes), or nothing: noise only."""
+    if kind == "low_volume_noise":
+        return
+    region = len(p.ctx.regions)  # LOW_VOLUME_REGIONS[0]
+    for _ in range(50):
+        span = _place(p, region, lo, hi, 180.0, 300.0)
+        if span is not None:
+            _add_region_incident(p, kind, FAILURE_RATE, True, region, span, {"fail_p": 0.3})
+            return
 
 
 # -- event incidents -------------------------------------------------------------
@@ -572,6 +729,7 @@ _KINDS: dict[str, tuple[Callable[[_Planner, str, float, float], None], bool]] = 
     **{kind: (_impossible_travel, False) for kind in ("impossible_travel", "travel_edge", "travel_near_miss")},
     **{kind: (_fraud, False) for kind in ("fraud_merchant", "fraud_edge", "fraud_near_miss")},
     "late_event": (_late, False),
+    **{kind: (_low_volume, False) for kind in LOW_VOLUME_KINDS},
 }
 
 for _scenario in SCENARIOS.values():

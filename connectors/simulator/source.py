@@ -19,7 +19,8 @@ producer would), and its snapshot is the next index to look at.
 Background traffic is built to raise no alert under the default rules: a
 0.4-0.9 % failure rate per region, each user paying 0.8-1.25x their own
 typical amount (at most 2,000) from their home region in USD/EUR/GBP, at
-ordinary merchants.
+ordinary merchants. Scenarios with a low-volume kind add two small regions
+(``LOW_VOLUME_REGIONS``) fed from their own users.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from config.settings import SimulatorSettings
 from connectors.simulator.scenarios import (
+    DEVICES,
+    LOW_VOLUME_EVENTS_PER_SECOND,
+    LOW_VOLUME_FAIL_P,
+    LOW_VOLUME_KINDS,
+    LOW_VOLUME_REGIONS,
     SCENARIOS,
     EpochPlan,
     PlanContext,
@@ -53,10 +59,14 @@ logger = logging.getLogger(__name__)
 
 ORIGIN = "simulator"
 _MASK = (1 << 64) - 1
+_LOW_VOLUME_SALT = 0x6C6F772D766F6C75
+_CAUSE_SALT = 0x63617573652D6D65
 _GAMMA = 0x9E3779B97F4A7C15
 _JITTER_P = 0.05
 _JITTER_MAX_MS = 5000
-_DEVICES = ("mobile", "web", "pos", "tablet")
+_DEVICES = DEVICES
+# Users of each low-volume region (each pays about every 250 s).
+_LOW_VOLUME_USERS = 300
 # Ordinary merchants; none holds a fraud word (checked in _Population).
 MERCHANTS = (
     "Northwind Grocers",
@@ -146,6 +156,11 @@ class EventGenerator:
         self.n_users = settings.users
         self.pop = _population(settings.seed, settings.users, self.regions)
         self.cycle_seconds = self.n_users / self.density
+        low_volume = any(kind in self.scenario.rates for kind in LOW_VOLUME_KINDS)
+        # Share of event slots (out of 65,536) given to the small regions, all together.
+        self._low_share = (
+            int(65536 * LOW_VOLUME_EVENTS_PER_SECOND * len(LOW_VOLUME_REGIONS) / self.density) if low_volume else 0
+        )
         self._seed_key = _mix(settings.seed * _GAMMA & _MASK)
         self._per_epoch = epoch_events(self.density)
         self._plans: dict[int, EpochPlan] = {}
@@ -243,6 +258,7 @@ class EventGenerator:
         n_merchants = len(MERCHANTS)
         dumps = orjson.dumps
         seed = self.settings.seed
+        low_share = self._low_share
         index = begin
         while index < stop and len(out) < max_events:
             epoch = index // self._per_epoch
@@ -268,21 +284,41 @@ class EventGenerator:
                         out.append((i, user_id, dumps(event)))
                         continue
                     late_by = crafted["late_by"]
+                h = _mix(seed_key + i * _GAMMA & _MASK)
+                if low_share and not late_by:
+                    h4 = _mix(h ^ _LOW_VOLUME_SALT)
+                    if (h4 & 0xFFFF) < low_share:
+                        event = self._low_volume_event(i, h, h4, active)
+                        user_id = event["user_id"]
+                        if part is None or crc32(user_id.encode()) % n_parts == part:
+                            out.append((i, user_id, dumps(event)))
+                        continue
                 user = self.user_of(i)
                 if owner is not None and part is not None and owner[user] != part:
                     continue
                 region = regions_of[user]
-                h = _mix(seed_key + i * _GAMMA & _MASK)
                 fail_p = fail_base[region]
+                merchant = (h >> 32) % n_merchants
                 if active and not late_by:
                     dropped = False
                     for inc in active:
                         if inc.region == region and inc.first <= i < inc.stop:
-                            if inc.keep is not None and ((h >> 48) & 0xFFFF) >= inc.keep * 65536:
-                                dropped = True
-                                break
-                            if inc.fail_p is not None:
-                                fail_p = inc.fail_p
+                            if inc.keep is not None or inc.keep_min is not None:
+                                if ((h >> 48) & 0xFFFF) >= inc.kept(i) * 65536:
+                                    dropped = True
+                                    break
+                            if inc.fail_p is None:
+                                continue
+                            if inc.cause_device is not None:
+                                if device[user] == inc.cause_device:
+                                    fail_p = inc.failure_p(i, fail_base[region])
+                            elif inc.cause_merchant is not None:
+                                if (_mix(h ^ _CAUSE_SALT) & 0xFFFF) < inc.share * 65536:
+                                    merchant = inc.cause_merchant
+                                if merchant == inc.cause_merchant:
+                                    fail_p = inc.failure_p(i, fail_base[region])
+                            else:
+                                fail_p = inc.failure_p(i, fail_base[region])
                     if dropped:
                         continue
                 t = start + i / density
@@ -293,7 +329,6 @@ class EventGenerator:
                     if (h2 & 0xFF) < _JITTER_P * 256:
                         t -= ((h2 >> 8) & 0xFFFF) / 65536 * _JITTER_MAX_MS / 1000.0
                 amount = round(typical[user] * (0.8 + 0.45 * ((h >> 16) & 0xFFFF) / 65536), 2)
-                merchant = (h >> 32) % n_merchants
                 user_id = user_ids[user]
                 event = {
                     "transaction_id": transaction_key(seed, i),
@@ -309,6 +344,28 @@ class EventGenerator:
                 }
                 out.append((i, user_id, dumps(event)))
         return out, index
+
+    def _low_volume_event(self, i: int, h: int, h4: int, active: list) -> dict:
+        """Event slot ``i`` given to a small region: its own users, amounts and background failures."""
+        j = (h4 >> 16) % len(LOW_VOLUME_REGIONS)
+        region = len(self.regions) + j
+        fail_p = LOW_VOLUME_FAIL_P
+        for inc in active:
+            if inc.region == region and inc.first <= i < inc.stop and inc.fail_p is not None:
+                fail_p = inc.failure_p(i, fail_p)
+        merchant = (h >> 32) % len(MERCHANTS)
+        return {
+            "transaction_id": transaction_key(self.settings.seed, i),
+            "user_id": f"lv{j}_{(h4 >> 20) % _LOW_VOLUME_USERS}",
+            "payment_status": "FAIL" if (h & 0xFFFF) < fail_p * 65536 else "SUCCESS",
+            "timestamp": self.timestamp(self.start + i / self.density),
+            "amount": round(20.0 + 60.0 * ((h >> 16) & 0xFFFF) / 65536, 2),
+            "currency": "USD",
+            "merchant_id": f"m_{merchant:04d}",
+            "merchant_name": MERCHANTS[merchant],
+            "device": _DEVICES[(h4 >> 40) % len(_DEVICES)],
+            "region": LOW_VOLUME_REGIONS[j],
+        }
 
     def owners(self, n_parts: int) -> list[int]:
         """Partition of every pool user: ``crc32(user_id) % n_parts``."""
