@@ -163,6 +163,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"{result.output.n_events:,} events, {len(result.labels)} labels, run {result.output.wall_seconds:.1f} s wall"
     )
     print(reporting.table(result.reports))
+    print(reporting.incident_summary(result.reports))
     late = result.late
     print(
         f"late events: {late['caught']}/{late['labels']} routed to dead letters as late, "

@@ -16,7 +16,13 @@ Everything else is a false alert, including an alert on a near miss
 (``expected=False``): those are built to stay under a limit and must not
 page anyone. A second OPEN for an incident already detected is counted
 apart (``duplicates``): not a false alarm about a healthy key, but a second
-page for one problem.
+page for one problem; ``opens_per_label`` keeps the count per incident kind
+(a flapping region may take two).
+
+FAILURE_RATE incidents are also scored on their cause: the first OPEN's top
+contributor (``details.contributors[0]``) must be the label's injected cause
+(a device, a merchant), and an incident without a cause (broad) must name no
+contributor with half or more of the failures.
 """
 
 from __future__ import annotations
@@ -56,6 +62,12 @@ class TypeReport:
     open_delays: list = field(default_factory=list)  # seconds, incident start -> OPEN
     resolve_delays: list = field(default_factory=list)  # seconds, incident end -> RESOLVED
     unresolved: int = 0  # detected region incidents with no RESOLVED
+    open_delays_by_kind: dict = field(default_factory=dict)  # scenario kind -> [seconds]
+    opens_per_label: dict = field(default_factory=dict)  # scenario kind -> [OPEN count per detected label]
+    cause_checked: int = 0  # detected FAILURE_RATE labels whose contributors were scored
+    cause_correct: int = 0
+    cause_precision: Optional[float] = None
+    cause_misses: list = field(default_factory=list)  # (first few) labels with the wrong cause
     missed: list = field(default_factory=list)  # labels not detected (first few)
     false: list = field(default_factory=list)  # false alerts (first few)
     false_ids: set = field(default_factory=set)  # alert_id of every false alert
@@ -65,7 +77,13 @@ class TypeReport:
         record = asdict(self)
         record["open_delay"] = _delay_stats(self.open_delays)
         record["resolve_delay"] = _delay_stats(self.resolve_delays)
+        record["open_delay_by_kind"] = {k: _delay_stats(v) for k, v in sorted(self.open_delays_by_kind.items())}
+        record["incidents_per_label"] = {
+            k: {"labels": len(v), "mean": round(statistics.mean(v), 3), "max": max(v)}
+            for k, v in sorted(self.opens_per_label.items())
+        }
         del record["open_delays"], record["resolve_delays"], record["false_ids"]
+        del record["open_delays_by_kind"], record["opens_per_label"]
         return record
 
 
@@ -88,6 +106,7 @@ class _Label:
     hi: float
     expected: bool
     open_id: Optional[str] = None
+    incident_ids: list = field(default_factory=list)
 
 
 def match(
@@ -145,6 +164,7 @@ def match(
             if hit is not None:
                 report.correct += 1
                 report.duplicates += 1
+                hit.incident_ids.append(alert.get("incident_id", alert.get("alert_id")))
                 continue
             report.false_alerts += 1
             report.false_ids.add(alert.get("alert_id"))
@@ -161,15 +181,30 @@ def match(
                 )
             continue
         hit.open_id = alert.get("incident_id", alert.get("alert_id"))
+        hit.incident_ids.append(hit.open_id)
         report.correct += 1
         report.detected += 1
         report.open_delays.append(round(t - hit.start, 3))
-        if alert["type"] in REGION_TYPES:
-            closed = resolved.get(hit.open_id) if hit.open_id is not None else None
-            if closed is None:
+        kind = hit.record.get("scenario", "")
+        report.open_delays_by_kind.setdefault(kind, []).append(round(t - hit.start, 3))
+        if alert["type"] == "FAILURE_RATE":
+            _score_cause(report, hit, alert, keep_examples)
+
+    for group in by_key.values():
+        for lab in group:
+            if lab.open_id is None or lab.record["type"] not in REGION_TYPES:
+                if lab.open_id is not None:
+                    reports[lab.record["type"]].opens_per_label.setdefault(lab.record.get("scenario", ""), []).append(
+                        len(lab.incident_ids)
+                    )
+                continue
+            report = reports[lab.record["type"]]
+            report.opens_per_label.setdefault(lab.record.get("scenario", ""), []).append(len(lab.incident_ids))
+            closes = [resolved.get(incident) for incident in lab.incident_ids]
+            if any(closed is None for closed in closes):
                 report.unresolved += 1
             else:
-                report.resolve_delays.append(round(closed - hit.end, 3))
+                report.resolve_delays.append(round(max(c for c in closes if c is not None) - lab.end, 3))
 
     for group in by_key.values():
         for lab in group:
@@ -179,10 +214,36 @@ def match(
                     report.missed.append({k: lab.record[k] for k in ("key", "start", "end", "scenario")})
 
     for report in reports.values():
+        if report.cause_checked:
+            report.cause_precision = round(report.cause_correct / report.cause_checked, 4)
         report.precision = round(report.correct / report.alerts, 4) if report.alerts else None
         report.recall = round(report.detected / report.labels, 4) if report.labels else None
         report.false_per_million = round(report.false_alerts * 1e6 / n_events, 3) if n_events else 0.0
     return reports
+
+
+def _score_cause(report: TypeReport, label: _Label, alert: dict, keep_examples: int) -> None:
+    """Did the first OPEN name the injected cause (or, for a broad incident, no dominant value)?"""
+    cause = (label.record.get("details") or {}).get("cause")
+    found = (alert.get("details") or {}).get("contributors") or []
+    report.cause_checked += 1
+    if cause is None:
+        correct = not any(c.get("failure_share", 0.0) >= 0.5 for c in found)
+    else:
+        top = found[0] if found else {}
+        correct = (top.get("dimension"), top.get("value")) == (cause["dimension"], cause["value"])
+    if correct:
+        report.cause_correct += 1
+    elif len(report.cause_misses) < keep_examples:
+        report.cause_misses.append(
+            {
+                "key": label.record["key"],
+                "start": label.record["start"],
+                "scenario": label.record.get("scenario"),
+                "cause": cause,
+                "named": [(c.get("dimension"), c.get("value"), c.get("failure_share")) for c in found[:3]],
+            }
+        )
 
 
 def late_routing(labels: Iterable[dict], dead_letters: Iterable[dict]) -> dict[str, Any]:

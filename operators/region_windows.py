@@ -487,8 +487,11 @@ class RegionWindows:
 
         A window under ``min_events`` decides nothing either way. OPEN needs
         the lower Wilson bound above the threshold; RESOLVED needs
-        ``resolve_windows`` consecutive windows at or under it, so a rate
-        swinging around the threshold stays one incident.
+        ``resolve_windows`` windows at or under it (one failure of slack for
+        the granularity of small windows) with no window in between that is
+        evidence of a rate above it (lower bound over the threshold),
+        so a rate swinging around the threshold stays one incident, while a
+        small region's chance failures after a real end do not hold it open.
         """
         rule = self.rule
         if count < rule.min_events:
@@ -503,8 +506,13 @@ class RegionWindows:
                 return []
             return [self._open_failure(region, end, count, failures, rate, lower)]
         incident.peak = max(incident.peak, rate)
-        if rate > rule.threshold_percent:
-            incident.under = 0
+        # At or under the threshold, give or take one failure: on a small region's
+        # window (72 payments) one failure moves the rate by 1.4 points.
+        if (failures - 1) * 100.0 > rule.threshold_percent * count:
+            # Only evidence of a rate above the threshold restarts the count: on a
+            # small region two chance failures (2 of 72) must not hold an incident open.
+            if incident_stats.wilson_lower(failures, count, self._z) * 100.0 > rule.threshold_percent:
+                incident.under = 0
             return []
         incident.under += 1
         if incident.under < rule.resolve_windows:

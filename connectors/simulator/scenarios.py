@@ -236,6 +236,7 @@ class PlanContext:
     home_region: Callable[[int], int]
     typical_amount: Callable[[int], float]
     currency: Callable[[int], str]
+    region_fail_p: Callable[[int], float] = lambda region: 0.006  # background failure probability
 
 
 # -- planning ------------------------------------------------------------------
@@ -263,7 +264,9 @@ def plan_epoch(ctx: PlanContext, epoch: int) -> EpochPlan:
     region_hi = t1 - (TAIL_SECONDS if at_end else REGION_GAP_SECONDS / 2)
     user_lo = max(t0 + 5.0, USER_WARMUP_SECONDS)
     user_hi = t1 - (TAIL_SECONDS if at_end else 60.0)
-    for kind in sorted(ctx.scenario.rates, key=lambda k: (k not in _LONG_KINDS, k)):
+    # Long kinds first (they need a free hour in one region), then the kinds that
+    # predate them, so that a short run still gets one of each older kind.
+    for kind in sorted(ctx.scenario.rates, key=lambda k: (k not in _LONG_KINDS, k in _NEWER_KINDS, k)):
         rate = ctx.scenario.rates[kind]
         if rate <= 0:
             continue
@@ -424,12 +427,13 @@ _CAUSED_PARAMS = {
     "failure_cause_merchant": (FAILURE_RATE, True, (180.0, 420.0), _cause_merchant),
     # 4.5 % and 0.5 % alternating every 45 s for six minutes: the window swings around 2 %.
     "failure_flap": (FAILURE_RATE, True, (360.0, 360.0), lambda rng: {"fail_p": 0.045, "fail_p_low": 0.005}),
-    # From the background to 10-14 % over 4-6 minutes, then held 1-2 minutes.
-    "failure_ramp": (FAILURE_RATE, True, (360.0, 480.0), lambda rng: {"fail_p": rng.uniform(0.10, 0.14)}),
+    # From the background to 12-16 % over 4-6 minutes, then held 1-2 minutes.
+    "failure_ramp": (FAILURE_RATE, True, (360.0, 480.0), lambda rng: {"fail_p": rng.uniform(0.12, 0.16)}),
     # A day-like curve: traffic dips to 35-45 % and back over 40-50 minutes; no drop.
     "day_curve": (TRAFFIC_DROP, False, (2400.0, 3000.0), lambda rng: {"keep_min": rng.uniform(0.35, 0.45)}),
 }
 _REGION_PARAMS.update(_CAUSED_PARAMS)
+_NEWER_KINDS = frozenset(_CAUSED_PARAMS) | frozenset(LOW_VOLUME_KINDS)
 
 
 def _place(p: _Planner, region: int, lo: float, hi: float, dmin: float, dmax: float) -> Optional[tuple[float, float]]:
@@ -498,7 +502,8 @@ def _add_region_incident(
     elif kind == "failure_ramp":
         # Ramp over all but the last 60-120 s; the label starts where the rate crosses 2 %.
         inc.ramp_stop = first + int((stop - first) * p.rng.uniform(0.7, 0.8))
-        crossing = first + (inc.ramp_stop - first) * (0.02 - 0.006) / (inc.fail_p - 0.006)  # type: ignore[operator]
+        background = p.ctx.region_fail_p(region) if region < len(p.ctx.regions) else LOW_VOLUME_FAIL_P
+        crossing = first + (inc.ramp_stop - first) * (0.02 - background) / (inc.fail_p - background)  # type: ignore[operator]
         start = p.time_of(int(math.ceil(crossing)))
     p.plan.region_incidents.append(inc)
     names = p.ctx.regions + LOW_VOLUME_REGIONS

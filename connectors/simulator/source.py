@@ -179,6 +179,7 @@ class EventGenerator:
             home_region=self.pop.region.__getitem__,
             typical_amount=self.pop.typical.__getitem__,
             currency=self.pop.currency.__getitem__,
+            region_fail_p=self.pop.region_fail_p.__getitem__,
         )
         if self.cycle_seconds < 20.0:
             logger.warning(
