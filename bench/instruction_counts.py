@@ -80,9 +80,9 @@ def run_stage(stage: str, path: Path, warm: int, events: int) -> None:
                 risk = risks[shard] = UserRisk(settings.rules, settings.users)
             risk.process(shard_events)
 
-    max_ts = None
+    clock = None
     for chunk in warm_chunks:
-        max_ts, parsed = warm_parser.parse(max_ts, chunk)
+        clock, parsed = warm_parser.parse(clock, chunk)
         score_users(parsed)
     if stage == "decode":
         for chunk in chunks:
@@ -96,7 +96,7 @@ def run_stage(stage: str, path: Path, warm: int, events: int) -> None:
     elif stage in ("parse", "parse_lines", "users"):
         parsed_chunks = []
         for chunk in chunks:
-            max_ts, parsed = parser.parse(max_ts, chunk)
+            clock, parsed = parser.parse(clock, chunk)
             parsed_chunks.append(parsed)
         if stage == "users":
             for parsed in parsed_chunks:

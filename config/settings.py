@@ -147,9 +147,16 @@ class SimulatorSettings(_Section):
 
 
 class ValidationSettings(_Section):
+    """The event contract's limits (``operators/contract.py``): values over a
+    limit are dead-lettered naming the field, never truncated or clamped."""
+
     min_year: int = Field(2000, ge=1970, le=9999)
     max_year: int = Field(2100, ge=1970, le=9999)
-    max_id_length: int = Field(128, gt=0)
+    max_id_length: int = Field(128, gt=0, le=100_000)
+    max_name_length: int = Field(256, gt=0, le=100_000)
+    max_amount: float = Field(1e12, gt=0, le=2.0**53)
+    max_future_seconds: float = Field(300.0, ge=0)
+    max_event_bytes: int = Field(65_536, ge=256, le=350_000)
 
     @model_validator(mode="after")
     def _ordered_years(self) -> ValidationSettings:
@@ -171,6 +178,8 @@ class EnrichmentSettings(_Section):
 
 class WindowSettings(_Section):
     allowed_lateness_seconds: float = Field(10.0, ge=0)
+    max_skew_seconds: float = Field(600.0, gt=0)
+    skew_confirm_events: int = Field(100, ge=1)
 
 
 class FailureRateRule(_Section):

@@ -2,132 +2,168 @@
 
 ``orjson.loads`` per line builds a dict per event, and the parse loop then
 spends as long again on ``dict.get`` and ``type(x) is str`` checks in
-bytecode. msgspec decodes straight into a typed struct and checks the
-types, lengths and signs while it decodes, so the Python loop reads slots
-and only checks what a type cannot say (timestamp syntax, status
-spellings, alphabetic currency codes).
+bytecode. msgspec decodes straight into the typed struct of the event
+contract (``operators/contract.py``) and checks types, lengths and ranges
+while it decodes, so the Python loop reads slots and only checks what a
+type cannot say (timestamp syntax, status spellings, alphabetic currency
+codes).
 
 A chunk is decoded as one JSON array (``[line,line,...]``): one call for a
-thousand events. If that fails, or yields a different number of events
-than lines (a line holding two objects separated by a comma), the chunk is
-decoded line by line, so a rejected line never depends on its neighbours:
-the same line is accepted or rejected in every chunk it could land in.
+thousand events. When that fails, msgspec's error names the element
+(``$[12].amount``) or the byte where it stopped; the lines before it are
+decoded as one array again, the culprit alone, and the rest resumes as an
+array. So one poison line costs a chunk one more array decode, not a
+line-by-line pass. When the culprit cannot be told, or an array yields a
+different number of events than lines (a line holding two objects
+separated by a comma), the lines are decoded one by one: a rejected line
+never depends on its neighbours, the same line is accepted or rejected in
+every chunk it could land in.
 
 The array decoder also refuses the fields Paywatch adds (an input that
 already carries ``fraud_score``, say, must be rewritten before it is
-enriched), so a chunk that decodes in one piece, with no raw newline in
-it, is *plain*: the parser then skips its per-event rewrite checks. Such
-inputs (a replay of Paywatch's own output) take the line-by-line path,
-where those fields decode as anything and the parser looks at each event.
+enriched); such a line is decoded alone, where those fields decode as
+anything. A chunk with no such line and no raw newline is *plain*: the
+parser then skips its per-event rewrite checks.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Union
+import re
+from bisect import bisect_right
+from itertools import accumulate
+from typing import Any, Optional
 
 import msgspec
 
-# Amounts are money: non-negative, and ints small enough to be exact floats
-# wherever they are compared or summed.
-MAX_INT_AMOUNT = 2**53
-
-ADDED_FIELDS = (
-    "category",
-    "fraud_score",
-    "fraud_status",
-    "processed_at",
-    "merchant_status",
-    "over_merchant_limit",
-    "rules_version",
-)
-# Fields the struct declares; STRING_FIELDS decode as str or None only.
-DECLARED_FIELDS = frozenset(
-    ("transaction_id", "timestamp", "payment_status", "region", "amount", "currency", "user_id")
-    + ("merchant_id", "merchant_name", "device")
-    + ADDED_FIELDS
-)
-STRING_FIELDS = frozenset(("transaction_id", "region", "currency", "merchant_id", "merchant_name", "device"))
-
-# No string matches the empty negative lookahead, and no other type is a
-# string: a field of this type makes any event that has it invalid.
-_ABSENT = Annotated[str, msgspec.Meta(pattern="(?!)")]
+from operators.contract import Contract
 
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
-
-def event_type(
-    max_id_length: int, added_fields: bool = True, extra_fields: tuple[str, ...] = ()
-) -> type[msgspec.Struct]:
-    """The struct one event decodes into; unknown fields are ignored.
-
-    ``category``/``fraud_score``/``fraud_status``/``processed_at`` are the
-    fields Paywatch adds; they are declared (default UNSET) only so the
-    parser can see that an input already carries one: as anything with
-    ``added_fields``, else as a type no value has, so that such an event
-    fails to decode. ``extra_fields`` are other fields the flow reads
-    (``rules.failure_rate.explain_by``, e.g. ``payment_method``), declared as
-    anything (default None) so that they never make an event invalid.
-    """
-    added = Any if added_fields else _ABSENT
-    ident = Annotated[str, msgspec.Meta(min_length=1, max_length=max_id_length)]
-    amount = Union[
-        Annotated[int, msgspec.Meta(ge=0, le=MAX_INT_AMOUNT)],
-        Annotated[float, msgspec.Meta(ge=0)],
-        None,
-    ]
-    return msgspec.defstruct(
-        "Event",
-        [
-            ("transaction_id", ident),
-            ("timestamp", Union[str, int, float, None], None),
-            ("payment_status", Optional[str], None),
-            ("region", ident),
-            ("amount", amount, None),
-            ("currency", Optional[Annotated[str, msgspec.Meta(min_length=3, max_length=3)]], None),
-            ("user_id", Union[ident, int, None], None),
-            ("merchant_id", Optional[str], None),
-            ("merchant_name", Optional[str], None),
-            ("device", Optional[str], None),
-            *((name, added, msgspec.UNSET) for name in ADDED_FIELDS),
-            *((name, Any, None) for name in extra_fields),
-        ],
-        gc=False,
-        kw_only=True,
-    )
+_ELEMENT = re.compile(r"at `\$\[(\d+)\]")
+_BYTE = re.compile(r"\(byte (\d+)\)")
 
 
 class EventDecoder:
     """Decodes chunks of lines into event structs."""
 
-    def __init__(self, max_id_length: int, extra_fields: tuple[str, ...] = ()) -> None:
-        self._one = msgspec.json.Decoder(event_type(max_id_length, extra_fields=extra_fields))
+    def __init__(self, contract: Contract, extra_fields: tuple[str, ...] = ()) -> None:
+        """:arg extra_fields: fields besides the contract's that the flow reads (see
+        :meth:`~operators.contract.Contract.event_struct`)."""
+        self._one = msgspec.json.Decoder(contract.event_struct(True, extra_fields))
         # The struct is built at run time, which a static checker cannot follow.
-        self._many = msgspec.json.Decoder(list[event_type(max_id_length, False, extra_fields)])  # type: ignore[misc]
+        self._many = msgspec.json.Decoder(list[contract.event_struct(False, extra_fields)])  # type: ignore[misc]
+        self._max_bytes = contract.max_event_bytes
 
-    def decode(self, lines: list[bytes]) -> tuple[list[Any], Optional[list[int]], list[tuple[int, Exception]], bool]:
+    def decode(self, lines: list[bytes]) -> tuple[list[Any], Optional[list[int]], list[int], bool]:
         """Decode ``lines``.
 
         :returns: the events, the line index of each (None when every line
-            decoded, so index ``i`` is line ``i``), the rejected lines as
-            ``(index, error)``, and whether the chunk is plain (see above).
+            decoded, so index ``i`` is line ``i``), the indices of the
+            rejected lines (in order), and whether the chunk is plain (see
+            above).
         """
-        if lines:
-            buffer = b",".join(lines)
+        if not lines:
+            return [], None, [], True
+        buffer = b",".join(lines)
+        plain = b"\n" not in buffer
+        too_large: list[int] = []
+        error: Optional[Exception] = None
+        if len(buffer) <= self._max_bytes or max(map(len, lines)) <= self._max_bytes:
             try:
                 events = self._many.decode(b"[" + buffer + b"]")
-            except DECODE_ERRORS:
-                pass
+            except DECODE_ERRORS as exc:
+                error = exc
             else:
                 if len(events) == len(lines):
-                    return events, None, [], b"\n" not in buffer
-        decode_one = self._one.decode
-        rejected: list[tuple[int, Exception]] = []
-        events, indices = [], []
-        for index, raw in enumerate(lines):
+                    return events, None, [], plain
+        else:
+            too_large = [i for i, raw in enumerate(lines) if len(raw) > self._max_bytes]
+        chunk = _Partial(self, lines)
+        start = 0
+        for bad in too_large:
+            chunk.decode_span(start, bad, None)
+            chunk.rejected.append(bad)
+            start = bad + 1
+        chunk.decode_span(start, len(lines), error)
+        return chunk.events, chunk.indices, chunk.rejected, plain and chunk.plain
+
+
+class _Partial:
+    """The decoding of a chunk that did not decode in one piece."""
+
+    def __init__(self, decoder: EventDecoder, lines: list[bytes]) -> None:
+        self._decoder = decoder
+        self._lines = lines
+        self.events: list[Any] = []
+        self.indices: list[int] = []
+        self.rejected: list[int] = []
+        self.plain = True
+
+    def decode_span(self, start: int, end: int, error: Optional[Exception]) -> None:
+        """Decode ``lines[start:end]``; ``error`` is what decoding the whole span raised, if known."""
+        many = self._decoder._many
+        while start < end:
+            span = self._lines[start:end]
+            if error is None:
+                try:
+                    events = many.decode(b"[" + b",".join(span) + b"]")
+                except DECODE_ERRORS as exc:
+                    error = exc
+                else:
+                    if len(events) == len(span):
+                        self.events.extend(events)
+                        self.indices.extend(range(start, end))
+                    else:
+                        self._one_by_one(start, end)
+                    return
+            culprit = _culprit(error, span)
+            error = None
+            if culprit is None:
+                self._one_by_one(start, end)
+                return
+            if culprit:
+                self.decode_prefix(start, start + culprit)
+            self._one_by_one(start + culprit, start + culprit + 1)
+            start += culprit + 1
+
+    def decode_prefix(self, start: int, end: int) -> None:
+        """Lines that came before the culprit: normally valid together; checked anyway."""
+        span = self._lines[start:end]
+        try:
+            events = self._decoder._many.decode(b"[" + b",".join(span) + b"]")
+        except DECODE_ERRORS as exc:
+            self.decode_span(start, end, exc)
+            return
+        if len(events) != len(span):
+            self._one_by_one(start, end)
+            return
+        self.events.extend(events)
+        self.indices.extend(range(start, end))
+
+    def _one_by_one(self, start: int, end: int) -> None:
+        decode_one = self._decoder._one.decode
+        for index in range(start, end):
             try:
-                events.append(decode_one(raw))
-            except DECODE_ERRORS as exc:
-                rejected.append((index, exc))
+                event = decode_one(self._lines[index])
+            except DECODE_ERRORS:
+                self.rejected.append(index)
             else:
-                indices.append(index)
-        return events, indices, rejected, False
+                self.events.append(event)
+                self.indices.append(index)
+                self.plain = False
+
+
+def _culprit(error: Exception, span: list[bytes]) -> Optional[int]:
+    """The index in ``span`` of the line the error points at, if it can be told."""
+    text = str(error)
+    match = _ELEMENT.search(text)
+    if match is not None:
+        index = int(match.group(1))
+        return index if index < len(span) else None
+    match = _BYTE.search(text)
+    if match is not None:
+        # Line i starts at byte 1 + sum(len(previous lines)) + i in "[a,b,...]".
+        starts = [0, *(end + i + 1 for i, end in enumerate(accumulate(map(len, span))))]
+        index = bisect_right(starts, int(match.group(1)) - 1) - 1
+        return index if 0 <= index < len(span) else None
+    return None

@@ -32,6 +32,9 @@ class RawChunk:
     :ivar done: the partition has ended; no more chunks will follow.
     :ivar idle: the partition has had no data for a while; it must not hold
         the watermark back until it has data again.
+    :ivar skip_blank: a blank line separates records and carries no event
+        (JSONL files); where each line is a message (a Kafka record), an
+        empty one is still a message and is dead-lettered.
     """
 
     part: str
@@ -42,6 +45,7 @@ class RawChunk:
     positions: Optional[list] = None
     done: bool = False
     idle: bool = False
+    skip_blank: bool = False
 
     def position(self, index: int):
         """Source position of ``lines[index]``."""

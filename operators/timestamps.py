@@ -3,9 +3,11 @@
 ``datetime.fromisoformat`` plus ``timestamp()`` costs close to a microsecond,
 as much as parsing the whole JSON event. Events of the same second share the
 first 19 characters (``2025-07-09T19:03:10``) and the sub-second/zone suffixes
-repeat (``.123Z``), so both halves are parsed once and cached. Timestamps
-are judged on their own (parseable, year in range), never against the wall
-clock, so last month's file replays.
+repeat (``.123Z``), so both halves are parsed once and cached. This module
+judges a timestamp on its own (parseable, year in range); the event
+contract (``operators/contract.py``) adds the one wall-clock rule, an event
+time at most ``validation.max_future_seconds`` ahead, so last month's file
+still replays.
 """
 
 from __future__ import annotations
@@ -58,13 +60,15 @@ class TimestampParser:
                     )
                     return None
             ts = base + shift
-        elif type(value) is int or type(value) is float:
+        elif type(value) is float:
             if not math.isfinite(value):
-                self.error = "timestamp is not finite"
+                self.error = "epoch milliseconds must be finite"
                 return None
             ts = value / 1000.0
+        elif type(value) is int:
+            ts = value / 1000.0 if abs(value) < 2**63 else math.inf  # beyond any year; and no OverflowError
         else:
-            self.error = "timestamp must be an ISO-8601 string or epoch milliseconds"
+            self.error = "timestamp has the wrong type"
             return None
         if ts < self.min_seconds or ts >= self.max_seconds:
             self.error = "timestamp outside the accepted years"

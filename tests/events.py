@@ -41,9 +41,11 @@ def line(ev: dict[str, Any]) -> bytes:
     return orjson.dumps(ev)
 
 
-def chunk(events: list, part: str = "test/0", n_parts: int = 1, done: bool = False) -> RawChunk:
+def chunk(
+    events: list, part: str = "test/0", n_parts: int = 1, done: bool = False, skip_blank: bool = False
+) -> RawChunk:
     lines = [e if isinstance(e, bytes) else line(e) for e in events]
-    return RawChunk(part, n_parts, lines, origin=part, done=done)
+    return RawChunk(part, n_parts, lines, origin=part, done=done, skip_blank=skip_blank)
 
 
 def write_jsonl(path, events: list) -> None:

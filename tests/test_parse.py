@@ -23,8 +23,8 @@ def transactions(parsed):
 
 def test_valid_event_is_enriched_and_keeps_its_fields():
     ev = event("t1", T0 + 1.5, amount=150.0, device="mobile", merchant_id="m1")
-    max_ts, out = parse([ev])
-    assert max_ts == T0 + 1.5
+    clock, out = parse([ev])
+    assert clock.high == T0 + 1.5
     [record] = transactions(out)
     assert {k: record[k] for k in ev} == ev
     assert record["category"] == "medium_value"
@@ -178,7 +178,7 @@ def test_non_utf8_payload_is_kept_losslessly():
 
 def test_blank_file_lines_are_not_events_but_empty_messages_are_dead_letters():
     parser = ChunkParser(SETTINGS)
-    _, out = parser.parse(None, chunk([b"", b"   ", line(event("t", T0))], part="file:x.jsonl"))
+    _, out = parser.parse(None, chunk([b"", b"   ", line(event("t", T0))], part="file:x.jsonl", skip_blank=True))
     assert out.n_transactions == 1 and out.dead_letters == []
     _, out = parser.parse(None, chunk([b"", line(event("t", T0))], part="kafka:payments/0"))
     assert [d["reason"] for d in out.dead_letters] == ["invalid_json"]
@@ -186,14 +186,14 @@ def test_blank_file_lines_are_not_events_but_empty_messages_are_dead_letters():
 
 def test_lateness_is_judged_against_the_partitions_own_progress():
     events = [event("a", T0 + 100), event("b", T0 + 95), event("c", T0 + 89.9), event("d", T0 + 90)]
-    max_ts, out = parse(events)
-    assert max_ts == T0 + 100
+    clock, out = parse(events)
+    assert clock.high == T0 + 100
     assert [d["reason"] for d in out.dead_letters] == ["late"]
     assert out.dead_letters[0]["position"] == 2
     assert out.n_late == 1 and out.n_transactions == 3
     assert out.watermark == T0 + 90
     # The state carries over to the next chunk.
-    _, later = parse([event("e", T0 + 85)], max_ts=max_ts)
+    _, later = parse([event("e", T0 + 85)], max_ts=clock)
     assert [d["reason"] for d in later.dead_letters] == ["late"]
 
 
@@ -259,11 +259,38 @@ def test_dead_letters_keep_line_order_across_rejection_kinds():
     ]
 
 
-@pytest.mark.parametrize("amount, valid", [(2**53, True), (2**53 + 1, False), (1e300, True), (0, True), (-0.01, False)])
+@pytest.mark.parametrize(
+    "amount, valid",
+    [
+        (10**12, True),
+        (1e12, True),
+        (10**12 + 1, False),
+        (1.0000001e12, False),
+        (1e300, False),
+        (0, True),
+        (-0.01, False),
+    ],
+)
 def test_amount_limits(amount, valid):
     _, out = parse([_with(amount=amount)])
     assert out.n_transactions == (1 if valid else 0)
-    assert [d["field"] for d in out.dead_letters] == ([] if valid else ["amount"])
+    assert [(d["reason"], d["field"]) for d in out.dead_letters] == ([] if valid else [("invalid_field", "amount")])
+
+
+@pytest.mark.parametrize("raw_amount", [b"100000000000000000000000000000", b"1e400", b"9007199254740993"])
+def test_huge_numbers_are_invalid_amounts_not_invalid_json(raw_amount):
+    raw = line(event("t", T0, amount=1)).replace(b'"amount":1', b'"amount":' + raw_amount)
+    _, out = parse([raw])
+    [dead] = out.dead_letters
+    assert (dead["reason"], dead["field"]) == ("invalid_field", "amount")
+    assert "from 0 to 1e+12" in dead["detail"]
+
+
+def test_integers_up_to_2_53_are_exact_amounts_when_the_maximum_allows():
+    settings = load_settings(environ={"PAYWATCH__VALIDATION__MAX_AMOUNT": str(2**53)})
+    _, out = parse([_with(amount=2**53), _with(amount=2**53 + 1)], settings=settings)
+    assert out.n_transactions == 1
+    assert [(d["position"], d["field"]) for d in out.dead_letters] == [(1, "amount")]
 
 
 def test_pretty_printed_json_stays_on_one_output_line():

@@ -95,11 +95,11 @@ def test_every_event_is_valid_except_the_labelled_late_ones():
     parser = ChunkParser(Settings())
     source = SimulatorSource(settings, batch_size=1000)
     chunks, _ = _drain(source, "simulator/0")
-    max_ts = None
+    clock = None
     dead = []
     valid = 0
     for chunk in chunks:
-        max_ts, parsed = parser.parse(max_ts, chunk)
+        clock, parsed = parser.parse(clock, chunk)
         dead.extend(parsed.dead_letters)
         valid += parsed.n_transactions
     assert {d["reason"] for d in dead} == {"late"}

@@ -61,7 +61,9 @@ class _FilePartition(StatefulSourcePartition[RawChunk, tuple[int, int]]):
         self._next_line += len(lines)
         done = len(lines) < self._batch_size
         self._finished = done
-        return [RawChunk(self._part, self._n_parts, _without_newlines(lines), self._path, first, done=done)]
+        return [
+            RawChunk(self._part, self._n_parts, _without_newlines(lines), self._path, first, done=done, skip_blank=True)
+        ]
 
     def snapshot(self) -> tuple[int, int]:
         return (self._file.tell(), self._next_line)

@@ -5,8 +5,8 @@ partition) it would run on whichever worker Bytewax's key hash picks, not
 on the worker that read the partition: two files read by two processes
 were parsed by one of them, and a second process added nothing. Parsing
 inside the partition keeps the work where the bytes are, so the flow
-scales with source partitions, and the partition's watermark state (the
-highest event time accepted, see ``operators/parse.py``) is snapshotted
+scales with source partitions, and the partition's event-time state (its
+high mark, see ``operators/partition_time.py``) is snapshotted
 together with the source position it belongs to.
 
 The wrapper does no I/O of its own: the inner source reads, the pure
@@ -22,28 +22,38 @@ from typing import Any, Optional
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from operators.parse import ChunkParser, ParsedChunk
+from operators.partition_time import PartitionTime
 from operators.state.snapshots import SnapshotFormat, unchanged
 
-# (inner source's resume state, partition's max accepted event time)
-ParsingState = tuple[Any, Optional[float]]
+# (inner source's resume state, the partition's PartitionTime as a plain tuple)
+ParsingState = tuple[Any, tuple[float, int, float]]
 
-SOURCE_FORMAT = SnapshotFormat("source", 1, {0: unchanged})
-"""Version 1 added the envelope around ``(inner position, max event time)``.
-The inner position is the source kind's own (Kafka offset, Kinesis shard
-positions, file offset and line, simulator index): a change to one of them
-bumps this version with a migration that leaves the other kinds alone."""
+
+def _high_mark_to_partition_time(state: tuple[Any, Optional[float]]) -> ParsingState:
+    """Version 1 kept the partition's highest event time alone (None before the first event)."""
+    inner, max_ts = state
+    return inner, tuple(PartitionTime.restore(max_ts))
+
+
+SOURCE_FORMAT = SnapshotFormat("source", 2, {0: unchanged, 1: _high_mark_to_partition_time})
+"""Version 1 added the envelope around ``(inner position, max event time)``;
+version 2 keeps the partition's event-time state (high mark, skew run) in
+place of the max event time. The inner position is the source kind's own
+(Kafka offset, Kinesis shard positions, file offset and line, simulator
+index): a change to one of them bumps this version with a migration that
+leaves the other kinds alone."""
 
 
 class _ParsingPartition(StatefulSourcePartition[ParsedChunk, tuple]):
-    def __init__(self, inner: StatefulSourcePartition, parser: ChunkParser, max_ts: Optional[float]) -> None:
+    def __init__(self, inner: StatefulSourcePartition, parser: ChunkParser, clock: PartitionTime) -> None:
         self._inner = inner
         self._parser = parser
-        self._max_ts = max_ts
+        self._clock = clock
 
     def next_batch(self) -> list[ParsedChunk]:
         parsed = []
         for chunk in self._inner.next_batch():
-            self._max_ts, out = self._parser.parse(self._max_ts, chunk)
+            self._clock, out = self._parser.parse(self._clock, chunk)
             parsed.append(out)
         return parsed
 
@@ -51,7 +61,8 @@ class _ParsingPartition(StatefulSourcePartition[ParsedChunk, tuple]):
         return self._inner.next_awake()
 
     def snapshot(self) -> tuple:
-        return SOURCE_FORMAT.save((self._inner.snapshot(), self._max_ts))
+        # A plain tuple: a snapshot must not depend on where a class lives.
+        return SOURCE_FORMAT.save((self._inner.snapshot(), tuple(self._clock)))
 
     def close(self) -> None:
         self._inner.close()
@@ -76,7 +87,6 @@ class ParsingSource(FixedPartitionedSource[ParsedChunk, tuple]):
         return self._source.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]) -> _ParsingPartition:
-        state: ParsingState = SOURCE_FORMAT.load(resume_state) if resume_state is not None else (None, None)
-        inner_state, max_ts = state
+        inner_state, clock = SOURCE_FORMAT.load(resume_state) if resume_state is not None else (None, None)
         inner = self._source.build_part(step_id, for_part, inner_state)
-        return _ParsingPartition(inner, self._make_parser(), max_ts)
+        return _ParsingPartition(inner, self._make_parser(), PartitionTime.restore(clock))
