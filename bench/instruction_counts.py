@@ -8,7 +8,7 @@ hundred per event, so a change of 2 % shows. Each figure is the difference
 between two runs under ``valgrind --tool=callgrind`` (``PYTHONHASHSEED=0``)
 that differ only in the stage measured, divided by ``--events``:
 
-- ``decode``: msgspec decoding the chunks (``operators/event_decoder.py``);
+- ``decode``: msgspec decoding the chunks (``operators/events/decoder.py``);
 - ``orjson``: ``orjson.loads`` per line, for scale;
 - ``parse``: the parse step without the transactions blob, and
   ``parse_lines`` with it;

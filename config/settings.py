@@ -147,7 +147,7 @@ class SimulatorSettings(_Section):
 
 
 class ValidationSettings(_Section):
-    """The event contract's limits (``operators/contract.py``): values over a
+    """The event contract's limits (``operators/events/contract.py``): values over a
     limit are dead-lettered naming the field, never truncated or clamped."""
 
     min_year: int = Field(2000, ge=1970, le=9999)

@@ -2,7 +2,7 @@
 
 This is the only place that touches every event, so it is written as one
 tight loop over a chunk: msgspec decodes the whole chunk into typed structs
-(``operators/event_decoder.py``), the loop checks what a type cannot say,
+(``operators/events/decoder.py``), the loop checks what a type cannot say,
 scores, and builds the outputs in bulk:
 
 - the transactions JSONL blob, written from the raw bytes with the
@@ -12,11 +12,11 @@ scores, and builds the outputs in bulk:
 - per user-shard lists of the few fields the user-risk rules need;
 - dead letters (with a machine-readable reason) and FRAUD_SUSPECTED alerts.
 
-What a valid event is lives in ``operators/contract.py``; the loop only
+What a valid event is lives in ``operators/events/contract.py``; the loop only
 decides accept or reject, and every rejected line is explained by the
 contract's slow path, so a dead letter's reason and detail are the same
 whichever path found the problem. Lateness is judged here, per source
-partition (``operators/partition_time.py``). The region windows close on the
+partition (``operators/events/partition_time.py``). The region windows close on the
 minimum of the partitions' watermarks, so an event accepted here can never
 find its window closed (see docs/architecture.md, "Event time").
 """
@@ -40,7 +40,8 @@ from msgspec import UNSET
 
 from config.settings import Settings
 from operators import alerts
-from operators.contract import (
+from operators.dimension_counts import DimensionCounter
+from operators.events.contract import (
     ADDED_FIELDS,
     FAIL_STATUSES,
     INVALID_JSON,
@@ -50,10 +51,9 @@ from operators.contract import (
     Contract,
     status_failed,
 )
-from operators.dimension_counts import DimensionCounter
-from operators.event_decoder import DECODE_ERRORS, EventDecoder
+from operators.events.decoder import DECODE_ERRORS, EventDecoder
+from operators.events.partition_time import EventTimeRule, PartitionTime
 from operators.merchants import STATUS_NAMES
-from operators.partition_time import EventTimeRule, PartitionTime
 from operators.privacy import Redactor
 from operators.records import LakeChunk, RawChunk
 from operators.reference import LiveReference, ReferenceHolder
@@ -212,7 +212,7 @@ class ChunkParser:
         """Parse one chunk.
 
         :arg state: the partition's event-time state (see
-            ``operators/partition_time.py``), None before its first chunk.
+            ``operators/events/partition_time.py``), None before its first chunk.
         :returns: the new state and the parsed chunk.
         """
         live = self._reference.current

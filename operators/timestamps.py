@@ -5,7 +5,7 @@ as much as parsing the whole JSON event. Events of the same second share the
 first 19 characters (``2025-07-09T19:03:10``) and the sub-second/zone suffixes
 repeat (``.123Z``), so both halves are parsed once and cached. This module
 judges a timestamp on its own (parseable, year in range); the event
-contract (``operators/contract.py``) adds the one wall-clock rule, an event
+contract (``operators/events/contract.py``) adds the one wall-clock rule, an event
 time at most ``validation.max_future_seconds`` ahead, so last month's file
 still replays.
 """

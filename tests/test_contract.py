@@ -10,7 +10,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from config import load_settings
-from operators.contract import FUTURE, INVALID_FIELD, MISSING_FIELD, TOO_LARGE, Contract
+from operators.events.contract import FUTURE, INVALID_FIELD, MISSING_FIELD, TOO_LARGE, Contract
 from operators.parse import ChunkParser
 from tests.events import T0, chunk, event, iso, line
 
@@ -174,7 +174,7 @@ def test_max_future_seconds_is_a_setting():
 def test_every_reason_is_documented():
     from pathlib import Path
 
-    from operators.contract import REASONS
+    from operators.events.contract import REASONS
 
     page = (Path(__file__).resolve().parent.parent / "docs" / "bad-input.md").read_text()
     for reason in REASONS:

@@ -7,8 +7,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from config import load_settings
+from operators.events.partition_time import EventTimeRule, PartitionTime
 from operators.parse import ChunkParser
-from operators.partition_time import EventTimeRule, PartitionTime
 from tests.events import T0, chunk, event, line
 
 SETTINGS = load_settings(environ={"PAYWATCH__WINDOWS__SKEW_CONFIRM_EVENTS": "5"})

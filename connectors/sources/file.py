@@ -31,7 +31,7 @@ def _without_newlines(lines: list[bytes]) -> list[bytes]:
     """The lines without their ``\\n`` (a ``\\r`` of CRLF stays: JSON whitespace).
 
     Chunks carry payloads without terminators, so that a newline in a chunk
-    always means one inside a payload (see ``operators/event_decoder.py``).
+    always means one inside a payload (see ``operators/events/decoder.py``).
     One join and one split in C instead of a strip per line.
     """
     if not lines:

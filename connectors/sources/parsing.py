@@ -6,7 +6,7 @@ on the worker that read the partition: two files read by two processes
 were parsed by one of them, and a second process added nothing. Parsing
 inside the partition keeps the work where the bytes are, so the flow
 scales with source partitions, and the partition's event-time state (its
-high mark, see ``operators/partition_time.py``) is snapshotted
+high mark, see ``operators/events/partition_time.py``) is snapshotted
 together with the source position it belongs to.
 
 The wrapper does no I/O of its own: the inner source reads, the pure
@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from operators.events.partition_time import PartitionTime
 from operators.parse import ChunkParser, ParsedChunk
-from operators.partition_time import PartitionTime
 from operators.state.snapshots import SnapshotFormat, unchanged
 
 # (inner source's resume state, the partition's PartitionTime as a plain tuple)

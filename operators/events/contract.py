@@ -4,7 +4,7 @@ Three things are derived from :class:`Contract`, so they cannot drift apart:
 
 - the msgspec struct the fast path decodes whole chunks into
   (:meth:`Contract.event_struct`): types, string lengths and number ranges
-  are checked in C while decoding (``operators/event_decoder.py``);
+  are checked in C while decoding (``operators/events/decoder.py``);
 - the few checks a type cannot express, which the hot loop makes with this
   module's constants (timestamp syntax, year range and the wall-clock limit,
   status spellings, alphabetic currency codes; ``operators/parse.py``);
@@ -199,7 +199,7 @@ class Contract:
         fields Paywatch adds; they are declared (default UNSET) only so the
         parser can see that an input already carries one: as anything with
         ``added_fields``, else as a type no value has, so that such an event
-        fails to decode (and is decoded alone, see ``event_decoder.py``).
+        fails to decode (and is decoded alone, see ``decoder.py``).
         ``extra_fields`` are other fields the flow reads
         (``rules.failure_rate.explain_by``, e.g. ``payment_method``), declared as
         anything (default None) so that they never make an event invalid.

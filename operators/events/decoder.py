@@ -3,7 +3,7 @@
 ``orjson.loads`` per line builds a dict per event, and the parse loop then
 spends as long again on ``dict.get`` and ``type(x) is str`` checks in
 bytecode. msgspec decodes straight into the typed struct of the event
-contract (``operators/contract.py``) and checks types, lengths and ranges
+contract (``operators/events/contract.py``) and checks types, lengths and ranges
 while it decodes, so the Python loop reads slots and only checks what a
 type cannot say (timestamp syntax, status spellings, alphabetic currency
 codes).
@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 import msgspec
 
-from operators.contract import Contract
+from operators.events.contract import Contract
 
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
@@ -48,7 +48,7 @@ class EventDecoder:
 
     def __init__(self, contract: Contract, extra_fields: tuple[str, ...] = ()) -> None:
         """:arg extra_fields: fields besides the contract's that the flow reads (see
-        :meth:`~operators.contract.Contract.event_struct`)."""
+        :meth:`~operators.events.contract.Contract.event_struct`)."""
         self._one = msgspec.json.Decoder(contract.event_struct(True, extra_fields))
         # The struct is built at run time, which a static checker cannot follow.
         self._many = msgspec.json.Decoder(list[contract.event_struct(False, extra_fields)])  # type: ignore[misc]
