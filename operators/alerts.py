@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from operators.timestamps import iso_utc
+from operators.events.timestamps import iso_utc
 
 FAILURE_RATE = "FAILURE_RATE"
 TRAFFIC_DROP = "TRAFFIC_DROP"

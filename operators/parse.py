@@ -53,12 +53,12 @@ from operators.events.contract import (
 )
 from operators.events.decoder import DECODE_ERRORS, EventDecoder
 from operators.events.partition_time import EventTimeRule, PartitionTime
+from operators.events.timestamps import TimestampParser, iso_utc
 from operators.merchants import STATUS_NAMES
 from operators.privacy import Redactor
 from operators.records import LakeChunk, RawChunk
 from operators.reference import LiveReference, ReferenceHolder
 from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, REVIEW_REQUIRED, FraudScorer
-from operators.timestamps import TimestampParser, iso_utc
 
 # orjson and msgspec disagree on a line (e.g. nesting deeper than one allows).
 UNDECODABLE = "the event could not be decoded"

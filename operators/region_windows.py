@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 from config.settings import FailureRateRule, TrafficDropRule
 from operators import alerts, incident_stats
-from operators.timestamps import iso_utc
+from operators.events.timestamps import iso_utc
 
 MINUTE = 60
 METRICS = "metrics"

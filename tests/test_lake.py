@@ -18,8 +18,8 @@ from connectors.lake.rolling import Roller
 from connectors.lake.sink import LakeFile
 from connectors.lake.tables import alert_record, encode_parquet, enriched_rows, metric_records, raw_rows, rows_table
 from connectors.sinks.dead_letter import encode
+from operators.events.timestamps import TimestampParser
 from operators.records import LakeChunk
-from operators.timestamps import TimestampParser
 
 T0 = 1752087600  # 2025-07-09T19:00:00Z
 

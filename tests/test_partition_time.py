@@ -86,3 +86,14 @@ def test_state_from_an_older_snapshot_is_the_high_mark_alone():
     assert PartitionTime.restore(PartitionTime(T0, 2, T0 + 900)) == PartitionTime(T0, 2, T0 + 900)
     _, late, _ = _parse_all([[T0 - 11, T0 - 9]], state=T0)
     assert len(late) == 1
+
+
+def test_a_version_1_source_snapshot_resumes_with_its_high_mark():
+    from connectors.sources.parsing import SOURCE_FORMAT
+    from operators.state.snapshots import SnapshotFormat
+
+    old = SnapshotFormat("source", 1).save(((1234, 56), T0 + 5.0))
+    inner, clock = SOURCE_FORMAT.load(old)
+    assert inner == (1234, 56) and PartitionTime.restore(clock) == PartitionTime(T0 + 5.0)
+    fresh = SnapshotFormat("source", 1).save((None, None))
+    assert PartitionTime.restore(SOURCE_FORMAT.load(fresh)[1]) == PartitionTime()

@@ -53,9 +53,9 @@ from connectors.lake.tables import (
 )
 from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
 from connectors.sinks.delivery import BAD_ITEM, Delivery, SendResult, delivery_policy
+from operators.events.timestamps import TimestampParser
 from operators.records import LakeChunk
 from operators.state.snapshots import SnapshotFormat
-from operators.timestamps import TimestampParser
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from operators.events.timestamps import TimestampParser
 from operators.parse import FAIL_STATUSES
 from operators.records import LakeChunk
-from operators.timestamps import TimestampParser
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 AMOUNT = pa.decimal128(38, 9)

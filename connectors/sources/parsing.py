@@ -32,7 +32,8 @@ ParsingState = tuple[Any, tuple[float, int, float]]
 def _high_mark_to_partition_time(state: tuple[Any, Optional[float]]) -> ParsingState:
     """Version 1 kept the partition's highest event time alone (None before the first event)."""
     inner, max_ts = state
-    return inner, tuple(PartitionTime.restore(max_ts))
+    high, ahead, ahead_min = PartitionTime.restore(max_ts)
+    return inner, (high, ahead, ahead_min)
 
 
 SOURCE_FORMAT = SnapshotFormat("source", 2, {0: unchanged, 1: _high_mark_to_partition_time})

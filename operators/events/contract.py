@@ -31,7 +31,7 @@ import msgspec
 import orjson
 
 from config.settings import ValidationSettings
-from operators.timestamps import TimestampParser, iso_utc
+from operators.events.timestamps import TimestampParser, iso_utc
 
 # Dead-letter reasons (machine-readable; each one explained in docs/bad-input.md).
 INVALID_JSON = "invalid_json"
