@@ -115,8 +115,12 @@ def _partitions(directory: Path) -> list[Path]:
     return sorted(directory.glob("part-*.sqlite3"))
 
 
-def _rename(file: Path, flow_id: str, wanted: set[str]) -> dict[str, str]:
-    """Rename old step ids in one partition whose new id it does not hold yet."""
+def _rename(file: Path, flow_id: str) -> dict[str, str]:
+    """Rename old step ids in one partition whose new id it does not hold yet.
+
+    Also for steps not in this flow (a sink turned off): their state then
+    waits under today's id and resumes when the sink is turned back on.
+    """
     renamed: dict[str, str] = {}
     db = sqlite3.connect(file, timeout=30, isolation_level=None)
     try:
@@ -124,7 +128,7 @@ def _rename(file: Path, flow_id: str, wanted: set[str]) -> dict[str, str]:
         stored = {row[0] for row in db.execute("SELECT DISTINCT step_id FROM snaps")}
         for old in sorted(stored):
             new = current_step_id(flow_id, old)
-            if new is not None and new in wanted and new not in stored:
+            if new is not None and new not in stored:
                 db.execute("UPDATE snaps SET step_id = ? WHERE step_id = ?", (new, old))
                 renamed[old] = new
         db.execute("COMMIT")
@@ -176,7 +180,7 @@ def upgrade_recovery(directory: str | Path, flow: Dataflow) -> RecoveryUpgrade:
     upgrade = RecoveryUpgrade()
     try:
         for file in files:
-            upgrade.renamed.update(_rename(file, flow.flow_id, set(steps)))
+            upgrade.renamed.update(_rename(file, flow.flow_id))
         stored, epoch = _stored(files)
     except sqlite3.Error as exc:
         raise StartError(f"recovery directory {directory} cannot be upgraded: {exc}") from None

@@ -23,6 +23,9 @@ import orjson
 import pytest
 import yaml
 
+from config.loader import load_settings
+from connectors.recovery_upgrade import upgrade_recovery
+from dataflow import build_flow
 from operators.state.snapshots import SnapshotError, SnapshotFormat, envelope, unchanged
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,3 +146,21 @@ def test_a_snapshot_from_a_newer_release_stops_the_start_naming_the_step(tmp_pat
         done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+def test_state_no_step_reads_is_reported_by_name_and_kept(tmp_path, monkeypatch):
+    """The JSONL sinks turned off at the upgrade: their state is renamed, kept, and named in a warning."""
+    with tarfile.open(FIXTURE) as archive:
+        archive.extractall(tmp_path, filter="data")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        overrides={
+            "source": {"type": "file", "path": "events.jsonl", "batch_size": 500},
+            "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}},
+        }
+    )
+    upgrade = upgrade_recovery(tmp_path / "recovery", build_flow(settings))
+    assert upgrade.unused == [f"paywatch.{kind}_to_jsonl" for kind in ("dead_letters", "metrics", "transactions")]
+    assert any("paywatch.metrics_to_jsonl" in warning for warning in upgrade.warnings())
+    assert {"paywatch.source", "paywatch.region_windows.windows", "paywatch.user_risk.risk"} <= set(upgrade.checked)
+    assert "paywatch.metrics_to_jsonl" in _step_ids(tmp_path / "recovery")  # kept for when the sink returns

@@ -11,6 +11,7 @@ counted twice), and the output written before the kill must still be there.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 import boto3
 import yaml
@@ -27,9 +29,11 @@ from cli.producer import publish_kafka, publish_kinesis
 from config.loader import load_settings
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings
 from connectors.simulator.source import iter_events
+from connectors.sources.parsing import SOURCE_FORMAT
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_EVENTS = 60_000
+SINK_SET_EVENTS = 30_000
 KINESIS_EVENTS = 12_000  # moto serves about 4,000 records/s
 # Undecodable or invalid payloads, dead-lettered with their source position.
 BAD = [(f"bad-{i}", [b"{not json %d", b"[%d]", b'{"transaction_id": %d}'][i % 3] % i) for i in range(40)]
@@ -55,12 +59,10 @@ def _events(n: int) -> list[tuple[str, bytes]]:
     return events
 
 
-def _config(tmp: Path, name: str, source: dict) -> Path:
+def _config(tmp: Path, name: str, source: dict, stdout: Optional[dict] = None) -> Path:
     out = tmp / name
-    cfg = {
-        "source": {"batch_size": 500, **source},
-        "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}},
-    }
+    quiet = {"alerts": False, "metrics": False, "dead_letters": False}
+    cfg = {"source": {"batch_size": 500, **source}, "sinks": {"stdout": stdout or quiet, "jsonl": {"dir": str(out)}}}
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -71,12 +73,18 @@ def _flow(config: Path, recovery: Path | None = None) -> subprocess.Popen:
     if recovery is not None:
         args += ["-r", str(recovery), "-s", "1", "-b", "0"]
     env = {**os.environ, "PAYWATCH_CONFIG": str(config)}
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file: a pipe nobody reads would block a long run once full.
+    with open(config.with_suffix(".log"), "ab") as log:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 90) -> None:
-    _, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err.decode()[-2000:]
+def _stderr(config: Path) -> str:
+    return config.with_suffix(".log").read_text(errors="replace")[-3000:]
+
+
+def _finish(proc: subprocess.Popen, config: Path, timeout: float = 90) -> None:
+    proc.wait(timeout=timeout)
+    assert proc.returncode == 0, _stderr(config)
 
 
 def _source_snapshotted(recovery: Path, prefix: str) -> bool:
@@ -98,7 +106,7 @@ def _lines(out: Path, kind: str) -> list[bytes]:
 
 def _crash_and_compare(tmp: Path, source: dict, prefix: str, n_events: int) -> None:
     reference = _config(tmp, "reference", source)
-    _finish(_flow(reference))
+    _finish(_flow(reference), reference)
     expected_metrics = _lines(tmp / "reference", "metrics")
     expected_dead = _lines(tmp / "reference", "dead_letter")
     assert len(expected_metrics) >= 40  # ~10 minutes x 4 regions
@@ -120,7 +128,7 @@ def _crash_and_compare(tmp: Path, source: dict, prefix: str, n_events: int) -> N
     before_kill = _lines(tmp / "crashed", "metrics") + _lines(tmp / "crashed", "dead_letter")
     assert len(_lines(tmp / "crashed", "transactions")) < n_events  # really killed part-way
 
-    _finish(_flow(crashed, recovery))
+    _finish(_flow(crashed, recovery), crashed)
     metrics = _lines(tmp / "crashed", "metrics")
     dead = _lines(tmp / "crashed", "dead_letter")
     assert metrics == expected_metrics  # every minute, nothing lost, nothing twice
@@ -129,14 +137,132 @@ def _crash_and_compare(tmp: Path, source: dict, prefix: str, n_events: int) -> N
     assert len(_lines(tmp / "crashed", "transactions")) == n_events
 
 
-def test_kafka_flow_resumes_exactly_after_sigkill(kafka_broker, tmp_path):
+def _kafka_topic(broker) -> dict:
     topic = f"r-{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.address)
+    admin = KafkaAdminClient(bootstrap_servers=broker.address)
     admin.create_topics([NewTopic(topic, 3, 1)])
     admin.close()
-    kafka = {"brokers": [kafka_broker.address], "topic": topic, "bounded": True, "fetch_max_wait_ms": 50}
-    publish_kafka(KafkaSourceSettings(**kafka), _events(KAFKA_EVENTS), linger_ms=5)
-    _crash_and_compare(tmp_path, {"type": "kafka", "kafka": kafka}, "kafka:", KAFKA_EVENTS)
+    # Partitions silent for a while between phases must not close windows by
+    # wall-clock idleness: the reference run never pauses.
+    return {"brokers": [broker.address], "topic": topic, "fetch_max_wait_ms": 50}
+
+
+def _committed_kafka_records(recovery: Path) -> int:
+    """Records before the committed Kafka positions, over every partition (0 before the first commit)."""
+    try:
+        with sqlite3.connect(recovery / "part-0.sqlite3") as db:
+            committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0] or 0
+            rows = db.execute(
+                "SELECT state_key, ser_change FROM snaps WHERE step_id = 'paywatch.source' AND snap_epoch <= ? "
+                "ORDER BY snap_epoch",
+                (committed,),
+            ).fetchall()
+    except sqlite3.Error:
+        return 0
+    latest = {key: blob for key, blob in rows}  # the newest committed snapshot per partition
+    return sum(SOURCE_FORMAT.load(pickle.loads(blob))[0] or 0 for blob in latest.values() if blob is not None)
+
+
+def _kill_after_a_snapshot(
+    proc: subprocess.Popen, config: Path, recovery: Path, records: int, timeout: float = 90
+) -> None:
+    """SIGKILL an unbounded flow once a committed snapshot covers ``records`` Kafka records.
+
+    An unbounded Kafka flow never ends by itself, so the kill always comes
+    before its end, whatever the machine's speed; the records produced after
+    the kill make sure the resumed run has work the killed one never saw.
+    """
+    deadline = time.monotonic() + timeout
+    while _committed_kafka_records(recovery) < records:
+        assert proc.poll() is None, _stderr(config)
+        assert time.monotonic() < deadline, f"no snapshot covering {records} records within {timeout:g} s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _phases(events: list, n: int) -> list[list]:
+    size = -(-len(events) // n)
+    return [events[i : i + size] for i in range(0, len(events), size)]
+
+
+def test_kafka_flow_resumes_exactly_after_sigkill(kafka_broker, tmp_path):
+    """Half the events, a run killed after a snapshot, the other half, a bounded resume."""
+    kafka = _kafka_topic(kafka_broker)
+    source = {"type": "kafka", "kafka": kafka, "idle_partition_seconds": 3600}
+    first, second = _phases(_events(KAFKA_EVENTS), 2)
+    publish_kafka(KafkaSourceSettings(**kafka), first, linger_ms=5)
+
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
+    crashed = _config(tmp_path, "crashed", source)
+    _kill_after_a_snapshot(_flow(crashed, recovery), crashed, recovery, 1)
+    before_kill = _lines(tmp_path / "crashed", "metrics") + _lines(tmp_path / "crashed", "dead_letter")
+    publish_kafka(KafkaSourceSettings(**kafka), second, linger_ms=5)
+
+    bounded = {**source, "kafka": {**kafka, "bounded": True}}
+    reference = _config(tmp_path, "reference", bounded)
+    _finish(_flow(reference), reference)
+    resumed = _config(tmp_path, "crashed", bounded)
+    _finish(_flow(resumed, recovery), resumed)
+    expected_metrics = _lines(tmp_path / "reference", "metrics")
+    assert len(expected_metrics) >= 40  # ~10 minutes x 4 regions
+    assert _lines(tmp_path / "crashed", "metrics") == expected_metrics  # every minute, nothing lost or twice
+    dead = _lines(tmp_path / "crashed", "dead_letter")
+    assert dead == _lines(tmp_path / "reference", "dead_letter") and len(dead) == len(BAD)
+    assert set(before_kill) <= set(_lines(tmp_path / "crashed", "metrics") + dead)  # output before the kill kept
+    assert len(_lines(tmp_path / "crashed", "transactions")) == KAFKA_EVENTS
+
+
+SINK_SETS = [
+    {"alerts": True, "metrics": True, "dead_letters": True},  # stdout sinks on
+    {"alerts": True, "metrics": False, "dead_letters": True},  # then metrics off
+    {"alerts": False, "metrics": False, "dead_letters": False},  # then all off
+]
+
+
+def test_changing_the_sink_set_between_kills_keeps_every_output(kafka_broker, tmp_path):
+    """Killed twice, the stdout sinks changed at every start: the JSONL output equals one uninterrupted run's.
+
+    Sink step ids once came from list positions: turning stdout sinks on or
+    off moved the JSONL sinks' state to each other (a file emptied, another
+    filled with NUL bytes, windows lost).
+    """
+    kafka = _kafka_topic(kafka_broker)
+    source = {"type": "kafka", "kafka": kafka, "idle_partition_seconds": 3600}
+    phases = _phases(_events(SINK_SET_EVENTS), 3)
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
+
+    produced = 0
+    kept: list[bytes] = []
+    for run, (phase, stdout) in enumerate(zip(phases, SINK_SETS, strict=True)):
+        publish_kafka(KafkaSourceSettings(**kafka), phase, linger_ms=5)
+        produced += len(phase)
+        last = run == len(phases) - 1
+        run_source = {**source, "kafka": {**kafka, "bounded": last}}
+        config = _config(tmp_path, "changing", run_source, stdout=stdout)
+        proc = _flow(config, recovery)
+        if last:
+            _finish(proc, config)
+        else:
+            _kill_after_a_snapshot(proc, config, recovery, produced - len(phase) + 1)
+            out = tmp_path / "changing"
+            kept = _lines(out, "metrics") + _lines(out, "alerts") + _lines(out, "dead_letter")
+
+    reference = _config(tmp_path, "reference", {**source, "kafka": {**kafka, "bounded": True}})
+    _finish(_flow(reference), reference)
+    ref, out = tmp_path / "reference", tmp_path / "changing"
+    for kind in ("metrics", "alerts", "dead_letter"):
+        assert _lines(out, kind) == _lines(ref, kind), kind  # every window and alert, nothing twice
+        assert b"\0" not in b"".join(_lines(out, kind))
+    assert len(_lines(ref, "metrics")) >= 40
+    assert len(_lines(out, "dead_letter")) == len(BAD)  # dead letters complete
+    ids = [line.split(b",", 1)[0] for line in _lines(out, "transactions")]
+    assert len(ids) == len(set(ids)) == SINK_SET_EVENTS  # no transaction lost or written twice
+    assert set(kept) <= set(_lines(out, "metrics") + _lines(out, "alerts") + _lines(out, "dead_letter"))
 
 
 def test_kinesis_flow_resumes_exactly_after_sigkill(moto, tmp_path, monkeypatch):
