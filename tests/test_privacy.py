@@ -2,7 +2,8 @@
 
 Unit tests of the chunk redactor, the parse step's use of it (dead letters
 included), an in-process flow with every sink captured, the settings and the
-key check, and a whole-flow subprocess with every local output on.
+key check, and a whole-flow subprocess with every local output on (JSONL
+files, stdout, stderr, the lake in a local directory).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
@@ -359,6 +361,8 @@ def test_whole_flow_no_card_number_in_any_file_stdout_or_stderr(tmp_path):
         "PAYWATCH__SOURCE__PATH": str(source),
         "PAYWATCH__SINKS__JSONL__DIR": str(out_dir),
         "PAYWATCH__SINKS__STDOUT": "{alerts: true, metrics: true, dead_letters: true}",
+        "PAYWATCH__SINKS__LAKE__ENABLED": "true",
+        "PAYWATCH__SINKS__LAKE__URI": str(tmp_path / "lake"),
     }
     done = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "dataflow"], cwd=ROOT, env=env, capture_output=True, timeout=120
@@ -369,5 +373,10 @@ def test_whole_flow_no_card_number_in_any_file_stdout_or_stderr(tmp_path):
     dead = b"".join(p.read_bytes() for p in files if p.name.startswith("dead_letter"))
     assert len(transactions.splitlines()) == 20 and len(dead.splitlines()) == 5
     assert transactions.count(b"****") >= 20 and b"DEAD-LETTER" in done.stdout and b"ALERT" in done.stdout
-    for blob in [*(p.read_bytes() for p in files), done.stdout, done.stderr]:
+    # The lake's Parquet files are compressed: read their rows.
+    zones = {p.relative_to(tmp_path / "lake").parts[0]: p for p in (tmp_path / "lake").rglob("*.parquet")}
+    assert {"raw", "enriched", "alerts"} <= set(zones)
+    lake_rows = [repr(pq.read_table(p).to_pylist()).encode() for p in (tmp_path / "lake").rglob("*.parquet")]
+    assert b"************1111" in b"".join(lake_rows)
+    for blob in [*(p.read_bytes() for p in files), *lake_rows, done.stdout, done.stderr]:
         assert_no_card(blob, cards=[digits_of(c) for c in cards])
