@@ -5,7 +5,8 @@ Reads the same settings as the flow (``config.load_settings()``: defaults,
 moto_server or LocalStack) and, idempotently:
 
 - the Kinesis stream ``source.kinesis.stream_name`` (the product brief's
-  ``payment-events-stream``), on-demand;
+  ``payment-events-stream``), on-demand, encrypted with the AWS-managed
+  ``aws/kinesis`` KMS key (it holds events as producers wrote them);
 - the SNS topic ``sinks.sns.topic_name`` (FIFO if the name ends in
   ``.fifo``), plus an e-mail subscription and/or an SQS queue subscribed
   with a queue policy, when configured;
@@ -54,6 +55,8 @@ from connectors.sinks.dynamodb import AGGREGATES, ALERTS, KEYS, TRANSACTIONS, ta
 logger = logging.getLogger(__name__)
 
 MERCHANTS = "merchants"  # the merchant reference table's kind (not a sink table)
+# The AWS-managed key: usable by every principal the stream's IAM policy admits, no key policy to keep.
+KINESIS_KMS_KEY = "alias/aws/kinesis"
 
 _GONE = {
     "ResourceNotFoundException",
@@ -134,7 +137,18 @@ class Provisioner:
             if _code(exc) != "ResourceInUseException":
                 raise
         self._wait(lambda: status() == "ACTIVE", what)
+        self._stream_encrypted(status)
         return self.stream_name
+
+    def _stream_encrypted(self, status: Any) -> None:
+        """Server-side encryption on the stream: the one store holding events as producers
+        wrote them, card numbers included (Paywatch redacts only what it writes itself)."""
+        summary = self.kinesis.describe_stream_summary(StreamName=self.stream_name)["StreamDescriptionSummary"]
+        if summary.get("EncryptionType") == "KMS":
+            return
+        self.kinesis.start_stream_encryption(StreamName=self.stream_name, EncryptionType="KMS", KeyId=KINESIS_KMS_KEY)
+        logger.info("stream %s: server-side encryption with %s", self.stream_name, KINESIS_KMS_KEY)
+        self._wait(lambda: status() == "ACTIVE", f"stream {self.stream_name} encryption")
 
     def _topic_up(self) -> str:
         name = self.settings.sinks.sns.topic_name

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import pytest
 import yaml
 from botocore.exceptions import ClientError
 
@@ -199,10 +200,11 @@ def test_up_twice_creates_everything_once_and_down_twice_removes_it(moto, tmp_pa
     got = c["sqs"].receive_message(QueueUrl=queue_url, WaitTimeSeconds=2).get("Messages", [])
     assert [json.loads(m["Body"])["Message"] for m in got] == ["hello"]
 
-    # Kinesis: the source stream, on-demand.
+    # Kinesis: the source stream, on-demand, encrypted (it holds the producers' card numbers).
     stream = c["kinesis"].describe_stream_summary(StreamName=f"payments-{tag}")["StreamDescriptionSummary"]
     assert stream["StreamStatus"] == "ACTIVE"
     assert stream["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}
+    assert (stream["EncryptionType"], stream["KeyId"]) == ("KMS", "alias/aws/kinesis")
 
     gone = _run_main(config, "down", monkeypatch, capsys)
     assert gone["topic_arn"] == topic_arn and sorted(gone["tables"]) == sorted(keys)
@@ -284,6 +286,17 @@ def test_bad_settings_exit_2_naming_the_problem(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PAYWATCH_CONFIG", str(tmp_path / "absent.yaml"))
     assert main(["up"]) == 2
     assert "absent.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_up_encrypts_a_stream_created_unencrypted(moto, tmp_path, monkeypatch, capsys):
+    config, tag = _config(tmp_path, moto.url, {})
+    kinesis = _clients(moto.url)["kinesis"]
+    kinesis.create_stream(StreamName=f"payments-{tag}", StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    _run_main(config, "up", monkeypatch, capsys)
+    stream = kinesis.describe_stream_summary(StreamName=f"payments-{tag}")["StreamDescriptionSummary"]
+    assert (stream["EncryptionType"], stream["KeyId"]) == ("KMS", "alias/aws/kinesis")
+    _run_main(config, "down", monkeypatch, capsys)
 
 
 def test_up_turns_ttl_off_when_the_settings_drop_it(moto, tmp_path, monkeypatch, capsys):
