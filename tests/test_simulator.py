@@ -197,3 +197,24 @@ def test_settings_know_every_scenario_by_name():
     from config.settings import SCENARIO_NAMES
 
     assert SCENARIO_NAMES == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("events, rate", [(5_000, 0), (0, 0), (5_000, 200)])
+def test_without_a_start_event_time_never_runs_ahead_of_the_wall_clock(events, rate):
+    import time
+
+    settings = _settings(events=events, rate=rate, start=None, event_rate=None)
+    before = time.time()
+    times = []
+    for _, payload in iter_events(settings):
+        times.append(orjson.loads(payload)["timestamp"])
+        if len(times) == 5_000:
+            break
+    if not rate:  # at full speed the source's first chunk is due at once; none of it is `future`
+        [first] = SimulatorSource(settings).build_part("sim", "simulator/0", None).next_batch()
+        _, parsed = ChunkParser(Settings()).parse(None, first)
+        assert parsed.n_transactions > 0 and parsed.dead_letters == []
+    latest = max(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t in times)
+    assert latest <= time.time() + (5_000 / 200 if rate else 0)
+    if events and not rate:
+        assert latest >= before - 2  # a bounded run at full speed ends now, not a week ago

@@ -141,6 +141,30 @@ class _Cycle:
     b: int
 
 
+#: With ``rate: 0``, no ``events`` limit and no ``start``, event time begins this far back.
+UNBOUNDED_HEADSTART_SECONDS = 7 * 86400
+
+
+def default_start(settings: SimulatorSettings, now: float, next_index: int = 0) -> float:
+    """Event time of index 0 when ``start`` is unset, chosen so event time never runs
+    ahead of the wall clock (the parse step dead-letters events more than
+    ``validation.max_future_seconds`` ahead as ``future``).
+
+    Paced (``rate`` > 0): the stream is live, event ``next_index`` is now and
+    time advances with the wall clock (at ``rate / event_rate`` of it). As fast
+    as possible (``rate: 0``), a bounded run ends now: its first event is
+    ``events / event_rate`` seconds back. An endless run at full speed starts
+    a week back (``UNBOUNDED_HEADSTART_SECONDS``) and overtakes the clock only
+    after a week of event time (605 million events at 1,000 per event-second).
+    """
+    density = settings.events_per_event_second
+    if settings.rate > 0:
+        return math.floor(now) - next_index / density
+    if settings.events:
+        return math.floor(now) - settings.events / density
+    return math.floor(now) - UNBOUNDED_HEADSTART_SECONDS
+
+
 class EventGenerator:
     """Builds the payload of any event index; shared logic of every partition."""
 
@@ -150,7 +174,7 @@ class EventGenerator:
         self.density = settings.events_per_event_second
         self.limit = settings.events or None
         if start is None:
-            start = settings.start.timestamp() if settings.start is not None else math.floor(time.time())
+            start = settings.start.timestamp() if settings.start is not None else default_start(settings, time.time())
         self.start = start
         self.regions = tuple(settings.regions)
         self.n_users = settings.users
@@ -429,7 +453,9 @@ class SimulatorSource(FixedPartitionedSource[RawChunk, int]):
     enforced with ``next_awake``: each partition walks the shared index
     space at that pace and emits its own share. With ``start`` unset the
     stream is live: event time tracks the wall clock from the moment the
-    partition is built, also after a resume.
+    partition is built, also after a resume; at full speed (``rate: 0``) it
+    starts in the past so that it never runs ahead of the clock
+    (:func:`default_start`).
     """
 
     def __init__(self, settings: SimulatorSettings, batch_size: int = 1000) -> None:
@@ -444,8 +470,7 @@ class SimulatorSource(FixedPartitionedSource[RawChunk, int]):
         next_index = resume_state or 0
         start = None
         if self.settings.start is None:
-            density = self.settings.events_per_event_second
-            start = math.floor(time.time()) - next_index / density
+            start = default_start(self.settings, time.time(), next_index)
         gen = EventGenerator(self.settings, start)
         return _SimulatorPartition(
             gen, for_part, part, self.settings.partitions, next_index, self.settings.rate, self.batch_size
