@@ -112,6 +112,8 @@ def banner(settings: Settings, store: Optional[RecoveryStore] = None, upgrade: O
     outputs = ["stdout"] if any(settings.sinks.stdout.model_dump().values()) else []
     if settings.sinks.jsonl.dir:
         outputs.append(f"jsonl:{settings.sinks.jsonl.dir}")
+    if settings.sinks.lake.enabled:
+        outputs.append(f"lake:{settings.sinks.lake.uri}")
     lateness = settings.windows.allowed_lateness_seconds
     lines = [
         f"paywatch: reading {source}; writing to {', '.join(outputs) or 'nothing'}. "

@@ -16,7 +16,15 @@ from connectors.lake import layout
 from connectors.lake.buckets import Buckets
 from connectors.lake.rolling import Roller
 from connectors.lake.sink import LakeFile
-from connectors.lake.tables import alert_record, encode_parquet, enriched_rows, metric_records, raw_rows, rows_table
+from connectors.lake.tables import (
+    TableSource,
+    alert_record,
+    encode_parquet,
+    enriched_rows,
+    metric_records,
+    raw_rows,
+    rows_table,
+)
 from connectors.sinks.dead_letter import encode
 from operators.events.timestamps import TimestampParser
 from operators.records import LakeChunk
@@ -24,11 +32,15 @@ from operators.records import LakeChunk
 T0 = 1752087600  # 2025-07-09T19:00:00Z
 
 
-def _rows(times: list[float], sizes: list[int]) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+def _rows(times: list[float], sizes: list[int], start: int) -> tuple[TableSource, np.ndarray, np.ndarray, np.ndarray]:
     t = np.array(times, dtype=np.float64)
-    table = pa.table({"i": pa.array(np.arange(len(times)))})
+    table = TableSource(pa.table({"i": pa.array(np.arange(start, start + len(times)))}))
     hours = (np.where(np.isnan(t), T0, t) // 3600).astype(np.int64)
     return table, hours, t, np.array(sizes, dtype=np.int64)
+
+
+def _tables(segments) -> list[pa.Table]:
+    return [src.table() if idx is None else src.table().take(pa.array(idx)) for src, idx in segments]
 
 
 def _files_for(chunk_size: int, times: list[float], sizes: list[int], target: int, max_age: float) -> list[tuple]:
@@ -36,13 +48,13 @@ def _files_for(chunk_size: int, times: list[float], sizes: list[int], target: in
     roller = Roller("raw", "p", target, max_age)
     files = []
     for start in range(0, len(times), chunk_size):
-        table, hours, t, s = _rows(times[start : start + chunk_size], sizes[start : start + chunk_size])
+        table, hours, t, s = _rows(times[start : start + chunk_size], sizes[start : start + chunk_size], start)
         for done in roller.add(table, hours, t, s, lambda i, start=start: start + i):
-            rows = pa.concat_tables(done.tables).column("i").to_pylist()
+            rows = pa.concat_tables(_tables(done.segments)).column("i").to_pylist()
             files.append((done.hour, done.first, done.last, done.rows, tuple(r + 0 for r in rows)))
         roller = Roller("raw", "p", target, max_age, pickle.loads(pickle.dumps(roller.snapshot())))
     for done in roller.flush():
-        rows = pa.concat_tables(done.tables).column("i").to_pylist()
+        rows = pa.concat_tables(_tables(done.segments)).column("i").to_pylist()
         files.append((done.hour, done.first, done.last, done.rows, tuple(rows)))
     return sorted(files)
 
@@ -157,7 +169,7 @@ def _lake_chunk() -> LakeChunk:
 
 def test_raw_rows_keep_every_line_and_place_it_by_event_or_receive_time():
     rows = raw_rows(_lake_chunk(), TimestampParser(2000, 2100))
-    t = rows.table
+    t = rows.source.table()
     assert t.num_rows == 5
     assert t.column("position").to_pylist() == ["10", "11", "12", "13", "14"]
     assert t.column("line").to_pylist()[2] is None
@@ -170,7 +182,7 @@ def test_raw_rows_keep_every_line_and_place_it_by_event_or_receive_time():
 
 def test_enriched_rows_are_typed_and_amounts_exact():
     rows = enriched_rows(_lake_chunk())  # numeric user_id: the line-by-line path
-    t = rows.table
+    t = rows.source.table()
     assert t.column("transaction_id").to_pylist() == ["t1", "t2"]
     assert t.column("user_id").to_pylist() == ["u1", "7"]
     assert t.column("amount").to_pylist() == [Decimal("12.3"), Decimal("0.1")]
@@ -179,7 +191,7 @@ def test_enriched_rows_are_typed_and_amounts_exact():
     assert [v.timestamp() for v in t.column("event_time").to_pylist()] == [T0 + 1, T0 + 2]
     chunk = _lake_chunk()
     chunk.transactions = chunk.transactions.replace(b'"user_id":7', b'"user_id":"7"')
-    assert enriched_rows(chunk).table.equals(t)  # the Arrow reader gives the same table
+    assert enriched_rows(chunk).source.table().equals(t)  # the Arrow reader gives the same table
 
 
 def test_alert_and_metric_tables_round_trip_through_parquet():
@@ -225,10 +237,10 @@ def test_alert_and_metric_tables_round_trip_through_parquet():
 
 def test_a_file_survives_a_snapshot_and_a_dead_letter_whole():
     table = pa.table({"a": [1, 2]})
-    file = LakeFile("raw/x.parquet", "raw", 2, (table,))
+    file = LakeFile("raw/x.parquet", "raw", 2, ((TableSource(table), None),))
     file.encoded("zstd")
     again = pickle.loads(pickle.dumps(file))
-    assert again.key == "raw/x.parquet" and again.tables[0].equals(table)
+    assert again.key == "raw/x.parquet" and again.tables()[0].equals(table)
     import base64
 
     import orjson

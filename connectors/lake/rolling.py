@@ -27,9 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-import pyarrow as pa
+
+from connectors.lake.tables import RowSource
 
 NO_TIME = -np.inf
+
+
+#: Rows of one source: all of them (None) or these row indices, in order.
+Segment = tuple[RowSource, Optional[np.ndarray]]
 
 
 @dataclass
@@ -41,7 +46,7 @@ class OpenFile:
     last: str = ""
     rows: int = 0
     size: int = 0
-    tables: list[pa.Table] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,11 @@ class FinishedFile:
     first: str
     last: str
     rows: int
-    tables: tuple[pa.Table, ...]
+    segments: tuple[Segment, ...]
 
 
-# (clock, {hour: (opened, first, last, rows, size, tables)})
-RollerState = tuple[float, dict[int, tuple[float, str, str, int, int, tuple[pa.Table, ...]]]]
+# (clock, {hour: (opened, first, last, rows, size, segments)})
+RollerState = tuple[float, dict[int, tuple[float, str, str, int, int, tuple[Segment, ...]]]]
 
 
 def _first_known(clock: np.ndarray, start: int) -> float:
@@ -89,8 +94,8 @@ class Roller:
         if state is not None:
             self._clock, files = state
             self._open = {
-                hour: OpenFile(opened, first, last, rows, size, list(tables))
-                for hour, (opened, first, last, rows, size, tables) in files.items()
+                hour: OpenFile(opened, first, last, rows, size, list(segments))
+                for hour, (opened, first, last, rows, size, segments) in files.items()
             }
 
     @property
@@ -99,7 +104,7 @@ class Roller:
 
     def add(
         self,
-        table: pa.Table,
+        source: RowSource,
         hours: np.ndarray,
         times: np.ndarray,
         sizes: np.ndarray,
@@ -107,7 +112,7 @@ class Roller:
     ) -> list[FinishedFile]:
         """Add one chunk's rows; return the files that ended.
 
-        :arg table: the rows, in source order.
+        :arg source: the rows, in source order (built into a table only when a file is encoded).
         :arg hours: each row's epoch hour (its partition folder).
         :arg times: each row's event time in epoch seconds (NaN: none; it
             does not move the clock).
@@ -126,8 +131,9 @@ class Roller:
         order = np.argsort(hours, kind="stable")
         sorted_hours = hours[order]
         bounds = np.flatnonzero(np.diff(sorted_hours)) + 1
+        whole = len(bounds) == 0
         for group in np.split(order, bounds):
-            self._add_hour(int(hours[group[0]]), group, table, clock, sizes, position, finished)
+            self._add_hour(int(hours[group[0]]), group, source, whole, clock, sizes, position, finished)
         self._clock = float(clock[-1])
         for hour in [h for h, f in self._open.items() if self._clock - f.opened >= self._max_age]:
             finished.append(self._finish(hour))
@@ -137,7 +143,8 @@ class Roller:
         self,
         hour: int,
         rows: np.ndarray,
-        table: pa.Table,
+        source: RowSource,
+        whole: bool,
         clock: np.ndarray,
         sizes: np.ndarray,
         position: Callable[[int], Any],
@@ -159,7 +166,8 @@ class Roller:
             take = int(np.argmax(cut)) if cut.any() else len(cut)
             if take:
                 segment = rows[start : start + take]
-                current.tables.append(table.take(pa.array(segment)))
+                all_rows = whole and take == len(rows)
+                current.segments.append((source, None if all_rows else segment))
                 current.rows += take
                 current.size += int(row_size[start : start + take].sum())
                 current.last = str(position(int(segment[-1])))
@@ -169,7 +177,7 @@ class Roller:
 
     def _finish(self, hour: int) -> FinishedFile:
         done = self._open.pop(hour)
-        return FinishedFile(self.zone, hour, self.part, done.first, done.last, done.rows, tuple(done.tables))
+        return FinishedFile(self.zone, hour, self.part, done.first, done.last, done.rows, tuple(done.segments))
 
     def flush(self) -> list[FinishedFile]:
         """Every open file, finished (end of a bounded input)."""
@@ -178,5 +186,5 @@ class Roller:
     def snapshot(self) -> RollerState:
         return (
             self._clock,
-            {h: (f.opened, f.first, f.last, f.rows, f.size, tuple(f.tables)) for h, f in self._open.items()},
+            {h: (f.opened, f.first, f.last, f.rows, f.size, tuple(f.segments)) for h, f in self._open.items()},
         )

@@ -34,6 +34,7 @@ import dataclasses
 import logging
 from typing import Any, Optional, Union
 
+import orjson
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -41,9 +42,12 @@ from config.settings import Settings
 from connectors.aws.retry import classify
 from connectors.lake import layout
 from connectors.lake.buckets import BucketFile, Buckets, BucketState
-from connectors.lake.rolling import FinishedFile, Roller, RollerState
+from connectors.lake.rolling import FinishedFile, Roller, RollerState, Segment
 from connectors.lake.store import LocalStore, ObjectStore, S3Store
 from connectors.lake.tables import (
+    EnrichedSource,
+    RawSource,
+    TableSource,
     alert_record,
     encode_parquet,
     enriched_rows,
@@ -66,50 +70,84 @@ LAKE_FORMAT = SnapshotFormat("lake", 1)
 
 
 class LakeFile:
-    """One finished file: its key and rows; encoded to Parquet when it is sent."""
+    """One finished file: its key and where its rows are; built and encoded when it is sent.
 
-    __slots__ = ("key", "zone", "rows", "tables", "_data")
+    Building the table (Arrow's JSON reader, UTF-8 validation) and writing
+    Parquet happen on the delivery's sender thread, where Arrow releases the
+    GIL, so the flow's worker thread only decides where files end.
+    """
 
-    def __init__(self, key: str, zone: str, rows: int, tables: tuple[pa.Table, ...]) -> None:
+    __slots__ = ("key", "zone", "rows", "segments", "_data")
+
+    def __init__(self, key: str, zone: str, rows: int, segments: tuple[Segment, ...]) -> None:
         self.key = key
         self.zone = zone
         self.rows = rows
-        self.tables = tables
+        self.segments = segments
         self._data: Optional[bytes] = None
+
+    def tables(self) -> list[pa.Table]:
+        return [
+            source.table() if index is None else source.table().take(pa.array(index)) for source, index in self.segments
+        ]
 
     def encoded(self, compression: str) -> bytes:
         if self._data is None:
-            self._data = encode_parquet(self.tables, compression)
+            self._data = encode_parquet(self.tables(), compression)
         return self._data
 
     def __getstate__(self) -> tuple:
-        return (self.key, self.zone, self.rows, self.tables)
+        return (self.key, self.zone, self.rows, self.segments)
 
     def __setstate__(self, state: tuple) -> None:
-        self.key, self.zone, self.rows, self.tables = state
+        self.key, self.zone, self.rows, self.segments = state
         self._data = None
 
     def dead_letter_form(self) -> dict[str, Any]:
-        """What the dead-letter output keeps of a file it could not store: all of it."""
-        data = self._data if self._data is not None else encode_parquet(self.tables, "zstd")
-        return {
-            "key": self.key,
-            "zone": self.zone,
-            "rows": self.rows,
-            "parquet_base64": base64.b64encode(data).decode(),
-        }
+        """What the dead-letter output keeps of a file it could not store: all of it.
+
+        The Parquet bytes; if the rows cannot even be encoded, the lines they
+        came from (base64, one per row), so a bad chunk loses nothing either.
+        """
+        form: dict[str, Any] = {"key": self.key, "zone": self.zone, "rows": self.rows}
+        try:
+            data = self._data if self._data is not None else encode_parquet(self.tables(), "zstd")
+            form["parquet_base64"] = base64.b64encode(data).decode()
+        except Exception as exc:  # noqa: BLE001 - the dead letter must still hold the rows
+            form["error"] = str(exc)
+            form["lines_base64"] = [base64.b64encode(line).decode() for line in _source_lines(self.segments)]
+        return form
+
+
+def _source_lines(segments: tuple[Segment, ...]) -> list[bytes]:
+    lines: list[bytes] = []
+    for source, index in segments:
+        if isinstance(source, RawSource):
+            rows = source.chunk.lines
+        elif isinstance(source, EnrichedSource):
+            rows = source.chunk.transactions.splitlines()
+        else:
+            rows = [orjson.dumps(row, default=str) for row in source.table().to_pylist()]
+        lines.extend(rows if index is None else [rows[int(i)] for i in index])
+    return lines
 
 
 def _position_file(done: FinishedFile) -> LakeFile:
     return LakeFile(
-        layout.position_file(done.zone, done.hour, done.part, done.first, done.last), done.zone, done.rows, done.tables
+        layout.position_file(done.zone, done.hour, done.part, done.first, done.last),
+        done.zone,
+        done.rows,
+        done.segments,
     )
 
 
 def _bucket_file(done: BucketFile, sink_part: str) -> LakeFile:
     table = rows_table(done.zone, done.rows)
     return LakeFile(
-        layout.bucket_file(done.zone, done.start, sink_part, done.suffix), done.zone, len(done.rows), (table,)
+        layout.bucket_file(done.zone, done.start, sink_part, done.suffix),
+        done.zone,
+        len(done.rows),
+        ((TableSource(table), None),),
     )
 
 
@@ -127,6 +165,8 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         self._zones: set[str] = set(lake.zones)
         self._target = int(lake.target_file_mb * 1024 * 1024)
         self._max_age = lake.max_file_seconds
+        self._max_pending = lake.max_pending_files
+        self._close_timeout = settings.sinks.retry.close_timeout_seconds
         self.delivery = delivery
         self._dead_letters = dead_letters
         self._timestamps = TimestampParser(settings.validation.min_year, settings.validation.max_year)
@@ -151,13 +191,13 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         if layout.RAW in self._zones and chunk.lines:
             rows = raw_rows(chunk, self._timestamps)
             files += self._roller(layout.RAW, chunk.part).add(
-                rows.table, rows.hours, rows.times, rows.sizes, chunk.position
+                rows.source, rows.hours, rows.times, rows.sizes, chunk.position
             )
         if layout.ENRICHED in self._zones and chunk.valid:
             rows = enriched_rows(chunk)
             index = rows.index
             files += self._roller(layout.ENRICHED, chunk.part).add(
-                rows.table, rows.hours, rows.times, rows.sizes, lambda i: chunk.position(int(index[i]))
+                rows.source, rows.hours, rows.times, rows.sizes, lambda i: chunk.position(int(index[i]))
             )
         return [_position_file(done) for done in files]
 
@@ -184,10 +224,14 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
             files += [_bucket_file(done, self._name) for done in self._buckets[layout.METRICS].add(minutes)]
         self._submit(files)
 
-    def _submit(self, files: list[LakeFile]) -> None:
+    def _submit(self, files: list[LakeFile], closing: bool = False) -> None:
         # One at a time: a batch can finish more files than the buffer holds,
         # and each must wait for room on its own (then spill, like any AWS sink).
+        # At the end of the input every open file is finished at once: there is
+        # no flow left to protect, so wait for room up to close_timeout_seconds.
         for file in files:
+            if closing and len(self.delivery.snapshot()) >= self._max_pending:
+                self.delivery.flush(self._close_timeout)
             self.delivery.submit([file])
 
     def snapshot(self) -> tuple:
@@ -203,7 +247,7 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         files = [_position_file(done) for roller in self._rollers.values() for done in roller.flush()]
         for buckets in self._buckets.values():
             files += [_bucket_file(done, self._name) for done in buckets.flush()]
-        self._submit(files)
+        self._submit(files, closing=True)
         self.delivery.close()
 
 

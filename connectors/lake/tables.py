@@ -113,13 +113,75 @@ _READ_OPTIONS = pajson.ParseOptions(explicit_schema=_EVENT_FIELDS, unexpected_fi
 _FAIL_SET = pa.array(sorted(FAIL_STATUSES))
 
 
+class RowSource:
+    """Where a file's rows come from: builds its Arrow table on first use, once.
+
+    The table is built when a finished file is encoded, on the sink's sender
+    thread (Arrow releases the GIL while it reads JSON, validates UTF-8 and
+    writes Parquet), not on the worker thread that runs the flow. A snapshot
+    keeps the inputs, not the table.
+    """
+
+    def __init__(self) -> None:
+        self._table: Optional[pa.Table] = None
+
+    def table(self) -> pa.Table:
+        if self._table is None:
+            self._table = self._build()
+        return self._table
+
+    def _build(self) -> pa.Table:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_table"] = None
+        return state
+
+
+class TableSource(RowSource):
+    """Rows that are already a table (alerts and metrics)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        super().__init__()
+        self._given = table
+
+    def _build(self) -> pa.Table:
+        return self._given
+
+
+class RawSource(RowSource):
+    """A chunk's lines as raw-zone rows."""
+
+    def __init__(self, chunk: LakeChunk, times: np.ndarray) -> None:
+        super().__init__()
+        self.chunk = chunk
+        self.times = times
+
+    def _build(self) -> pa.Table:
+        return raw_table(self.chunk, self.times)
+
+
+class EnrichedSource(RowSource):
+    """A chunk's valid transactions as enriched-zone rows."""
+
+    def __init__(self, chunk: LakeChunk, times: np.ndarray, index: np.ndarray) -> None:
+        super().__init__()
+        self.chunk = chunk
+        self.times = times
+        self.index = index
+
+    def _build(self) -> pa.Table:
+        return enriched_table(self.chunk, self.times, self.index)
+
+
 class ZoneRows:
-    """One chunk's rows for one zone, with what the roller needs per row."""
+    """One chunk's rows for one zone: what the roller needs per row, and where the rows come from."""
 
-    __slots__ = ("table", "hours", "times", "sizes", "index")
+    __slots__ = ("source", "hours", "times", "sizes", "index")
 
-    def __init__(self, table: pa.Table, hours: np.ndarray, times: np.ndarray, sizes: np.ndarray, index: Any) -> None:
-        self.table = table
+    def __init__(self, source: RowSource, hours: np.ndarray, times: np.ndarray, sizes: np.ndarray, index: Any) -> None:
+        self.source = source
         self.hours = hours
         self.times = times
         self.sizes = sizes
@@ -183,9 +245,16 @@ def _reread_times(chunk: LakeChunk, times: np.ndarray, timestamps: TimestampPars
 
 def raw_rows(chunk: LakeChunk, timestamps: TimestampParser) -> ZoneRows:
     """Every line of the chunk, under its event hour or, without one, the hour it was received."""
-    n = len(chunk.lines)
     times = np.array(chunk.line_times, dtype=np.float64)
     _reread_times(chunk, times, timestamps)
+    hours = (np.where(np.isnan(times), chunk.received_at, times) // 3600).astype(np.int64)
+    sizes = pc.binary_length(pa.array(chunk.lines, pa.binary())).to_numpy(zero_copy_only=False) + _ROW_OVERHEAD
+    return ZoneRows(RawSource(chunk, times), hours, times, sizes.astype(np.int64), None)
+
+
+def raw_table(chunk: LakeChunk, times: np.ndarray) -> pa.Table:
+    """The raw-zone table of a chunk's lines."""
+    n = len(chunk.lines)
     text, raw = _text_and_bytes(chunk.lines)
     received = np.full(n, chunk.received_at)
     table = pa.table(
@@ -200,15 +269,23 @@ def raw_rows(chunk: LakeChunk, timestamps: TimestampParser) -> ZoneRows:
         ],
         schema=RAW_SCHEMA,
     )
-    hours = (np.where(np.isnan(times), chunk.received_at, times) // 3600).astype(np.int64)
-    sizes = pc.binary_length(pa.array(chunk.lines, pa.binary())).to_numpy(zero_copy_only=False) + _ROW_OVERHEAD
-    return ZoneRows(table, hours, times, sizes.astype(np.int64), None)
+    return table
 
 
 def enriched_rows(chunk: LakeChunk) -> ZoneRows:
-    """The chunk's valid transactions with typed columns, under their event hour."""
+    """The chunk's valid transactions, under their event hour."""
     index = np.asarray(chunk.valid, dtype=np.int64)
     times = np.asarray(chunk.line_times, dtype=np.float64)[index]
+    ends = np.flatnonzero(np.frombuffer(chunk.transactions, dtype=np.uint8) == 10)
+    if len(ends) != len(index):
+        raise ValueError(f"{len(ends)} transaction lines for {len(index)} valid events in {chunk.part}")
+    sizes = np.diff(ends, prepend=-1).astype(np.int64)
+    hours = (times // 3600).astype(np.int64)
+    return ZoneRows(EnrichedSource(chunk, times, index), hours, times, sizes, index)
+
+
+def enriched_table(chunk: LakeChunk, times: np.ndarray, index: np.ndarray) -> pa.Table:
+    """The enriched-zone table of a chunk's valid transactions, typed columns."""
     blob = chunk.transactions
     try:
         events = pajson.read_json(io.BytesIO(blob), parse_options=_READ_OPTIONS)
@@ -217,7 +294,7 @@ def enriched_rows(chunk: LakeChunk) -> ZoneRows:
     if events.num_rows != len(index):
         raise ValueError(f"{events.num_rows} transaction lines for {len(index)} valid events in {chunk.part}")
     status = pc.utf8_upper(pc.utf8_trim_whitespace(events.column("payment_status")))
-    table = pa.table(
+    return pa.table(
         [
             *events.columns,
             _times_column(times),
@@ -227,10 +304,6 @@ def enriched_rows(chunk: LakeChunk) -> ZoneRows:
         ],
         schema=ENRICHED_SCHEMA,
     )
-    ends = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 10)
-    sizes = np.diff(ends, prepend=-1).astype(np.int64)
-    hours = (times // 3600).astype(np.int64)
-    return ZoneRows(table, hours, times, sizes, index)
 
 
 def _events_line_by_line(blob: bytes) -> pa.Table:

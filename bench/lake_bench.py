@@ -1,0 +1,160 @@
+"""What the lake costs: throughput on vs off, bytes per event per zone, objects and PUTs.
+
+Usage::
+
+    .venv/bin/python -m bench.lake_bench [--events 300000] [--rounds 2]
+
+Runs the real dataflow in this process (file source, the input of
+``bench/aws_sinks_bench.py``: four regions, 1,000 events per second of event
+time, 1 % failures, 0.5 % fraud-looking payments), alternating, ``--rounds``
+times each, best run kept (the machine is shared), wall clock and CPU seconds
+of the whole process (every thread):
+
+- ``off``: JSONL outputs on, lake off;
+- ``lake``: the same plus ``sinks.lake`` to a local directory (default settings:
+  zstd, 128 MB, 300 s);
+- ``bare``: no output of every transaction at all (the parse step then skips
+  the transactions JSONL, which the lake needs), to show the lake's whole cost.
+
+Then from the lake's files: bytes per event per zone (Parquet, zstd), objects
+written, and, from the roll rules and the measured row sizes, objects per hour
+(= S3 PUT requests: one single PUT per object) at 1,000 and 100,000 events/s
+and PUT requests per million events with their price.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from bench.aws_sinks_bench import write_events
+
+#: S3 Standard PUT/COPY/POST/LIST, us-east-1, USD per 1,000 requests.
+PUT_PRICE_PER_1000 = 0.005
+QUIET = {"alerts": False, "metrics": False, "dead_letters": False}
+
+
+def _settings(source: Path, out: Path, lake: Path | None, jsonl: bool) -> Any:
+    from config import load_settings
+
+    sinks: dict[str, Any] = {"stdout": QUIET, "jsonl": {"dir": str(out) if jsonl else None}}
+    if lake is not None:
+        sinks["lake"] = {"enabled": True, "uri": str(lake)}
+    return load_settings(environ={}, overrides={"source": {"type": "file", "path": str(source)}, "sinks": sinks})
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(settings: Any) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (every thread of this process: the lake's sender and Arrow's too)."""
+    from bytewax.testing import run_main
+
+    from dataflow import build_flow
+
+    started, cpu = time.perf_counter(), _cpu()
+    run_main(build_flow(settings))
+    return time.perf_counter() - started, _cpu() - cpu
+
+
+def _zone_stats(lake: Path) -> dict[str, dict[str, float]]:
+    stats = {}
+    for zone in ("raw", "enriched", "alerts", "metrics"):
+        files = sorted((lake / zone).rglob("*.parquet"))
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        size = sum(f.stat().st_size for f in files)
+        stats[zone] = {"objects": len(files), "rows": rows, "bytes": size}
+    return stats
+
+
+def _row_bytes(source: Path, transactions: Path) -> tuple[float, float]:
+    """Uncompressed row bytes per event as the roller counts them (line + 48; JSONL line)."""
+    lines = source.read_bytes().count(b"\n")
+    raw = (source.stat().st_size - lines + 48 * lines) / lines
+    txn_lines = sum(f.read_bytes().count(b"\n") for f in transactions.glob("transactions-*.jsonl"))
+    enriched = sum(f.stat().st_size for f in transactions.glob("transactions-*.jsonl")) / max(1, txn_lines)
+    return raw, enriched
+
+
+def objects_per_hour(rate: float, row_bytes: float, target_mb: float = 128, max_seconds: float = 300) -> float:
+    """Files one source partition writes per hour in a zone: by size or by age, whichever comes first."""
+    by_age = 3600 / max_seconds
+    by_size = rate * 3600 * row_bytes / (target_mb * 1024 * 1024)
+    return max(by_age, by_size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="lake-bench-"))
+    try:
+        source = work / "in.jsonl"
+        write_events(source, args.events, 1000.0, datetime(2025, 7, 9, 19, 0, tzinfo=UTC))
+        best: dict[str, float] = {}
+        best_cpu: dict[str, float] = {}
+        for _ in range(args.rounds):
+            for name in ("off", "lake", "bare"):
+                out, lake = work / f"out-{name}", work / f"lake-{name}"
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(lake, ignore_errors=True)
+                wall, cpu = _run(_settings(source, out, lake if name == "lake" else None, jsonl=name != "bare"))
+                best[name] = min(best.get(name, math.inf), wall)
+                best_cpu[name] = min(best_cpu.get(name, math.inf), cpu)
+        stats = _zone_stats(work / "lake-lake")
+        raw_row, enriched_row = _row_bytes(source, work / "out-lake")
+        rates = {name: args.events / seconds for name, seconds in best.items()}
+        cpu_rates = {name: args.events / seconds for name, seconds in best_cpu.items()}
+        per_hour = {}
+        for rate in (1_000, 100_000):
+            zones = {
+                "raw": objects_per_hour(rate, raw_row),
+                "enriched": objects_per_hour(rate, enriched_row),
+                "alerts": 3600 / 300,
+                "metrics": 3600 / 300,
+            }
+            hour_events = rate * 3600
+            per_hour[rate] = {
+                "objects_per_hour": {k: round(v, 1) for k, v in zones.items()},
+                "puts_per_million_events": round(sum(zones.values()) * 1e6 / hour_events, 2),
+                "usd_per_million_events": sum(zones.values()) * 1e6 / hour_events * PUT_PRICE_PER_1000 / 1000,
+            }
+        report = {
+            "events": args.events,
+            "events_per_second": {k: round(v) for k, v in rates.items()},
+            "events_per_cpu_second": {k: round(v) for k, v in cpu_rates.items()},
+            "lake_vs_off": round(rates["lake"] / rates["off"], 3),
+            "lake_vs_bare": round(rates["lake"] / rates["bare"], 3),
+            "lake_vs_off_per_cpu_second": round(cpu_rates["lake"] / cpu_rates["off"], 3),
+            "lake_vs_bare_per_cpu_second": round(cpu_rates["lake"] / cpu_rates["bare"], 3),
+            "bytes_per_event": {
+                zone: round(s["bytes"] / max(1, s["rows"]), 1)
+                for zone, s in stats.items()
+                if zone in ("raw", "enriched")
+            },
+            "zones": stats,
+            "row_bytes_uncompressed": {"raw": round(raw_row, 1), "enriched": round(enriched_row, 1)},
+            "per_rate": per_hour,
+        }
+        print(json.dumps(report, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
