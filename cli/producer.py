@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Optional
 
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings
+from connectors.aws.retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ Event = tuple[str, bytes]
 _PUT_RECORDS_MAX = 500
 _PUT_RECORDS_BYTES = 5 * 1024 * 1024
 _PROGRESS_SECONDS = 5.0
+#: Between PutRecords of the records a call reported as failed (throttled shards).
+_BACKOFF = Backoff(base=0.1, cap=5.0)
 
 
 def paced(events: Iterable[Event], rate: float) -> Iterator[Event]:
@@ -83,12 +86,12 @@ def publish_kafka(
 
 def _put_with_retry(client: Any, stream: str, records: list[dict], attempts: int = 8) -> None:
     """PutRecords, resending only the records reported as failed."""
-    for attempt in range(attempts):
+    for attempt in range(1, attempts + 1):
         response = client.put_records(StreamName=stream, Records=records)
         if not response.get("FailedRecordCount"):
             return
         records = [rec for rec, res in zip(records, response["Records"], strict=False) if "ErrorCode" in res]
-        delay = min(5.0, 0.1 * 2**attempt)
+        delay = _BACKOFF.delay(attempt)
         logger.warning(
             "kinesis %s: %d records failed (%s), retrying in %.1fs",
             stream,
@@ -109,15 +112,9 @@ def publish_kinesis(
     :raises RuntimeError: records still failing after the retries.
     """
     if client is None:
-        import boto3
-        from botocore.config import Config
+        from connectors.aws.client import ClientProfile, make_client
 
-        client = boto3.client(
-            "kinesis",
-            region_name=aws.region,
-            endpoint_url=aws.endpoint_url,
-            config=Config(retries={"mode": "standard", "total_max_attempts": 8}),
-        )
+        client = make_client("kinesis", aws, ClientProfile(attempts=8))
     stream = settings.stream_name
     batch: list[dict] = []
     batch_bytes = sent = 0

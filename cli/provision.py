@@ -48,6 +48,7 @@ from botocore.exceptions import ClientError
 
 from config.settings import Settings
 from connectors.aws.client import aws_client
+from connectors.aws.retry import NOT_FOUND_CODES, error_code
 from connectors.lake.provision import LakeProvisioner
 from connectors.reference.merchants import DYNAMODB_SCHEME, MERCHANT_KEYS
 from connectors.sinks.dynamodb import AGGREGATES, ALERTS, KEYS, TRANSACTIONS, table_name
@@ -57,19 +58,6 @@ logger = logging.getLogger(__name__)
 MERCHANTS = "merchants"  # the merchant reference table's kind (not a sink table)
 # The AWS-managed key: usable by every principal the stream's IAM policy admits, no key policy to keep.
 KINESIS_KMS_KEY = "alias/aws/kinesis"
-
-_GONE = {
-    "ResourceNotFoundException",
-    "NotFound",
-    "NotFoundException",
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-    "ResourceNotFound",
-}
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 class Provisioner:
@@ -134,7 +122,7 @@ class Provisioner:
             self.kinesis.create_stream(StreamName=self.stream_name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
             logger.info("created Kinesis stream %s", self.stream_name)
         except ClientError as exc:
-            if _code(exc) != "ResourceInUseException":
+            if error_code(exc) != "ResourceInUseException":
                 raise
         self._wait(lambda: status() == "ACTIVE", what)
         self._stream_encrypted(status)
@@ -231,7 +219,7 @@ class Provisioner:
             )
             logger.info("created DynamoDB table %s", name)
         except ClientError as exc:
-            if _code(exc) != "ResourceInUseException":
+            if error_code(exc) != "ResourceInUseException":
                 raise
         self._wait(lambda: status() == "ACTIVE", f"table {name}")
         if kind != MERCHANTS:  # reference data: no TTL
@@ -262,7 +250,7 @@ class Provisioner:
                     TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ddb.ttl_attribute}
                 )
             except ClientError as exc:
-                if _code(exc) != "ValidationException":
+                if error_code(exc) != "ValidationException":
                     raise
                 # AWS: one TTL change per table per hour (and none while DISABLING).
                 message = (
@@ -324,7 +312,7 @@ class Provisioner:
                 url = self.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
                 self.sqs.delete_queue(QueueUrl=url)
             except ClientError as exc:
-                if _code(exc) not in _GONE:
+                if error_code(exc) not in NOT_FOUND_CODES:
                     raise
         out["stream"] = (
             self.stream_name
@@ -373,7 +361,7 @@ class Provisioner:
             call(**kwargs)
             return True
         except ClientError as exc:
-            if _code(exc) in _GONE:
+            if error_code(exc) in NOT_FOUND_CODES:
                 return False
             raise
 
@@ -392,7 +380,7 @@ class Provisioner:
             try:
                 return status() != "DELETING"
             except ClientError as exc:
-                if _code(exc) in _GONE:
+                if error_code(exc) in NOT_FOUND_CODES:
                     return True
                 raise
 

@@ -157,6 +157,7 @@ def _check_kinesis(settings: Settings, timeout: float) -> None:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     from connectors.aws.client import aws_client
+    from connectors.aws.retry import NOT_FOUND_CODES, classify, error_code
 
     stream = settings.source.kinesis.stream_name
     where = f"region {settings.aws.region}" + (f" at {settings.aws.endpoint_url}" if settings.aws.endpoint_url else "")
@@ -171,13 +172,13 @@ def _check_kinesis(settings: Settings, timeout: float) -> None:
             _check_credentials()
             raise
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ResourceNotFoundException":
+            code = error_code(exc)
+            if code in NOT_FOUND_CODES:
                 raise StartError(
                     f"Kinesis stream {stream} does not exist in {where}. Create it with "
                     "`python -m connectors.provision up`, or fix source.kinesis.stream_name / aws.region."
                 ) from None
-            if code in ("ProvisionedThroughputExceededException", "LimitExceededException", "ThrottlingException"):
+            if classify(exc).transient:
                 last = code
             else:
                 raise StartError(

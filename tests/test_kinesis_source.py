@@ -146,7 +146,9 @@ class _ReplayKinesis:
     between its sequence range, ending closed shards with ChildShards as
     AWS does. ``throttle`` GetRecords calls fail first."""
 
-    def __init__(self, throttle: int = 0) -> None:
+    def __init__(
+        self, throttle: int = 0, error: tuple[str, int] = ("ProvisionedThroughputExceededException", 400)
+    ) -> None:
         self.shards = RECORDED["Shards"]
         self.records: dict[str, list[str]] = {}
         for s in self.shards:
@@ -154,6 +156,7 @@ class _ReplayKinesis:
             end = int(s["SequenceNumberRange"].get("EndingSequenceNumber", start + 3))
             self.records[s["ShardId"]] = [str(n) for n in range(start, end + 1)]
         self.throttle = throttle
+        self.error = error
         self.calls = 0
 
     def list_shards(self, StreamName=None, NextToken=None):
@@ -174,8 +177,10 @@ class _ReplayKinesis:
         self.calls += 1
         if self.throttle:
             self.throttle -= 1
+            code, status = self.error
             raise ClientError(
-                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}, "GetRecords"
+                {"Error": {"Code": code, "Message": "slow"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                "GetRecords",
             )
         sid, index = ShardIterator.split("|")
         index = int(index)
@@ -253,6 +258,24 @@ def test_throttling_backs_off_through_next_awake_and_loses_nothing():
     chunks = drain(part)
     assert sum(len(c.lines) for c in chunks) == len(client.records["shardId-000000000001"])
     assert client.calls >= 3
+
+
+@pytest.mark.parametrize("error", [("LimitExceededException", 400), ("InternalFailure", 500), ("NewCode", 503)])
+def test_transient_errors_of_the_shared_list_back_off_too(error):
+    client = _ReplayKinesis(throttle=1, error=error)
+    source = _replay_source(client, bounded=True, max_backoff_seconds=0.05)
+    part = source.build_part("in", "kinesis:payments/shardId-000000000001", None)
+    assert part.next_batch() == []
+    chunks = drain(part)
+    assert sum(len(c.lines) for c in chunks) == len(client.records["shardId-000000000001"])
+
+
+def test_a_permanent_error_stops_the_source():
+    client = _ReplayKinesis(throttle=1, error=("AccessDeniedException", 400))
+    source = _replay_source(client, bounded=True, max_backoff_seconds=0.05)
+    part = source.build_part("in", "kinesis:payments/shardId-000000000001", None)
+    with pytest.raises(ClientError, match="AccessDeniedException"):
+        part.next_batch()
 
 
 def test_at_timestamp_needs_a_zoned_timestamp():

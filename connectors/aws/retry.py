@@ -1,4 +1,8 @@
-"""Retry policy shared by the AWS sinks: backoff with jitter and error classes.
+"""Retry policy shared by every AWS caller: backoff with jitter and error classes.
+
+The sinks, the Kinesis source, the producer and the provisioning command all
+take their error codes and their backoff from here, so a code added once
+(a new throttling spelling) is handled the same way everywhere.
 
 Why a module of its own: every AWS sink must answer the same two questions
 the same way. *Is this error worth retrying?* Throttling, 5xx and a refused
@@ -53,10 +57,29 @@ TRANSIENT_CODES = frozenset(
         "KMSThrottlingException",
         "PriorRequestNotComplete",
         "EC2ThrottledException",
+        # Kinesis (GetShardIterator, ListShards) and DynamoDB control calls: a rate, not a quota.
+        "LimitExceededException",
         # Temporary credentials are refreshed by the default chain; the next try works.
         "ExpiredToken",
         "ExpiredTokenException",
         "RequestExpired",
+    }
+)
+
+#: Error codes that say the resource does not exist (provisioning treats them as "already gone").
+NOT_FOUND_CODES = frozenset(
+    {
+        "ResourceNotFoundException",
+        "ResourceNotFound",
+        "NotFound",
+        "NotFoundException",
+        "NonExistentQueue",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "TableNotFoundException",
+        "EntityNotFoundException",
+        "NoSuchBucket",
+        "404",
     }
 )
 
@@ -73,12 +96,7 @@ _BAD_CREDENTIALS = "the AWS credentials are not valid: check the default credent
 
 #: The fix to print, by error code; ``{resource}`` and ``{setting}`` are filled by the sink.
 FIXES = {
-    "ResourceNotFoundException": _MISSING,
-    "NotFound": _MISSING,
-    "NotFoundException": _MISSING,
-    "NonExistentQueue": _MISSING,
-    "AWS.SimpleQueueService.NonExistentQueue": _MISSING,
-    "TableNotFoundException": _MISSING,
+    **dict.fromkeys(NOT_FOUND_CODES, _MISSING),
     "AccessDenied": _DENIED,
     "AccessDeniedException": _DENIED,
     "AuthorizationError": _DENIED,
@@ -101,6 +119,11 @@ FIXES = {
     "ParamValidation": _INVALID,
     "SerializationException": _INVALID,
 }
+
+
+def error_code(exc: ClientError) -> str:
+    """The AWS error code of a botocore ``ClientError`` (empty when the response has none)."""
+    return str((exc.response.get("Error") or {}).get("Code") or "")
 
 
 @dataclass(frozen=True)

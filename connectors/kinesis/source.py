@@ -12,9 +12,11 @@ so nothing is lost or read twice.
 GetRecords is limited to 5 calls/s per shard (shared by every consumer of
 the shard): each shard is polled at most every ``min_poll_interval_seconds``
 while behind and every ``idle_poll_interval_seconds`` once caught up, paced
-through ``next_awake`` rather than by sleeping. Throttling backs off
-exponentially (capped at ``max_backoff_seconds``) per shard. botocore's own
-retries are off for reads because they sleep inside the call.
+through ``next_awake`` rather than by sleeping. Throttling, 5xx and
+connection errors (:func:`connectors.aws.retry.classify`) back off with the
+shared :class:`~connectors.aws.retry.Backoff` (capped at
+``max_backoff_seconds``) per shard. botocore's own retries are off for reads
+because they sleep inside the call.
 
 Bounded mode: a shard is done when a read returns no records with
 MillisBehindLatest 0, or when a closed shard's iterator ends (its children
@@ -24,19 +26,18 @@ are then read too); the partition emits a ``done`` chunk and stops.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from config.settings import AwsSettings, KinesisSourceSettings
+from connectors.aws.client import ClientProfile, make_client
+from connectors.aws.retry import Backoff, classify, error_code
 from connectors.kinesis.shards import is_closed, lineage, lineage_roots, list_all_shards
 from observability.source_lag import clear_lag, set_lag
 from operators.records import RawChunk
@@ -48,7 +49,10 @@ _AFTER = "AFTER:"
 _AT = "AT_TIMESTAMP:"
 _GET_RECORDS_LIMIT = 10_000
 _IDLE_EMIT_SECONDS = 1.0
-_THROTTLED = {"ProvisionedThroughputExceededException", "LimitExceededException", "ThrottlingException"}
+#: The reader must not retry inside ``next_batch`` (it would sleep there); the source backs off per shard.
+_READER = ClientProfile(attempts=1, connect_timeout=5, read_timeout=10)
+#: ListShards and GetShardIterator: botocore's standard retries are fine there.
+_CONTROL = ClientProfile(attempts=5, connect_timeout=5, read_timeout=10)
 
 ShardPositions = dict[str, str]
 
@@ -57,19 +61,7 @@ def make_clients(aws: AwsSettings) -> tuple[Any, Any]:
     """``(reader, control)`` Kinesis clients: the reader never retries (we pace
     and back off through ``next_awake``), the control client retries ListShards
     and GetShardIterator the standard way. Credentials: the default boto3 chain."""
-    session = boto3.session.Session()
-    common = dict(region_name=aws.region, endpoint_url=aws.endpoint_url)
-    reader = session.client(
-        "kinesis",
-        config=Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=10),
-        **common,
-    )
-    control = session.client(
-        "kinesis",
-        config=Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=5, read_timeout=10),
-        **common,
-    )
-    return reader, control
+    return make_client("kinesis", aws, _READER), make_client("kinesis", aws, _CONTROL)
 
 
 def part_name(stream: str, root: str) -> str:
@@ -150,6 +142,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         idle_seconds: float,
     ) -> None:
         self._s = settings
+        self._backoff = Backoff(base=0.5, cap=settings.max_backoff_seconds)
         self._client = reader
         self._control = control
         self._name = name
@@ -258,11 +251,11 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
                 reader.iterator = self._get_iterator(sid)
             response = self._client.get_records(ShardIterator=reader.iterator, Limit=self._batch_size)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = error_code(exc)
             if code == "ExpiredIteratorException":
                 reader.iterator = None
                 return None
-            if code not in _THROTTLED:
+            if not classify(exc).transient:
                 raise
             self._back_off(reader, now, code)
             return None
@@ -291,8 +284,8 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
 
     def _back_off(self, reader: _Reader, now: float, why: str) -> None:
         reader.failures += 1
-        delay = min(self._s.max_backoff_seconds, 0.5 * 2 ** (reader.failures - 1))
-        reader.due = now + delay * random.uniform(0.8, 1.2)
+        delay = self._backoff.delay(reader.failures)
+        reader.due = now + delay
         logger.warning("kinesis %s: %s, retrying in %.1fs", reader.shard_id, why, delay)
 
     def _shard_ended(self, sid: str, child_shards: list[dict]) -> None:

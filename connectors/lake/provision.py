@@ -23,17 +23,13 @@ from typing import Any, Optional
 from botocore.exceptions import ClientError
 
 from config.settings import Settings
+from connectors.aws.retry import NOT_FOUND_CODES, error_code
 from connectors.lake.catalog import table_input
 from connectors.lake.layout import RAW, parse_uri
 
 logger = logging.getLogger(__name__)
 
 _EXISTS = {"BucketAlreadyOwnedByYou", "AlreadyExistsException"}
-_GONE = {"EntityNotFoundException", "NoSuchBucket", "NotFound", "404"}
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 class LakeProvisioner:
@@ -94,7 +90,7 @@ class LakeProvisioner:
             self.s3.create_bucket(**kwargs)
             logger.info("created S3 bucket %s", self.bucket)
         except ClientError as exc:
-            if _code(exc) not in _EXISTS:
+            if error_code(exc) not in _EXISTS:
                 raise
 
     def _encryption_up(self) -> None:
@@ -112,7 +108,7 @@ class LakeProvisioner:
         try:
             self.glue.create_database(DatabaseInput={"Name": database, "Description": "Paywatch data lake"})
         except ClientError as exc:
-            if _code(exc) not in _EXISTS:
+            if error_code(exc) not in _EXISTS:
                 raise
         names = []
         for zone in self.lake.zones:
@@ -120,7 +116,7 @@ class LakeProvisioner:
             try:
                 self.glue.create_table(DatabaseName=database, TableInput=spec)
             except ClientError as exc:
-                if _code(exc) not in _EXISTS:
+                if error_code(exc) not in _EXISTS:
                     raise
                 self.glue.update_table(DatabaseName=database, TableInput=spec)
             names.append(spec["Name"])
@@ -136,7 +132,7 @@ class LakeProvisioner:
         try:
             listing = self.s3.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
         except ClientError as exc:
-            if _code(exc) in _GONE:
+            if error_code(exc) in NOT_FOUND_CODES:
                 return {"bucket": None, "database": database}
             raise
         if listing.get("KeyCount", 0):
@@ -150,5 +146,5 @@ class LakeProvisioner:
         try:
             call(**kwargs)
         except ClientError as exc:
-            if _code(exc) not in _GONE:
+            if error_code(exc) not in NOT_FOUND_CODES:
                 raise
