@@ -61,7 +61,7 @@ def write_events(path: Path, n: int) -> None:
 def run_stage(stage: str, path: Path, warm: int, events: int) -> None:
     """The measured program: warm up, then run ``stage`` over ``events`` more events."""
     from operators.parse import ChunkParser
-    from operators.user_risk import UserRisk
+    from operators.users.user_risk import UserRisk
 
     settings = load_settings()
     lines = path.read_bytes().splitlines()[: warm + events]

@@ -54,10 +54,10 @@ from operators.events.contract import (
 from operators.events.decoder import DECODE_ERRORS, EventDecoder
 from operators.events.partition_time import EventTimeRule, PartitionTime
 from operators.events.timestamps import TimestampParser, iso_utc
-from operators.merchants import STATUS_NAMES
 from operators.privacy import Redactor
 from operators.records import LakeChunk, RawChunk
-from operators.reference import LiveReference, ReferenceHolder
+from operators.reference.live import LiveReference, ReferenceHolder
+from operators.reference.merchants import STATUS_NAMES
 from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, REVIEW_REQUIRED, FraudScorer
 
 # orjson and msgspec disagree on a line (e.g. nesting deeper than one allows).
@@ -186,7 +186,7 @@ class ChunkParser:
         self._live = live
         fraud = live.rules.fraud
         self._scorer = FraudScorer(fraud, self._enrichment)
-        # Points per merchant status code (operators/merchants.py): active,
+        # Points per merchant status code (operators/reference/merchants.py): active,
         # inactive, unknown, not_loaded.
         self._merchant_points = (0, fraud.inactive_merchant_points, fraud.unknown_merchant_points, 0)
         self._version_field = f',"rules_version":"{live.version}"'

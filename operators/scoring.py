@@ -20,7 +20,7 @@ import math
 from typing import Optional
 
 from config.settings import EnrichmentSettings, FraudRules
-from operators.merchants import INACTIVE, NOT_LOADED, UNKNOWN
+from operators.reference.merchants import INACTIVE, NOT_LOADED, UNKNOWN
 
 FRAUD_SUSPECTED = "FRAUD_SUSPECTED"
 REVIEW_REQUIRED = "REVIEW_REQUIRED"

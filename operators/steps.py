@@ -4,7 +4,7 @@ Shaped like Bytewax's own composite operators (``bytewax.operators.windowing``
 returns ``WindowOut(down, late, meta)``): a step hides its plumbing (keys for
 the exchange, the stateful shell, unwrapping) and hands back a small frozen
 dataclass of streams, so ``dataflow.py`` reads like its diagram. The logic
-itself lives in :mod:`operators.region_windows` and :mod:`operators.user_risk`;
+itself lives in :mod:`operators.region_windows` and :mod:`operators.users.user_risk`;
 this module only adapts it to Bytewax.
 """
 
@@ -23,10 +23,10 @@ from bytewax.operators import StatefulBatchLogic
 from config import Settings
 from operators.parse import ParsedChunk
 from operators.records import TransactionBatch
-from operators.reference import LiveReference, ReferenceHolder
+from operators.reference.live import LiveReference, ReferenceHolder
 from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
 from operators.state.snapshots import SnapshotFormat, unchanged
-from operators.user_risk import UserEvents, UserShard
+from operators.users.user_risk import UserEvents, UserShard
 
 REGIONS_KEY = "regions"
 """Every region's summary goes to one key: the windows judge all regions at once."""
@@ -115,7 +115,7 @@ REGION_WINDOWS_FORMAT = SnapshotFormat("region_windows", 1, {0: unchanged})
 
 USER_RISK_FORMAT = SnapshotFormat("user_risk", 1, {0: unchanged})
 """Version 1 added the envelope around the shard's bytes; those carry their own
-inner version (:class:`~operators.user_risk.UserShard` reads both of its formats)."""
+inner version (:class:`~operators.users.user_risk.UserShard` reads both of its formats)."""
 
 
 def _stateful(snapshot_format: SnapshotFormat, builder: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -141,7 +141,10 @@ def test_no_package_folder_holds_more_than_fifteen_modules():
             modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
             if len(modules) > MAX_MODULES:
                 crowded[str(folder.relative_to(ROOT))] = len(modules)
-    assert crowded == {}, f"split these packages by what their modules do (at most {MAX_MODULES} each)"
+    assert crowded == {}, (
+        f"split these packages by what their modules do (at most {MAX_MODULES} each); a class pickled in a "
+        "snapshot must keep its module path (tests/test_snapshot_upgrade.py)"
+    )
 
 
 def _readme_test_command() -> str:

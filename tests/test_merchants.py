@@ -19,9 +19,9 @@ from connectors.reference.loader import ReferenceLoader
 from connectors.reference.merchants import MerchantReadError, read_merchants
 from dataflow import build_flow
 from observability.registry import REGISTRY
-from operators.merchants import NOT_CONFIGURED, MerchantTable
 from operators.parse import ChunkParser
-from operators.reference import LiveReference, ReferenceHolder
+from operators.reference.live import LiveReference, ReferenceHolder
+from operators.reference.merchants import NOT_CONFIGURED, MerchantTable
 from tests.events import T0, chunk, event
 from tests.reference_helpers import StepSource, wait_for
 

@@ -5,7 +5,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from config import load_settings
-from operators.user_risk import UserEvents, UserRisk, UserShard
+from operators.users.user_risk import UserEvents, UserRisk, UserShard
 from tests.events import T0
 
 S = load_settings(environ={})

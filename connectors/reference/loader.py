@@ -29,8 +29,8 @@ from config.settings import Settings
 from connectors.preflight import StartError
 from connectors.reference.merchants import MerchantReadError, file_signature, read_merchants
 from observability import reference_metrics
-from operators.merchants import NOT_CONFIGURED, MerchantTable
-from operators.reference import LiveReference, ReferenceHolder
+from operators.reference.live import LiveReference, ReferenceHolder
+from operators.reference.merchants import NOT_CONFIGURED, MerchantTable
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import orjson
 
 from config.settings import Settings
-from operators.merchants import MerchantRow, MerchantTable
+from operators.reference.merchants import MerchantRow, MerchantTable
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ limit; no name), so a miss needs no branch: the join of a chunk is one
 loop reads the columns by slot.
 
 The table is immutable once built: a refresh builds a new one and swaps it in
-whole (operators/reference.py), so a chunk sees one version from start to end.
+whole (operators/reference/live.py), so a chunk sees one version from start to end.
 """
 
 from __future__ import annotations

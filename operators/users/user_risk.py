@@ -28,7 +28,7 @@ Rules, each with a cooldown so a burst raises one alert, not one per event
 Order: a user's events are judged in event-time order (ties by transaction
 id), whatever partitions they come through and however far apart those
 partitions are in event time. :class:`UserShard` holds each chunk's events
-(:mod:`operators.event_order`) until the frontier of every source partition
+(:mod:`operators.users.event_order`) until the frontier of every source partition
 (:mod:`operators.partition_clock`) has passed them, minus
 ``users.order_lateness_seconds``, and only then hands them to the rules; the
 cost is that wait, added to alert latency (docs/architecture.md, "User rules
@@ -49,8 +49,8 @@ from typing import Any, Optional, Union
 
 from config.settings import RuleSettings, UserSettings
 from operators import alerts
-from operators.event_order import EventTimeBuffer
 from operators.partition_clock import PartitionClock
+from operators.users.event_order import EventTimeBuffer
 
 # Per-user state is a list (cheaper than an object; pickled at snapshots).
 _LAST_TS = 0  # newest event time seen for the user

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from config.live_rules import rules_version
 from config.settings import RuleSettings
-from operators.merchants import NOT_CONFIGURED, MerchantTable
+from operators.reference.merchants import NOT_CONFIGURED, MerchantTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class LiveReference:
     :ivar rules: the rules in force (settings' rules with the rules file layered over).
     :ivar version: :func:`~config.live_rules.rules_version` of ``rules``; every
         alert and transaction record carries it as ``rules_version``.
-    :ivar merchants: the merchant table (:data:`~operators.merchants.NOT_CONFIGURED`
+    :ivar merchants: the merchant table (:data:`~operators.reference.merchants.NOT_CONFIGURED`
         when ``reference.merchants.path`` is null).
     """
 
