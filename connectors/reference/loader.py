@@ -5,7 +5,7 @@ the flow is built, so the first event is judged with the table and rules in
 force; then a daemon thread re-reads every ``reference.merchants.refresh_seconds``
 and, for local files (a mounted ConfigMap), checks their stat every second so
 an edit takes effect at once. A new version is published whole to the
-:class:`~operators.reference.ReferenceHolder` the operators read per chunk.
+:class:`~operators.reference.live.ReferenceHolder` the operators read per chunk.
 
 Failures never stop the flow once it runs: an unreadable merchant table keeps
 the last good copy (``paywatch_reference_load_failures_total``); a rules
