@@ -454,7 +454,7 @@ def _place(p: _Planner, region: int, lo: float, hi: float, dmin: float, dmax: fl
 def _label_details(p: _Planner, inc: RegionIncident, params: dict[str, Any]) -> dict[str, Any]:
     """What a label says about a region incident, including its cause (None for a broad one)."""
     details = {k: v for k, v in params.items() if k not in ("cause_device", "cause_merchant", "share")}
-    cause = None
+    cause: Optional[dict[str, Any]] = None
     if inc.cause_device is not None:
         cause = {"dimension": "device", "value": inc.cause_device}
     elif inc.cause_merchant is not None:
