@@ -160,7 +160,7 @@ class ChunkParser:
         :arg reference: the live rules and merchant table, read once per
             chunk (default: the settings' rules, no merchant table)."""
         # Redacted before decoding, so every output is built from the redacted lines.
-        self._redact = (redactor if redactor is not None else Redactor(settings.privacy)).redact
+        self._redact = (redactor if redactor is not None else Redactor(settings.privacy)).redact_array
         self._lake = settings.sinks.lake.enabled
         self._transaction_lines = transaction_lines or self._lake
         self.contract = Contract(settings.validation)
@@ -219,8 +219,8 @@ class ChunkParser:
         if live is not self._live:
             self._use(live)
         now = time.time()
-        lines = self._redact(chunk.lines)
-        events, indices, rejected, plain = self._decoder.decode(lines)
+        lines, array = self._redact(chunk.lines)
+        events, indices, rejected, plain = self._decoder.decode(lines, array)
         out = ParsedChunk(chunk.part, chunk.n_parts, chunk.done, chunk.idle, None)
         dropped: list[int] = []  # lines the loop found invalid
         late: list[tuple[int, float, float]] = []  # (line index, event time, horizon)

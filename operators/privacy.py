@@ -38,7 +38,6 @@ import hashlib
 import hmac
 import re
 from bisect import bisect_right
-from collections.abc import Callable
 from itertools import accumulate
 from typing import Any, Optional
 
@@ -46,7 +45,7 @@ import msgspec
 
 from config.settings import PrivacySettings
 
-__all__ = ["DROPPED", "Redactor", "luhn_valid", "mask_pans"]
+__all__ = ["DROPPED", "Redactor", "json_array", "luhn_valid", "mask_pans"]
 
 # What an undecodable line holds where a dropped field's value was.
 DROPPED = b'"[dropped]"'
@@ -211,43 +210,34 @@ def _unescape(match: re.Match[bytes]) -> bytes:
     return match.group(0)
 
 
-def _lines_with(buffer: bytes, needle: bytes, lines: list[bytes], transform: Callable[[bytes], bytes]) -> list[int]:
-    """Indices of the lines whose ``transform`` holds ``needle``.
+def json_array(lines: list[bytes]) -> bytes:
+    """``b"[" + b",".join(lines) + b"]"`` in one copy: the form the event decoder reads a chunk in.
 
-    ``buffer`` is ``transform(b"\\n".join(lines))``: one C search over the
-    chunk, and newline counts to name the lines. A line holding a raw
-    newline itself (a Kafka message may) spoils the count; then each line is
-    searched on its own.
+    Line ``i`` starts at offset ``1 + sum(len(lines[j]) + 1 for j < i)``; the
+    brackets and commas between lines are no digits, so no run crosses a line.
     """
-    pos = buffer.find(needle)
-    if pos < 0:
-        return []
-    if buffer.count(b"\n") != len(lines) - 1:
-        return [i for i, line in enumerate(lines) if needle in transform(line)]
-    found = []
-    index = 0
-    start = 0
-    while pos >= 0:
-        index += buffer.count(b"\n", start, pos)
-        found.append(index)
-        end = buffer.find(b"\n", pos)
-        if end < 0:
-            break
-        index += 1
-        start = end + 1
-        pos = buffer.find(needle, start)
-    return found
+    if len(lines) == 1:
+        return b"[" + lines[0] + b"]"
+    return b",".join([b"[" + lines[0], *lines[1:-1], lines[-1] + b"]"])
 
 
-class _Lines:
-    """A chunk's lines, copied on the first change only."""
+class _Chunk:
+    """A chunk's lines and their JSON array, the lines copied on the first change only."""
 
-    __slots__ = ("changed", "lines", "_stale")
+    __slots__ = ("changed", "lines", "_array", "_starts")
 
     def __init__(self, lines: list[bytes]) -> None:
         self.lines = lines
         self.changed = False
-        self._stale = False
+        self._array: Optional[bytes] = None
+        self._starts: Optional[list[int]] = None
+
+    @property
+    def array(self) -> bytes:
+        """The lines as one JSON array (:func:`json_array`), rebuilt after a change."""
+        if self._array is None:
+            self._array = json_array(self.lines)
+        return self._array
 
     def set(self, index: int, line: bytes) -> None:
         if line == self.lines[index]:
@@ -256,18 +246,25 @@ class _Lines:
             self.lines = list(self.lines)
             self.changed = True
         self.lines[index] = line
-        self._stale = True
+        self._array = self._starts = None
 
-    def joined(self, previous: bytes) -> bytes:
-        """The lines joined by newlines: ``previous`` unless a line changed since."""
-        if not self._stale:
-            return previous
-        self._stale = False
-        return b"\n".join(self.lines)
+    def line_at(self, offset: int) -> tuple[int, int]:
+        """``(index, start offset)`` of the line holding ``offset`` of :attr:`array`."""
+        if self._starts is None:
+            self._starts = list(accumulate((len(line) + 1 for line in self.lines), initial=1))
+        index = bisect_right(self._starts, offset) - 1
+        return index, self._starts[index]
 
-
-def _same(data: bytes) -> bytes:
-    return data
+    def lines_with(self, needle: bytes) -> list[int]:
+        """Indices of the lines holding ``needle``: one C search over the array per line found."""
+        array = self.array
+        found: list[int] = []
+        pos = array.find(needle)
+        while pos >= 0:
+            index, start = self.line_at(pos)
+            found.append(index)
+            pos = array.find(needle, start + len(self.lines[index]) + 1)
+        return found
 
 
 class Redactor:
@@ -309,45 +306,47 @@ class Redactor:
         :returns: ``lines`` itself when nothing changed, else a new list
             (the source's list is never modified).
         """
+        return self.redact_array(lines)[0]
+
+    def redact_array(self, lines: list[bytes]) -> tuple[list[bytes], Optional[bytes]]:
+        """:meth:`redact`, and the redacted lines as one JSON array (:func:`json_array`)
+        when it was built anyway, so that the decoder need not join them again.
+
+        :returns: ``(lines, array or None)``.
+        """
         if not lines or not self.active:
-            return lines
-        out = _Lines(lines)
-        joined = b"\n".join(lines)
-        escapes = b"\\" in joined  # one memchr; a backslash is rare in events
-        if escapes and _ESCAPE_MARK in joined:
-            for i in _lines_with(joined, _ESCAPE_MARK, lines, _same):
-                out.set(i, _ESCAPE.sub(_unescape, lines[i]))
-            joined = out.joined(joined)
+            return lines, None
+        chunk = _Chunk(lines)
+        array = chunk.array
+        escapes = b"\\" in array  # one memchr; a backslash is rare in events
+        if escapes and _ESCAPE_MARK in array:
+            for i in chunk.lines_with(_ESCAPE_MARK):
+                chunk.set(i, _ESCAPE.sub(_unescape, chunk.lines[i]))
         rewritten: set[int] = set()
         if self._needles:
             candidates: set[int] = set()
-            needles = self._needles + ((b"\\u",) if escapes and b"\\u" in joined else ())
+            needles = self._needles + ((b"\\u",) if escapes and b"\\u" in chunk.array else ())
             for needle in needles:
-                candidates.update(_lines_with(joined, needle, out.lines, _same))
+                candidates.update(chunk.lines_with(needle))
             for i in sorted(candidates):
-                line, decoded = self._drop_and_hash(out.lines[i])
-                out.set(i, line)
+                line, decoded = self._drop_and_hash(chunk.lines[i])
+                chunk.set(i, line)
                 if decoded:
                     rewritten.add(i)
-            joined = out.joined(joined)
         if self._mask:
-            self._mask_chunk(out, joined, rewritten)
-        return out.lines
+            self._mask_chunk(chunk, rewritten)
+        return chunk.lines, chunk.array
 
     @staticmethod
-    def _mask_chunk(out: _Lines, joined: bytes, skip: set[int]) -> None:
-        """Masks the cards of ``joined`` (``out``'s lines joined by newlines) in their lines."""
-        cards = _find_cards(joined)
-        if not cards:
-            return
-        starts = list(accumulate((len(line) + 1 for line in out.lines), initial=0))
+    def _mask_chunk(chunk: _Chunk, skip: set[int]) -> None:
+        """Masks the cards found in the chunk's array in their lines (but those in ``skip``)."""
         by_line: dict[int, list[tuple[int, int, bytes]]] = {}
-        for first, end, digits in cards:
-            i = bisect_right(starts, first) - 1
-            by_line.setdefault(i, []).append((first - starts[i], end - starts[i], digits))
+        for first, end, digits in _find_cards(chunk.array):
+            i, start = chunk.line_at(first)
+            by_line.setdefault(i, []).append((first - start, end - start, digits))
         for i, line_cards in by_line.items():
             if i not in skip:
-                out.set(i, _mask_cards(out.lines[i], line_cards, json_numbers=True))
+                chunk.set(i, _mask_cards(chunk.lines[i], line_cards, json_numbers=True))
 
     def _hmac(self, value: Any) -> str:
         data = value.encode("utf-8", "surrogatepass") if type(value) is str else msgspec.json.encode(value)

@@ -54,9 +54,13 @@ class EventDecoder:
         self._many = msgspec.json.Decoder(list[contract.event_struct(False, extra_fields)])  # type: ignore[misc]
         self._max_bytes = contract.max_event_bytes
 
-    def decode(self, lines: list[bytes]) -> tuple[list[Any], Optional[list[int]], list[int], bool]:
+    def decode(
+        self, lines: list[bytes], array: Optional[bytes] = None
+    ) -> tuple[list[Any], Optional[list[int]], list[int], bool]:
         """Decode ``lines``.
 
+        :arg array: ``lines`` as one JSON array (``b"[l0,l1,...]"``) when the
+            caller built it already (the privacy redaction scans it).
         :returns: the events, the line index of each (None when every line
             decoded, so index ``i`` is line ``i``), the indices of the
             rejected lines (in order), and whether the chunk is plain (see
@@ -64,13 +68,14 @@ class EventDecoder:
         """
         if not lines:
             return [], None, [], True
-        buffer = b",".join(lines)
-        plain = b"\n" not in buffer
+        if array is None:
+            array = b"[" + b",".join(lines) + b"]"
+        plain = b"\n" not in array
         too_large: list[int] = []
         error: Optional[Exception] = None
-        if len(buffer) <= self._max_bytes or max(map(len, lines)) <= self._max_bytes:
+        if len(array) - 2 <= self._max_bytes or max(map(len, lines)) <= self._max_bytes:
             try:
-                events = self._many.decode(b"[" + buffer + b"]")
+                events = self._many.decode(array)
             except DECODE_ERRORS as exc:
                 error = exc
             else:
