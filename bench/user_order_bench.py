@@ -301,7 +301,7 @@ def mode_held(pattern: str) -> dict:
 
     from operators.parse import ChunkParser
     from operators.records import RawChunk
-    from operators.user_risk import UserEvents, UserShard
+    from operators.users.user_risk import UserEvents, UserShard
 
     settings = _settings(pattern)
     parser = ChunkParser(settings, transaction_lines=False)

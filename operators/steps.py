@@ -26,7 +26,7 @@ from operators.records import TransactionBatch
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
 from operators.state.snapshots import SnapshotFormat, unchanged
-from operators.users.user_risk import UserEvents, UserShard
+from operators.users.user_risk import UserEvents, UserShard, upgrade_snapshot
 
 REGIONS_KEY = "regions"
 """Every region's summary goes to one key: the windows judge all regions at once."""
@@ -113,9 +113,10 @@ def split_chunks(step_id: str, chunks: Stream[ParsedChunk]) -> ChunkStreams:
 REGION_WINDOWS_FORMAT = SnapshotFormat("region_windows", 1, {0: unchanged})
 """Version 1 added the envelope; version 0 (unversioned) held the same :class:`RegionWindowState`."""
 
-USER_RISK_FORMAT = SnapshotFormat("user_risk", 1, {0: unchanged})
-"""Version 1 added the envelope around the shard's bytes; those carry their own
-inner version (:class:`~operators.users.user_risk.UserShard` reads both of its formats)."""
+USER_RISK_FORMAT = SnapshotFormat("user_risk", 2, {0: unchanged, 1: upgrade_snapshot})
+"""Version 1 added the envelope around the shard's pickled bytes; version 2 is the
+shard of event-time order, ``(rules, partition clock, held events)``, with no tag of its
+own (:func:`~operators.users.user_risk.upgrade_snapshot` reads both earlier shapes)."""
 
 
 def _stateful(snapshot_format: SnapshotFormat, builder: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -1,10 +1,15 @@
 """Per-user rules: velocity, amount spike, impossible travel, cooldowns, bounded state."""
 
+import pickle
+
+import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from config import load_settings
+from operators.state.snapshots import MARK, SnapshotError
+from operators.steps import USER_RISK_FORMAT
 from operators.users.user_risk import UserEvents, UserRisk, UserShard
 from tests.events import T0
 
@@ -287,22 +292,37 @@ def test_held_events_are_capped_and_leave_in_order():
     assert keys(out) == [("IMPOSSIBLE_TRAVEL", "u1", "t5")]
 
 
-def test_version_1_snapshot_migrates():
+def _resume(snapshot):
+    return UserShard(S.rules, S.users, S.windows.allowed_lateness_seconds, USER_RISK_FORMAT.load(snapshot))
+
+
+def test_arrival_order_snapshots_migrate_with_their_users():
+    """Unversioned (before the envelope) and format 1 snapshots of the rules' state alone."""
     old = risk()
     old.process([ev(i, i * 100, amount=20.0) for i in range(5)])
-    s = UserShard(S.rules, S.users, S.windows.allowed_lateness_seconds, old.snapshot())
-    assert list(s.risk.users) == ["u1"] and len(s.held) == 0
-    out = s.add([chunk("a", [ev(5, 600, amount=400.0)], n_parts=1, done=True)], now=0)
-    assert keys(out) == [("AMOUNT_SPIKE", "u1", "t5")]
+    for snapshot in (old.snapshot(), (MARK, "user_risk", 1, old.snapshot())):
+        s = _resume(snapshot)
+        assert list(s.risk.users) == ["u1"] and len(s.held) == 0 and s.clock.parts == {}
+        out = s.add([chunk("a", [ev(5, 600, amount=400.0)], n_parts=1, done=True)], now=0)
+        assert keys(out) == [("AMOUNT_SPIKE", "u1", "t5")]
 
 
-def test_unknown_snapshot_format_fails_clearly():
-    import pickle
+def test_inner_tagged_snapshots_migrate_with_what_they_held():
+    """Format 1 of the first event-time release: the shard's triple behind a tag of its own."""
+    s = shard()
+    s.add([chunk("a", [ev(0, 0, region="EU"), ev(1, 60, region="US")], n_parts=1)], now=0)
+    tagged = pickle.dumps(("paywatch.user_shard", 2, s.risk.state(), s.clock.state(), s.held.state()))
+    resumed = _resume((MARK, "user_risk", 1, tagged))
+    assert len(resumed.held) == 1 and set(resumed.clock.parts) == {"a"}  # the first was judged
+    assert keys(resumed.flush()) == [("IMPOSSIBLE_TRAVEL", "u1", "t1")]
 
-    import pytest
 
-    with pytest.raises(ValueError, match="unknown snapshot format"):
-        shard(pickle.dumps(("paywatch.user_shard", 99, None, None, None)))
+def test_current_snapshots_round_trip_and_unknown_ones_fail_clearly():
+    s = shard()
+    s.add([chunk("a", [ev(0, 0)], n_parts=1)], now=0)
+    assert len(_resume(USER_RISK_FORMAT.save(s.snapshot())).held) == 1
+    with pytest.raises(SnapshotError, match="user_risk"):
+        USER_RISK_FORMAT.load((MARK, "user_risk", 1, pickle.dumps(["something", "else"])))
 
 
 @hsettings(max_examples=150, deadline=None)

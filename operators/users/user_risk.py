@@ -50,6 +50,7 @@ from typing import Any, Optional, Union
 from config.settings import RuleSettings, UserSettings
 from operators import alerts
 from operators.partition_clock import PartitionClock
+from operators.state.snapshots import SnapshotError
 from operators.users.event_order import EventTimeBuffer
 
 # Per-user state is a list (cheaper than an object; pickled at snapshots).
@@ -90,10 +91,33 @@ class UserEvents:
     events: list  # [(user_id, ts, amount, region, transaction_id), ...]
 
 
-# Snapshot of a shard: (SNAPSHOT_TAG, version, rules state, clock state, buffer state).
-# Version 1 (before event-time order) was the bare rules state, a 3-tuple.
-SNAPSHOT_TAG = "paywatch.user_shard"
-SNAPSHOT_VERSION = 2
+# Inner tag of the shard snapshots written between event-time order and the
+# versioned envelope of operators/state/snapshots.py (read by upgrade_snapshot only).
+_TAGGED = "paywatch.user_shard"
+
+
+def upgrade_snapshot(snapshot: bytes) -> bytes:
+    """Migration of the ``user_risk`` step's snapshot from format 1 to format 2.
+
+    Format 2 is ``pickle((rules state, partition clock, held events))``. Format 1
+    (and the unversioned 0 before it) held one of two shapes: the rules' state
+    alone, from the release that judged in arrival order (migrated: its users
+    are kept, nothing is held, no partition is heard from until it reports
+    again), or that triple behind an inner tag and version.
+
+    :raises SnapshotError: for bytes of neither shape.
+    """
+    state = pickle.loads(snapshot)
+    if isinstance(state, tuple) and len(state) == 5 and state[0] == _TAGGED and state[1] == 2:
+        upgraded = state[2:]
+    elif isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], dict):
+        upgraded = (state, None, None)
+    else:
+        raise SnapshotError(
+            f"step user_risk: a format 1 snapshot of unknown shape ({type(state).__name__}). "
+            "Move the recovery directory aside to start afresh."
+        )
+    return pickle.dumps(upgraded, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class UserShard:
@@ -101,9 +125,8 @@ class UserShard:
 
     :arg allowed_lateness: ``windows.allowed_lateness_seconds``, the lag of the
         partition watermarks behind each partition's newest event.
-    :arg state: what :meth:`snapshot` returned (or a version 1 snapshot of
-        :class:`UserRisk`, migrated: no partition heard from, nothing held).
-    :raises ValueError: for a snapshot of an unknown format.
+    :arg state: what :meth:`snapshot` returned (format 2 of the ``user_risk``
+        step; :func:`upgrade_snapshot` brings older ones to it).
     """
 
     def __init__(
@@ -114,7 +137,7 @@ class UserShard:
         # events wait until min(newest) - hold has passed them.
         self._offset = allowed_lateness - (allowed_lateness if hold is None else hold)
         max_held = max(1, users.max_held_events // users.shards)
-        risk_state, clock_state, buffer_state = _load_shard(state) if state is not None else (None, None, None)
+        risk_state, clock_state, buffer_state = pickle.loads(state) if state is not None else (None, None, None)
         self.risk = UserRisk(rules, users, risk_state)
         self.clock = PartitionClock(clock_state)
         self.held = EventTimeBuffer(max_held, buffer_state)
@@ -141,18 +164,8 @@ class UserShard:
 
     def snapshot(self) -> bytes:
         """Pickled now, so later mutation cannot leak into the snapshot."""
-        state = (SNAPSHOT_TAG, SNAPSHOT_VERSION, self.risk.state(), self.clock.state(), self.held.state())
+        state = (self.risk.state(), self.clock.state(), self.held.state())
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _load_shard(snapshot: bytes) -> tuple[Any, Any, Any]:
-    """``(rules, clock, buffer)`` states from a snapshot of any known version."""
-    state = pickle.loads(snapshot)
-    if isinstance(state, tuple) and len(state) == 5 and state[0] == SNAPSHOT_TAG and state[1] == SNAPSHOT_VERSION:
-        return state[2], state[3], state[4]
-    if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], dict):
-        return state, None, None  # version 1: the rules' state only
-    raise ValueError(f"user_risk: unknown snapshot format {type(state).__name__} (not written by this release)")
 
 
 class UserRisk:
