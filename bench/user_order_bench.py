@@ -158,7 +158,7 @@ def _use_arrival_order() -> None:
             return self.risk.snapshot()
 
     @operator
-    def user_risk(step_id: str, chunks: Any, settings: Any) -> Any:
+    def user_risk(step_id: str, chunks: Any, settings: Any, *_reference: Any) -> Any:
         batches = op.flat_map(
             "user_shards", chunks, lambda chunk: [(str(s), events) for s, events in chunk.user_events.items()]
         )
