@@ -105,7 +105,7 @@ def test_latest_skips_what_was_there(moto, kinesis, stream):
 
 def test_split_while_reading_loses_nothing(moto, kinesis, stream):
     """A real SplitShard on moto mid-read. moto keeps writing to the closed
-    parent and never ends its iterator (DESIGN.md), so this checks that the
+    parent and never ends its iterator (unlike AWS), so this checks that the
     split itself loses nothing; parent->child hand-over is tested below."""
     sent = _put(kinesis, stream, 0, 300)
     source = _source(moto, stream, batch_size=50, bounded=True)

@@ -161,3 +161,11 @@ def test_ci_runs_exactly_the_readme_command_with_lint_and_types_before_pytest():
     assert steps.index(".venv/bin/ruff check .") < steps.index(".venv/bin/python -m pytest -q")
     assert steps.index(".venv/bin/ruff format --check .") < steps.index(".venv/bin/python -m pytest -q")
     assert steps.index(".venv/bin/mypy") < steps.index(".venv/bin/python -m pytest -q")
+
+
+def test_the_chart_names_the_config_path_the_statefulset_mounts():
+    statefulset = (ROOT / "k8s" / "paywatch" / "templates" / "statefulset.yaml").read_text()
+    values = (ROOT / "k8s" / "paywatch" / "values.yaml").read_text()
+    path = statefulset.split("name: PAYWATCH_CONFIG", 1)[1].split("value:", 1)[1].split("\n", 1)[0].strip()
+    assert path.startswith("/etc/paywatch/")
+    assert f"mounted at {path}" in values

@@ -10,9 +10,9 @@ The partition names (``kafka:topic/N``) and the snapshot (the next offset to
 read) are the same as :mod:`connectors.kafka.source`'s, so a flow can switch
 clients and resume from the same recovery directory. Bounded mode and
 ``starting_offset: latest`` use the high watermark that fetch responses
-carry (``get_watermark_offsets(cached=True)``), not ListOffsets, for the
-reason given in DESIGN.md (Tansu answers ListOffsets(latest) with the base
-offset of the last batch).
+carry (``get_watermark_offsets(cached=True)``), not ListOffsets: Tansu
+answers ListOffsets(latest) with the base offset of the last batch, which
+would lose the tail.
 """
 
 from __future__ import annotations

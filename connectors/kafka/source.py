@@ -11,7 +11,7 @@ Bounded mode reads up to each partition's end as it was when the partition
 was built, then emits a ``done`` chunk and stops. The end is the high
 watermark carried by a fetch response (``consumer.highwater``), not
 ``end_offsets()``: Tansu answers ListOffsets(latest) with the base offset of
-the last record batch, which would lose the tail (DESIGN.md). The same
+the last record batch, which would lose the tail. The same
 high watermark places ``starting_offset: latest`` exactly at the log end.
 
 Null values (tombstones) become ``b""`` lines, which the parse step

@@ -4,7 +4,7 @@ Two users, one writer object per process:
 
 - the flow's ``dead_letters`` stream (invalid and late input): for
   ``sinks.dead_letter.type`` kafka or sqs, :class:`DeadLetterSink` wraps the
-  writer as a Bytewax sink; for jsonl the lead's ``JsonlSink`` already
+  writer as a Bytewax sink; for jsonl the JSONL sink (:mod:`connectors.sinks.jsonl`) already
   writes ``dead_letter-N.jsonl`` when ``sinks.jsonl.dir`` is set.
 - the AWS sinks, which call :meth:`DeadLetterWriter.write` directly with
   records they could not deliver (permanent error, full buffer, still
