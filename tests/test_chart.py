@@ -296,6 +296,8 @@ def test_default_config_is_valid_paywatch_settings(tmp_path):
         ["metrics.bytewaxApi.port=80"],
         ["metrics.bytewaxApi.enabled=yes"],
         ["metrics.bytewaxApi.prot=3030"],
+        ["liveRules.enabled=yes"],
+        ["liveRules.rulez.fraud.merchant_points=1"],
     ],
 )
 def test_bad_values_are_rejected_by_the_schema(bad):
@@ -430,3 +432,26 @@ def test_every_object_names_its_namespace_and_default_is_refused():
     result = helm("template", "pw", str(CHART), check=False)
     assert result.returncode != 0
     assert "namespace of its own" in result.stderr
+
+
+def test_live_rules_config_map_is_mounted_as_a_directory_and_does_not_roll_pods(tmp_path):
+    objects = render(sets=["liveRules.rules.failure_rate.threshold_percent=5"])
+    sts = one(objects, "StatefulSet")
+    main = container(sts)
+    assert env_of(main)["PAYWATCH__RULES_FILE"] == "/etc/paywatch/rules/rules.yaml"
+    [mount] = [m for m in main["volumeMounts"] if m["name"] == "rules"]
+    assert mount["mountPath"] == "/etc/paywatch/rules" and "subPath" not in mount  # subPath never updates
+    [volume] = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "rules"]
+    assert volume["configMap"]["name"] == one(objects, "ConfigMap", "-rules")["metadata"]["name"]
+    # The rules document is what a process reads and validates.
+    from config.live_rules import parse_rules_document
+
+    text = one(objects, "ConfigMap", "-rules")["data"]["rules.yaml"]
+    base = load_settings(environ={}).rules
+    assert parse_rules_document(text, base).failure_rate.threshold_percent == 5
+    assert parse_rules_document(one(render(), "ConfigMap", "-rules")["data"]["rules.yaml"], base) == base
+    # New rules change the ConfigMap only, never the pod template (no restart).
+    assert sts["spec"]["template"] == one(render(), "StatefulSet")["spec"]["template"]
+    off = render(sets=["liveRules.enabled=false"])
+    assert not [o for o in by_kind(off, "ConfigMap") if o["metadata"]["name"].endswith("-rules")]
+    assert "PAYWATCH__RULES_FILE" not in env_of(container(one(off, "StatefulSet")))
