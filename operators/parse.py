@@ -314,7 +314,7 @@ class ChunkParser:
         # The merchant join: one C-level dict lookup pass per chunk, then columns by slot.
         merchants = live.merchants
         slots = merchants.slots(map(_merchant_id, events)) if merchants.loaded else repeat(merchants.sentinel)
-        m_status, m_limit, m_names = merchants.status, merchants.limit, merchants.names
+        m_status, m_limit, m_name_hits = merchants.status, merchants.limit, live.suspicious_names
         m_points, over_points = self._merchant_points, rules.over_limit_points
 
         processed_tail = (datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
@@ -369,13 +369,15 @@ class ChunkParser:
                 category = 2
             if currency is not None and currency not in currencies and currency.upper() not in currencies:
                 fraud_score += currency_points
-            merchant_name = ev.merchant_name or m_names[slot]
+            merchant_name = ev.merchant_name
             if merchant_name:
                 hit = merchant_hits.get(merchant_name)
                 if hit is None:
                     hit = scorer.merchant_is_suspicious(merchant_name)
                 if hit:
                     fraud_score += merchant_points
+            elif m_name_hits[slot]:  # no name on the event: the table's, judged when it loaded
+                fraud_score += merchant_points
 
             # The raw object up to its closing brace, then the enrichment.
             record: Any = None

@@ -164,7 +164,7 @@ class ReferenceLoader:
                 merchants = self._reload_merchants(current.merchants)
         if rules is current.rules and merchants is current.merchants:
             return False
-        reference = LiveReference.of(rules, merchants)
+        reference = LiveReference.of(rules, merchants, previous=current)
         self.holder.publish(reference)
         if reference.version != current.version:
             reference_metrics.record_rules_version(reference.version)

@@ -13,6 +13,7 @@ get plain data and do no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from config.live_rules import rules_version
 from config.settings import RuleSettings
@@ -28,15 +29,28 @@ class LiveReference:
         alert and transaction record carries it as ``rules_version``.
     :ivar merchants: the merchant table (:data:`~operators.reference.merchants.NOT_CONFIGURED`
         when ``reference.merchants.path`` is null).
+    :ivar suspicious_names: per merchant slot, 1 when the table's name holds
+        one of ``rules.fraud.merchant_words``: judged once per version (in
+        the loader's thread), so an event without a name costs one index.
     """
 
     rules: RuleSettings
     version: str
-    merchants: MerchantTable = NOT_CONFIGURED
+    merchants: MerchantTable
+    suspicious_names: bytes
 
     @classmethod
-    def of(cls, rules: RuleSettings, merchants: MerchantTable = NOT_CONFIGURED) -> LiveReference:
-        return cls(rules, rules_version(rules), merchants)
+    def of(
+        cls, rules: RuleSettings, merchants: MerchantTable = NOT_CONFIGURED, previous: Optional[LiveReference] = None
+    ) -> LiveReference:
+        """A version of ``rules`` and ``merchants``; the name verdicts of ``previous`` are
+        reused when neither its table nor its merchant words changed."""
+        words = rules.fraud.merchant_words
+        if previous is not None and previous.merchants is merchants and previous.rules.fraud.merchant_words == words:
+            flags = previous.suspicious_names
+        else:
+            flags = merchants.suspicious_names(words)
+        return cls(rules, rules_version(rules), merchants, flags)
 
 
 class ReferenceHolder:

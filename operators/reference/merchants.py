@@ -78,6 +78,12 @@ class MerchantTable:
     def __len__(self) -> int:
         return self.sentinel
 
+    def suspicious_names(self, words: list[str]) -> bytes:
+        """Per slot (sentinel included), 1 when the name holds one of the lower-case ``words``."""
+        return bytes(
+            1 if name is not None and any(word in name.lower() for word in words) else 0 for name in self.names
+        )
+
     def slots(self, merchant_ids: Iterable[Optional[str]]) -> list[int]:
         """The slot of each id (the sentinel for an absent or unknown id), in one C-level pass."""
         return list(map(self.slot_of.get, merchant_ids, repeat(self.sentinel)))  # type: ignore[arg-type]
