@@ -195,7 +195,7 @@ def _times_column(times: np.ndarray) -> pa.Array:
 
 
 def _constant(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).cast(pa.string())
+    return pa.repeat(value, n)
 
 
 def _positions(chunk: LakeChunk, index: Optional[np.ndarray]) -> pa.Array:
@@ -256,13 +256,13 @@ def raw_table(chunk: LakeChunk, times: np.ndarray) -> pa.Table:
     """The raw-zone table of a chunk's lines."""
     n = len(chunk.lines)
     text, raw = _text_and_bytes(chunk.lines)
-    received = np.full(n, chunk.received_at)
+    received = pa.repeat(pa.scalar(int(chunk.received_at * 1000), UTC_MS), n)
     table = pa.table(
         [
             _constant(chunk.part, n),
             _constant(chunk.origin, n),
             _positions(chunk, None),
-            _times_column(received),
+            received,
             _times_column(times),
             text,
             raw,
@@ -385,9 +385,42 @@ def rows_table(zone: str, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
+#: Columns worth a Parquet dictionary (few distinct values). Trying one on a column of
+#: distinct values (ids, lines) costs CPU and then falls back anyway: measured here, the raw
+#: zone encoded in a third of the CPU and 40 % smaller without it.
+_DICTIONARY_COLUMNS = frozenset(
+    {
+        "source_partition",
+        "source",
+        "currency",
+        "payment_status",
+        "device",
+        "region",
+        "merchant_id",
+        "merchant_name",
+        "category",
+        "fraud_status",
+        "merchant_status",
+        "rules_version",
+        "type",
+        "state",
+        "severity",
+    }
+)
+#: Min/max statistics only where a reader prunes with them (times, positions, ids).
+_NO_STATISTICS = frozenset({"line", "line_bytes", "message", "details", "extra"})
+
+
 def encode_parquet(tables: Sequence[pa.Table], compression: str) -> bytes:
     """One Parquet file holding ``tables`` (same schema), compressed as configured."""
     table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
+    names = table.column_names
     out = pa.BufferOutputStream()
-    pq.write_table(table, out, compression=None if compression == "none" else compression)
+    pq.write_table(
+        table,
+        out,
+        compression=None if compression == "none" else compression,
+        use_dictionary=[name for name in names if name in _DICTIONARY_COLUMNS],
+        write_statistics=[name for name in names if name not in _NO_STATISTICS],
+    )
     return out.getvalue().to_pybytes()
