@@ -34,6 +34,9 @@ IAM_ACTION = {
     "sns:PublishBatch": "sns:Publish",
     "sqs:SendMessageBatch": "sqs:SendMessage",
     "sts:GetCallerIdentity": None,
+    # S3's API names differ from its IAM actions.
+    "s3:ListObjectsV2": "s3:ListBucket",
+    "s3:DeleteObjects": "s3:DeleteObject",
 }
 
 

@@ -12,7 +12,8 @@ empty: a data lake holds the audit trail, so ``down`` never deletes data; it
 reports a non-empty bucket as kept.
 
 Run by an operator with provisioning credentials, not by the pods (the IAM
-policy of the pods grants only ``s3:PutObject`` on the lake prefix).
+policy of the pods grants only ``s3:PutObject``/``s3:DeleteObject`` on the lake prefix
+and ``s3:ListBucket`` on its raw keys).
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ Exactly once across crashes:
   file) and the finished files not yet acknowledged by the store; both are
   written again after a resume, and the source replays only what came after
   the snapshot.
+- raw lines without event time go under the hour they were received, which a
+  replay may not repeat: a resume first removes the raw objects written after
+  the snapshot (:func:`remove_replayed_raw`), and the replay writes them again.
 - objects become visible only when complete (see :mod:`connectors.lake.store`).
 
 Finished files go through the same :class:`~connectors.sinks.delivery.Delivery`
@@ -32,6 +35,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import time
 from typing import Any, Optional, Union
 
 import orjson
@@ -63,10 +67,27 @@ from operators.state.snapshots import SnapshotFormat
 
 logger = logging.getLogger(__name__)
 
-# (rollers by (zone, source partition), buckets by zone, finished files not yet stored)
-LakeState = tuple[dict[tuple[str, str], RollerState], dict[str, BucketState], list]
-LAKE_FORMAT = SnapshotFormat("lake", 1)
+# (rollers by (zone, source partition), buckets by zone, finished files not yet stored,
+#  last raw position seen per source partition, wall clock of the snapshot)
+LakeState = tuple[dict[tuple[str, str], RollerState], dict[str, BucketState], list, dict[str, Any], Optional[float]]
+
+
+def _add_seen_positions(state: tuple) -> tuple:
+    """Version 1 kept no positions nor snapshot time: resume without the receive-hour clean-up."""
+    return (*state, {}, None)
+
+
+LAKE_FORMAT = SnapshotFormat("lake", 2, migrations={1: _add_seen_positions})
 """Open files, buckets and undelivered files of a partition (operators/state/snapshots.py)."""
+
+
+def _wall_clock() -> float:
+    """The wall clock of snapshots and resumes (a function, so tests can move it)."""
+    return time.time()
+
+
+#: How far back a resume looks for receive-hour objects written after the snapshot.
+CLEANUP_MAX_HOURS = 7 * 24
 
 
 class LakeFile:
@@ -171,6 +192,7 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         self._dead_letters = dead_letters
         self._timestamps = TimestampParser(settings.validation.min_year, settings.validation.max_year)
         rollers, buckets = (state[0], state[1]) if state is not None else ({}, {})
+        self._seen: dict[str, Any] = dict(state[3]) if state is not None else {}
         self._rollers = {
             key: Roller(key[0], key[1], self._target, self._max_age, roller) for key, roller in rollers.items()
         }
@@ -189,6 +211,7 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
     def _chunk_files(self, chunk: LakeChunk) -> list[LakeFile]:
         files: list[FinishedFile] = []
         if layout.RAW in self._zones and chunk.lines:
+            self._seen[chunk.part] = chunk.position(len(chunk.lines) - 1)
             rows = raw_rows(chunk, self._timestamps)
             files += self._roller(layout.RAW, chunk.part).add(
                 rows.source, rows.hours, rows.times, rows.sizes, chunk.position
@@ -240,6 +263,8 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
                 {key: roller.snapshot() for key, roller in self._rollers.items()},
                 {zone: buckets.snapshot() for zone, buckets in self._buckets.items()},
                 self.delivery.snapshot(),
+                dict(self._seen),
+                _wall_clock(),
             )
         )
 
@@ -255,6 +280,45 @@ def _describe(value: Any) -> Any:
     if type(value) is LakeChunk:
         return {"part": value.part, "first_position": value.first_position, "lines": len(value.lines)}
     return value
+
+
+def remove_replayed_raw(store: ObjectStore, seen: dict[str, Any], snapshot_wall: float, now: float) -> int:
+    """Delete the raw objects written after the snapshot in the hours a line could have been received.
+
+    A raw line without a readable event time goes under the hour it was
+    received, and a replay receives it again, maybe in a later hour: the
+    object written before the crash would then hold it a second time. Every
+    raw object that holds a row past the snapshot's position (``seen``) was
+    written after the snapshot and will be written again by the replay, so
+    those in the hours between the snapshot and now are removed first.
+    Returns how many were removed; a store that cannot be listed is logged
+    and skipped (the lines stay, possibly twice: docs/lake.md).
+    """
+    first_hour = int(snapshot_wall // 3600) - 1  # one hour of slack for clocks of other processes
+    last_hour = int(now // 3600)
+    hours = range(max(first_hour, last_hour - CLEANUP_MAX_HOURS), last_hour + 1)
+    removed = 0
+    try:
+        for part, position in seen.items():
+            if not str(position).lstrip("-").isdigit():
+                continue
+            prefix_name = layout.safe_name(part) + "-"
+            for hour in hours:
+                folder = layout.hour_partition(layout.RAW, hour) + "/" + prefix_name
+                stale = [key for key in store.list_keys(folder) if _last_position(key) > int(position)]
+                if stale:
+                    store.delete(stale)
+                    removed += len(stale)
+    except Exception as exc:  # noqa: BLE001 - a clean-up that fails must not stop the start
+        logger.warning("lake: could not remove raw objects written after the snapshot (%s)", classify(exc).describe())
+    if removed:
+        logger.info("lake: removed %d raw object(s) written after the snapshot; the replay writes them again", removed)
+    return removed
+
+
+def _last_position(key: str) -> int:
+    last = key.rsplit("/", 1)[-1].removesuffix(".parquet").rsplit("-", 1)[-1]
+    return int(last) if last.isdigit() else -1
 
 
 def build_store(settings: Settings) -> ObjectStore:
@@ -310,5 +374,7 @@ class LakeSink(FixedPartitionedSink[Any, tuple]):
             setting="sinks.lake.uri",
             pending=resume_state[2] if resume_state is not None else None,
         )
+        if resume_state is not None and resume_state[4] is not None and layout.RAW in lake.zones:
+            remove_replayed_raw(store, resume_state[3], resume_state[4], _wall_clock())
         self.deliveries.append(delivery)
         return _LakePartition(for_part, self.settings, delivery, self.dead_letters, resume_state)

@@ -24,6 +24,10 @@ class ObjectStore(Protocol):
 
     def put(self, relative_key: str, data: bytes) -> None: ...
 
+    def list_keys(self, relative_prefix: str) -> list[str]: ...
+
+    def delete(self, relative_keys: list[str]) -> None: ...
+
     @property
     def resource(self) -> str: ...
 
@@ -46,6 +50,28 @@ class S3Store:
             Body=data,
             ContentType="application/vnd.apache.parquet",
         )
+
+    def list_keys(self, relative_prefix: str) -> list[str]:
+        """Keys (relative to the lake root) that start with ``relative_prefix``."""
+        root = self._location.key("")
+        keys = []
+        token: dict[str, str] = {}
+        while True:
+            page = self._client.list_objects_v2(
+                Bucket=self._location.bucket, Prefix=self._location.key(relative_prefix), **token
+            )
+            keys += [obj["Key"][len(root) :] for obj in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return keys
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def delete(self, relative_keys: list[str]) -> None:
+        for start in range(0, len(relative_keys), 1000):
+            batch = relative_keys[start : start + 1000]
+            self._client.delete_objects(
+                Bucket=self._location.bucket,
+                Delete={"Objects": [{"Key": self._location.key(k)} for k in batch], "Quiet": True},
+            )
 
 
 class LocalStore:
@@ -71,3 +97,14 @@ class LocalStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def list_keys(self, relative_prefix: str) -> list[str]:
+        folder, _, name = relative_prefix.rpartition("/")
+        path = Path(self._location.key(folder))
+        if not path.is_dir():
+            return []
+        return [f"{folder}/{p.name}" for p in sorted(path.iterdir()) if p.name.startswith(name)]
+
+    def delete(self, relative_keys: list[str]) -> None:
+        for key in relative_keys:
+            Path(self._location.key(key)).unlink(missing_ok=True)
