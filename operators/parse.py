@@ -27,6 +27,7 @@ import base64
 import copy
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -57,7 +58,7 @@ from operators.events.timestamps import TimestampParser, iso_utc
 from operators.privacy import Redactor
 from operators.records import LakeChunk, RawChunk
 from operators.reference.live import LiveReference, ReferenceHolder
-from operators.reference.merchants import STATUS_NAMES
+from operators.reference.merchants import NOT_LOADED, STATUS_NAMES
 from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, REVIEW_REQUIRED, FraudScorer
 
 # orjson and msgspec disagree on a line (e.g. nesting deeper than one allows).
@@ -177,7 +178,8 @@ class ChunkParser:
         self._enrichment = settings.enrichment
         self._reference = reference or ReferenceHolder(LiveReference.of(settings.rules))
         self._live: Optional[LiveReference] = None
-        self._merchant_points: tuple[int, ...] = (0, 0, 0, 0)
+        self._named_points: tuple[int, ...] = ()
+        self._anonymous_points: tuple[int, ...] = ()
         self._version_field = ""
         self._use(self._reference.current)
 
@@ -186,9 +188,12 @@ class ChunkParser:
         self._live = live
         fraud = live.rules.fraud
         self._scorer = FraudScorer(fraud, self._enrichment)
-        # Points per merchant status code (operators/reference/merchants.py): active,
-        # inactive, unknown, not_loaded.
-        self._merchant_points = (0, fraud.inactive_merchant_points, fraud.unknown_merchant_points, 0)
+        # Points per merchant variant (LiveReference.variants): status code
+        # (active, inactive, unknown, not_loaded) + 4 when the table's name is
+        # suspicious, which counts only for an event without a name of its own.
+        by_status = (0, fraud.inactive_merchant_points, fraud.unknown_merchant_points, 0)
+        self._named_points = by_status * 2
+        self._anonymous_points = by_status + tuple(points + fraud.merchant_points for points in by_status)
         self._version_field = f',"rules_version":"{live.version}"'
 
     def for_partition(self) -> ChunkParser:
@@ -311,11 +316,18 @@ class ChunkParser:
         lake_valid = hooks.lake_valid if lake_times is not None else None
         event_keys, event_failed, valid_events = hooks.event_keys, hooks.event_failed, hooks.valid_events
 
-        # The merchant join: one C-level dict lookup pass per chunk, then columns by slot.
+        # The merchant join, per chunk (operators/reference/merchants.py): slots, then columns.
         merchants = live.merchants
-        slots = merchants.slots(map(_merchant_id, events)) if merchants.loaded else repeat(merchants.sentinel)
-        m_status, m_limit, m_name_hits = merchants.status, merchants.limit, live.suspicious_names
-        m_points, over_points = self._merchant_points, rules.over_limit_points
+        variants: Iterable[int]
+        limits: Iterable[float]
+        if merchants.loaded:
+            slots = merchants.slots(map(_merchant_id, events))
+            variants = live.variants[slots].tolist()
+            limits = merchants.limit[slots].tolist()
+        else:
+            variants, limits = repeat(NOT_LOADED), repeat(math.inf)
+        named_points, anonymous_points = self._named_points, self._anonymous_points
+        over_points = rules.over_limit_points
 
         processed_tail = (datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
         out_lines: list[bytes] = []
@@ -324,7 +336,7 @@ class ChunkParser:
         by_shard: list[list] = [[] for _ in range(self._shards)]
         n_valid = 0
 
-        for index, ev, slot in zip(indices, events, slots, strict=False):
+        for index, ev, variant, limit in zip(indices, events, variants, limits, strict=False):
             raw = lines[index]
             # Types, lengths and ranges are checked; what remains is syntax and the clock.
             ts_value = ev.timestamp
@@ -353,11 +365,12 @@ class ChunkParser:
 
             # FraudScorer.score and .category, inline.
             amount = ev.amount
-            merchant = m_status[slot]
-            fraud_score = m_points[merchant]
+            merchant_name = ev.merchant_name
+            merchant = variant & 3
+            fraud_score = named_points[variant] if merchant_name else anonymous_points[variant]
             over = 0
             if amount is not None:
-                if amount > m_limit[slot]:
+                if amount > limit:
                     over = 1
                     fraud_score += over_points
                 if amount > high_amount:
@@ -369,15 +382,12 @@ class ChunkParser:
                 category = 2
             if currency is not None and currency not in currencies and currency.upper() not in currencies:
                 fraud_score += currency_points
-            merchant_name = ev.merchant_name
             if merchant_name:
                 hit = merchant_hits.get(merchant_name)
                 if hit is None:
                     hit = scorer.merchant_is_suspicious(merchant_name)
                 if hit:
                     fraud_score += merchant_points
-            elif m_name_hits[slot]:  # no name on the event: the table's, judged when it loaded
-                fraud_score += merchant_points
 
             # The raw object up to its closing brace, then the enrichment.
             record: Any = None

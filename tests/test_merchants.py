@@ -43,7 +43,7 @@ def _parse(table: MerchantTable, events: list[dict], **fraud) -> tuple[list[dict
 def test_table_slots_statuses_and_the_sentinel():
     table = MerchantTable([*ROWS, ("m_ok", "Corner Shop", False, 10.0)])  # a repeated id keeps its last row
     assert len(table) == 3
-    assert table.slots(["m_off", "nope", None]) == [1, 3, 3]
+    assert table.slots(["m_off", "nope", None]).tolist() == [1, 3, 3]
     assert [table.status_of(m) for m in ("m_ok", "m_test", "nope", None)] == [
         "inactive",
         "active",
@@ -122,7 +122,7 @@ def test_jsonl_and_csv_files_and_bad_rows(tmp_path):
             "inactive",
             "unknown",
         )
-        assert table.limit[table.slot_of["m_ok"]] == 500.0
+        assert table.limit_of("m_ok") == 500.0
     try:
         read_merchants(str(tmp_path / "absent.jsonl"), settings)
     except MerchantReadError as exc:
@@ -264,3 +264,13 @@ def test_dynamodb_table_provisioned_loaded_and_refreshed_while_the_flow_runs(mot
 
     Provisioner(settings, wait_seconds=10).down()
     assert dynamodb.describe_table(TableName=f"merchants-{tag}")["Table"]["TableName"] == f"merchants-{tag}"
+
+
+def test_the_hash_index_finds_every_merchant_of_a_large_table_and_nothing_else():
+    rows = [(f"m{i}", None, i % 3 != 0, float(i)) for i in range(50_000)]
+    table = MerchantTable(rows)
+    ids = [f"m{i}" for i in range(0, 50_000, 7)] + [f"absent{i}" for i in range(5_000)] + [None]
+    slots = table.slots(ids).tolist()
+    assert slots[: len(ids) - 5_001] == [i for i in range(0, 50_000, 7)]
+    assert set(slots[len(ids) - 5_001 :]) == {table.sentinel}
+    assert table.limit_of("m49999") == 49999.0 and table.status_of("m3") == "inactive"

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from config.live_rules import rules_version
 from config.settings import RuleSettings
 from operators.reference.merchants import NOT_CONFIGURED, MerchantTable
@@ -29,15 +31,16 @@ class LiveReference:
         alert and transaction record carries it as ``rules_version``.
     :ivar merchants: the merchant table (:data:`~operators.reference.merchants.NOT_CONFIGURED`
         when ``reference.merchants.path`` is null).
-    :ivar suspicious_names: per merchant slot, 1 when the table's name holds
-        one of ``rules.fraud.merchant_words``: judged once per version (in
-        the loader's thread), so an event without a name costs one index.
+    :ivar variants: per merchant slot, the status code (bits 0-1) and 4 when
+        the table's name holds one of ``rules.fraud.merchant_words`` (judged
+        once per version, in the loader's thread): what the parse loop needs
+        of a merchant, gathered per chunk in one call.
     """
 
     rules: RuleSettings
     version: str
     merchants: MerchantTable
-    suspicious_names: bytes
+    variants: np.ndarray
 
     @classmethod
     def of(
@@ -47,10 +50,10 @@ class LiveReference:
         reused when neither its table nor its merchant words changed."""
         words = rules.fraud.merchant_words
         if previous is not None and previous.merchants is merchants and previous.rules.fraud.merchant_words == words:
-            flags = previous.suspicious_names
+            variants = previous.variants
         else:
-            flags = merchants.suspicious_names(words)
-        return cls(rules, rules_version(rules), merchants, flags)
+            variants = merchants.status | (merchants.suspicious_names(words) << 2)
+        return cls(rules, rules_version(rules), merchants, variants)
 
 
 class ReferenceHolder:

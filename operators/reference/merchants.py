@@ -2,25 +2,34 @@
 
 The brief's transaction system validates every payment against a merchant
 table (``merchant_id``, ``name``, ``active``, ``max_transaction_amount``).
-Here the table is columns indexed by an interned slot: one dict from
-merchant id to slot, a ``bytes`` of status codes, an ``array('d')`` of limits
-and a list of names. The last slot is a sentinel row (status ``unknown``, or
-``not_loaded`` for the empty table used when no table is configured; no
-limit; no name), so a miss needs no branch: the join of a chunk is one
-``map(dict.get, ids, repeat(sentinel))`` call that runs in C, and the parse
-loop reads the columns by slot.
+Here the table is columns indexed by a slot, and the join of a chunk is a
+handful of numpy calls, not a Python lookup per event:
+
+- ``hash()`` of every merchant id of the chunk, in one C-level ``map``;
+- an open-addressing hash index over those 64-bit hashes (numpy arrays at
+  load factor <= 1/3), probed for the whole chunk at once: each round is a
+  vectorised gather, so the cache misses of a million-entry table overlap
+  instead of stalling the interpreter one event at a time (a ``dict`` of a
+  million ids cost the parse step about a third of its speed; see
+  docs/performance.md);
+- the chunk's columns (status, limit) gathered by slot.
+
+Ids are matched by their 64-bit ``hash()`` (salted per process, so equal
+within one); two ids of one table with the same hash would be confused, a
+chance of about n^2 / 2^65 (3e-8 for a million merchants). The last slot is a
+sentinel row (status ``unknown``, or ``not_loaded`` for the empty table used
+when no table is configured; no limit; no name), so a miss needs no branch.
 
 The table is immutable once built: a refresh builds a new one and swaps it in
-whole (operators/reference/live.py), so a chunk sees one version from start to end.
+whole (operators/reference.py), so a chunk sees one version from start to end.
 """
 
 from __future__ import annotations
 
-import math
-from array import array
 from collections.abc import Iterable
-from itertools import repeat
 from typing import Optional
+
+import numpy as np
 
 ACTIVE = 0
 INACTIVE = 1
@@ -31,66 +40,120 @@ STATUS_NAMES = ("active", "inactive", "unknown", "not_loaded")
 # (merchant_id, name, active, max_transaction_amount or None for no limit)
 MerchantRow = tuple[str, Optional[str], bool, Optional[float]]
 
+_EMPTY = -1  # CPython's hash() never returns -1
+_VECTOR_MIN = 16  # below this many unresolved ids, probe in a loop
+
 
 class MerchantTable:
-    """Merchants by interned slot; see the module docstring.
+    """Merchants by slot; see the module docstring.
 
-    :ivar slot_of: merchant id -> slot.
     :ivar status: status code per slot (:data:`ACTIVE` / :data:`INACTIVE`),
-        the sentinel slot last.
-    :ivar limit: max_transaction_amount per slot (``inf`` = no limit).
+        the sentinel slot last (uint8).
+    :ivar limit: max_transaction_amount per slot (``inf`` = no limit; float64).
     :ivar names: the merchant's name per slot (None when the table has none).
+    :ivar sentinel: the slot of the sentinel row (= the number of merchants).
     """
 
-    __slots__ = ("slot_of", "status", "limit", "names", "sentinel", "loaded")
+    __slots__ = ("_keys", "_values", "_mask", "status", "limit", "names", "sentinel", "loaded")
 
     def __init__(self, rows: Iterable[MerchantRow] = (), loaded: bool = True) -> None:
         """:arg rows: the table; a repeated merchant_id keeps its last row.
         :arg loaded: False builds the table used when none is configured
             (every merchant ``not_loaded``)."""
         slot_of: dict[str, int] = {}
-        status = bytearray()
-        limit = array("d")
+        status: list[int] = []
+        limit: list[float] = []
         names: list[Optional[str]] = []
+        inf = float("inf")
         for merchant_id, name, active, max_amount in rows:
-            code = ACTIVE if active else INACTIVE
-            cap = math.inf if max_amount is None else float(max_amount)
-            slot = slot_of.get(merchant_id)
-            if slot is None:
-                slot_of[merchant_id] = len(names)
-                status.append(code)
-                limit.append(cap)
-                names.append(name or None)
+            slot = slot_of.setdefault(merchant_id, len(names))
+            row = (0 if active else 1, inf if max_amount is None else float(max_amount), name or None)
+            if slot == len(names):
+                status.append(row[0])
+                limit.append(row[1])
+                names.append(row[2])
             else:
-                status[slot] = code
-                limit[slot] = cap
-                names[slot] = name or None
-        self.sentinel = len(names)
-        status.append(UNKNOWN if loaded else NOT_LOADED)
-        limit.append(math.inf)
-        names.append(None)
-        self.slot_of = slot_of
-        self.status = bytes(status)
-        self.limit = limit
-        self.names = names
+                status[slot], limit[slot], names[slot] = row
+        n = len(names)
+        hashes = np.fromiter(map(hash, slot_of), dtype=np.int64, count=n)
+        del slot_of
+        self.sentinel = n
+        self.status = np.array([*status, UNKNOWN if loaded else NOT_LOADED], dtype=np.uint8)
+        self.limit = np.array([*limit, inf], dtype=np.float64)
+        self.names = tuple(names) + (None,)  # a tuple of strings: untracked by the garbage collector
         self.loaded = loaded
+        self._build_index(hashes)
+
+    def _build_index(self, hashes: np.ndarray) -> None:
+        n = hashes.size
+        size = 1 << max(4, (3 * n).bit_length())  # load factor 1/6 to 1/3: short probe runs
+        mask = size - 1
+        keys = np.full(size, _EMPTY, dtype=np.int64)
+        values = np.zeros(size, dtype=np.int32)
+        pos = hashes & mask
+        pending = np.arange(n)
+        while pending.size:
+            at = pos[pending]
+            free = np.flatnonzero(keys[at] == _EMPTY)
+            # Of the pending rows that found a free slot, the first per slot takes it.
+            taken, first = np.unique(at[free], return_index=True)
+            winners = pending[free[first]]
+            keys[taken] = hashes[winners]
+            values[taken] = winners
+            placed = np.zeros(pending.size, dtype=bool)
+            placed[free[first]] = True
+            pending = pending[~placed]
+            pos[pending] = (pos[pending] + 1) & mask
+        self._keys, self._values, self._mask = keys, values, mask
 
     def __len__(self) -> int:
         return self.sentinel
 
-    def suspicious_names(self, words: list[str]) -> bytes:
-        """Per slot (sentinel included), 1 when the name holds one of the lower-case ``words``."""
-        return bytes(
-            1 if name is not None and any(word in name.lower() for word in words) else 0 for name in self.names
-        )
-
-    def slots(self, merchant_ids: Iterable[Optional[str]]) -> list[int]:
-        """The slot of each id (the sentinel for an absent or unknown id), in one C-level pass."""
-        return list(map(self.slot_of.get, merchant_ids, repeat(self.sentinel)))  # type: ignore[arg-type]
+    def slots(self, merchant_ids: Iterable[Optional[str]]) -> np.ndarray:
+        """The slot of each id (the sentinel for an absent or unknown id), for a whole chunk."""
+        hashes = np.fromiter(map(hash, merchant_ids), dtype=np.int64)
+        out = np.full(hashes.size, self.sentinel, dtype=np.int32)
+        if not self.sentinel:
+            return out
+        keys, values, mask = self._keys, self._values, self._mask
+        pos = hashes & mask
+        pending = np.arange(hashes.size)
+        while pending.size > _VECTOR_MIN:
+            at = pos[pending]
+            found = keys[at]
+            hit = found == hashes[pending]
+            out[pending[hit]] = values[at[hit]]
+            go_on = ~hit & (found != _EMPTY)
+            pending = pending[go_on]
+            pos[pending] = (at[go_on] + 1) & mask
+        # The few ids in long probe runs: a plain loop beats another dozen array rounds.
+        for i in pending.tolist():
+            h, p = int(hashes[i]), int(pos[i])
+            while True:
+                found = int(keys[p])
+                if found == h:
+                    out[i] = values[p]
+                    break
+                if found == _EMPTY:
+                    break
+                p = (p + 1) & mask
+        return out
 
     def status_of(self, merchant_id: Optional[str]) -> str:
         """The status name of one merchant (tests, tools; the flow joins per chunk)."""
-        return STATUS_NAMES[self.status[self.slot_of.get(merchant_id, self.sentinel)]]  # type: ignore[arg-type]
+        return STATUS_NAMES[int(self.status[self.slots([merchant_id])[0]])]
+
+    def limit_of(self, merchant_id: Optional[str]) -> float:
+        """The max_transaction_amount of one merchant (``inf`` = none)."""
+        return float(self.limit[self.slots([merchant_id])[0]])
+
+    def suspicious_names(self, words: list[str]) -> np.ndarray:
+        """Per slot (sentinel included), 1 when the name holds one of the lower-case ``words``."""
+        return np.fromiter(
+            (name is not None and any(word in name.lower() for word in words) for name in self.names),
+            dtype=np.uint8,
+            count=len(self.names),
+        )
 
 
 NOT_CONFIGURED = MerchantTable(loaded=False)
