@@ -7,8 +7,10 @@ Usage::
 Runs the real dataflow in this process (file source, the input of
 ``bench/aws_sinks_bench.py``: four regions, 1,000 events per second of event
 time, 1 % failures, 0.5 % fraud-looking payments), alternating, ``--rounds``
-times each, best run kept (the machine is shared), wall clock and CPU seconds
-of the whole process (every thread):
+times each (the order of ``off`` and ``lake`` swapped every round), wall clock
+and CPU seconds of the whole process (every thread); reported: the best run of
+each, and the median lake/off ratio of the adjacent pairs (the machine is
+shared, and whole runs move by a third between identical runs):
 
 - ``off``: JSONL outputs on, lake off;
 - ``lake``: the same plus ``sinks.lake`` to a local directory (default settings:
@@ -29,6 +31,7 @@ import json
 import math
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -107,14 +110,19 @@ def main(argv: list[str] | None = None) -> int:
         write_events(source, args.events, 1000.0, datetime(2025, 7, 9, 19, 0, tzinfo=UTC))
         best: dict[str, float] = {}
         best_cpu: dict[str, float] = {}
-        for _ in range(args.rounds):
-            for name in ("off", "lake", "bare"):
+        pairs: list[tuple[float, float]] = []  # (wall, cpu) ratio lake/off of adjacent runs
+        for round_no in range(args.rounds):
+            order = ("off", "lake", "bare") if round_no % 2 == 0 else ("lake", "off", "bare")
+            runs: dict[str, tuple[float, float]] = {}
+            for name in order:
                 out, lake = work / f"out-{name}", work / f"lake-{name}"
                 shutil.rmtree(out, ignore_errors=True)
                 shutil.rmtree(lake, ignore_errors=True)
                 wall, cpu = _run(_settings(source, out, lake if name == "lake" else None, jsonl=name != "bare"))
                 best[name] = min(best.get(name, math.inf), wall)
                 best_cpu[name] = min(best_cpu.get(name, math.inf), cpu)
+                runs[name] = (wall, cpu)
+            pairs.append((runs["off"][0] / runs["lake"][0], runs["off"][1] / runs["lake"][1]))
         stats = _zone_stats(work / "lake-lake")
         raw_row, enriched_row = _row_bytes(source, work / "out-lake")
         rates = {name: args.events / seconds for name, seconds in best.items()}
@@ -140,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             "lake_vs_off": round(rates["lake"] / rates["off"], 3),
             "lake_vs_bare": round(rates["lake"] / rates["bare"], 3),
             "lake_vs_off_per_cpu_second": round(cpu_rates["lake"] / cpu_rates["off"], 3),
+            "lake_vs_off_median_of_adjacent_pairs": {
+                "wall": round(statistics.median(p[0] for p in pairs), 3),
+                "cpu": round(statistics.median(p[1] for p in pairs), 3),
+            },
             "lake_vs_bare_per_cpu_second": round(cpu_rates["lake"] / cpu_rates["bare"], 3),
             "bytes_per_event": {
                 zone: round(s["bytes"] / max(1, s["rows"]), 1)

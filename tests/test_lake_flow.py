@@ -25,6 +25,8 @@ def lake_events(n: int) -> list:
         events.insert(100 + i * 700, bad)
     events[50]["merchant_name"] = "test shop"  # flagged: takes the dict path
     events[51]["amount"] = 9000.0
+    for i in (60, 61, 900):  # FRAUD_SUSPECTED: alerts in the lake too
+        events[i].update(merchant_name="Fake store", amount=9000.0)
     return events
 
 
@@ -69,5 +71,9 @@ def test_file_replay_writes_every_line_to_raw_and_every_transaction_to_enriched(
     assert len(list((lake / "raw").rglob("*.parquet"))) > 2  # the size roll cut several files
     metrics = read_zone(str(lake), "metrics")
     assert sum(metrics.column("count").to_pylist()) == len(transactions)
+    alerts = [orjson.loads(line) for line in (out / "alerts-0.jsonl").read_bytes().splitlines()]
+    lake_alerts = read_zone(str(lake), "alerts")
+    assert len(alerts) >= 3
+    assert sorted(lake_alerts.column("alert_id").to_pylist()) == sorted(a["alert_id"] for a in alerts)
     assert not list(lake.rglob(".writing-*"))
     assert not (out / "sink_dead_letter.jsonl").exists()

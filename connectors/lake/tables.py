@@ -109,6 +109,8 @@ METRICS_SCHEMA = pa.schema(
         ("extra", pa.string()),
     ]
 )
+# One thread: a chunk is one block, and Arrow's thread pool only added CPU here (2.1 vs 1.6 us/event).
+_ONE_THREAD = pajson.ReadOptions(use_threads=False, block_size=1 << 24)
 _READ_OPTIONS = pajson.ParseOptions(explicit_schema=_EVENT_FIELDS, unexpected_field_behavior="ignore")
 _FAIL_SET = pa.array(sorted(FAIL_STATUSES))
 
@@ -288,7 +290,7 @@ def enriched_table(chunk: LakeChunk, times: np.ndarray, index: np.ndarray) -> pa
     """The enriched-zone table of a chunk's valid transactions, typed columns."""
     blob = chunk.transactions
     try:
-        events = pajson.read_json(io.BytesIO(blob), parse_options=_READ_OPTIONS)
+        events = pajson.read_json(io.BytesIO(blob), read_options=_ONE_THREAD, parse_options=_READ_OPTIONS)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         events = _events_line_by_line(blob)
     if events.num_rows != len(index):
