@@ -75,9 +75,11 @@ class ServerProcess:
                 self.proc.wait()
 
 
-def start_tansu(log_dir: Path, port: Optional[int] = None) -> ServerProcess:
+def start_tansu(log_dir: Path, port: Optional[int] = None, advertised_port: Optional[int] = None) -> ServerProcess:
+    """Tansu on ``port``; ``advertised_port`` (a proxy in front of it) is what clients are told to connect to."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     log_path = log_dir / f"tansu-{port}.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
@@ -87,7 +89,7 @@ def start_tansu(log_dir: Path, port: Optional[int] = None) -> ServerProcess:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ],

@@ -1,4 +1,4 @@
-"""A loopback TCP proxy that a test can cut and restore, to simulate an AWS outage.
+"""A loopback TCP proxy that a test can cut and restore, to simulate a network outage.
 
 moto_server keeps its state in memory, so stopping it would forget every
 table and topic; stopping this proxy in front of it cuts the network instead:
@@ -22,6 +22,15 @@ class TcpProxy:
         self._server: Optional[socket.socket] = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._cut_after: Optional[int] = None
+        self._outage_seconds = 0.0
+        self._forwarded = 0
+        self.forwarded = 0
+        """Bytes sent from the target to clients since the proxy was made."""
+        self.cutting = threading.Event()
+        """Set while an armed cut (:meth:`cut_after`) is in effect."""
+        self.restored = threading.Event()
+        """Set once an armed cut is over and the proxy listens again."""
 
     @property
     def url(self) -> str:
@@ -36,6 +45,40 @@ class TcpProxy:
         self._server = server
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
         return self
+
+    def cut_after(self, nbytes: int, outage_seconds: float) -> None:
+        """Cut every connection once ``nbytes`` more bytes have gone from the target to clients,
+        then listen again ``outage_seconds`` later.
+
+        Triggered by traffic, not by a timer, so the cut falls in the middle
+        of a read however fast the machine is: the reader cannot finish
+        without the bytes that come after it.
+        """
+        with self._lock:
+            self._forwarded = 0
+            self._cut_after = nbytes
+            self._outage_seconds = outage_seconds
+        self.cutting.clear()
+        self.restored.clear()
+
+    def _count(self, nbytes: int) -> None:
+        with self._lock:
+            self.forwarded += nbytes
+            if self._cut_after is None:
+                return
+            self._forwarded += nbytes
+            if self._forwarded < self._cut_after:
+                return
+            self._cut_after = None
+        self.cutting.set()
+        threading.Thread(target=self._outage, daemon=True).start()
+
+    def _outage(self) -> None:
+        self.stop()
+        threading.Event().wait(self._outage_seconds)
+        self.start()
+        self.cutting.clear()
+        self.restored.set()
 
     def stop(self) -> None:
         """Refuse new connections and reset the open ones."""
@@ -64,16 +107,18 @@ class TcpProxy:
                     upstream.close()
                     return
                 self._conns.update((client, upstream))
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, to_client: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
                 dst.sendall(data)
+                if to_client:
+                    self._count(len(data))
         except OSError:
             pass
         finally:
