@@ -2,7 +2,8 @@
 
 The parse step calls :meth:`DimensionCounter.count` once per chunk with the
 chunk's valid events: for every field in ``rules.failure_rate.explain_by``
-it returns ``{(region, hop_start, field, value): [events, failures]}``.
+it returns the compact counts ``(region, hop_start, value) -> events`` and
+``-> failures`` of the chunk, as two ``Counter`` objects (built in C).
 ``hop_start`` is the event second rounded down to ``hop_seconds``: every
 sliding window starts and ends on a hop, so a window is an exact sum of hops
 and the counts stay ten times smaller than per second.
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import compress
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 _SCALARS = (str, int, float, bool)
+_first = itemgetter(0)
+_second = itemgetter(1)
 
 
 def _text(value: Any) -> Any:
@@ -48,8 +51,11 @@ class DimensionCounter:
         self._getters = [(name, attrgetter(name), name in typed_fields) for name in fields]
         self._hop = hop_seconds
 
-    def count(self, keys: list[tuple[str, int]], failed: list[bool], events: list) -> dict[tuple, list[int]]:
-        """Counts for one chunk.
+    def count(
+        self, keys: list[tuple[str, int]], failed: list[bool], events: list
+    ) -> dict[str, tuple[Counter, Counter]]:
+        """Counts for one chunk: ``{field: (events, failures)}``, each a
+        ``Counter`` keyed ``(region, hop_start, value)``.
 
         :arg keys: ``(region, second)`` of every valid event.
         :arg failed: whether each of those events failed.
@@ -58,18 +64,20 @@ class DimensionCounter:
         if not self._getters or not keys:
             return {}
         hop = self._hop
-        hop_keys = {key: (key[0], key[1] - key[1] % hop) for key in set(keys)}
-        by_hop = list(map(hop_keys.__getitem__, keys))
-        failed_hops = list(compress(by_hop, failed))
-        out: dict[tuple, list[int]] = {}
+        regions = list(map(_first, keys))
+        hop_of = {second: second - second % hop for second in set(map(_second, keys))}
+        hops = list(map(hop_of.__getitem__, map(_second, keys)))
+        failed_regions = list(compress(regions, failed))
+        failed_hops = list(compress(hops, failed))
+        out: dict[str, tuple[Counter, Counter]] = {}
         for name, getter, typed in self._getters:
             values = list(map(getter, events))
             if not typed:
                 values = [_text(v) for v in values]
-            seen = Counter(zip(by_hop, values, strict=True))
-            fails = Counter(zip(failed_hops, compress(values, failed), strict=True)) if failed_hops else {}
-            for (region_hop, value), n in seen.items():
-                if value is None:
-                    continue
-                out[(region_hop[0], region_hop[1], name, value)] = [n, fails.get((region_hop, value), 0)]
+            # Flat (region, hop, value) keys: a nested tuple's hash is recomputed on every lookup.
+            seen = Counter(zip(regions, hops, values, strict=True))
+            fails = Counter()
+            if failed_hops:
+                fails = Counter(zip(failed_regions, failed_hops, compress(values, failed), strict=True))
+            out[name] = (seen, fails)
         return out

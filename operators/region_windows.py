@@ -33,6 +33,7 @@ it changes in closed form.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -45,7 +46,9 @@ METRICS = "metrics"
 ALERT = "alert"
 # Version of the pickled RegionWindowState; older snapshots are migrated in
 # :func:`migrate_state`.
-STATE_VERSION = 2
+STATE_VERSION = 3
+# Chunk counts with at most this many entries are merged entry by entry.
+_FEW = 64
 
 
 @dataclass(slots=True)
@@ -53,8 +56,8 @@ class RegionSummary:
     """What the region windows need from one parsed chunk.
 
     :ivar region_counts: ``{(region, second): [count, failures, fraud_suspected, review_required]}``.
-    :ivar dimension_counts: ``{(region, hop_start, field, value): [events, failures]}``
-        (operators/dimension_counts.py).
+    :ivar dimension_counts: ``{field: (events, failures)}``, two ``Counter``
+        keyed ``(region, hop_start, value)`` (operators/dimension_counts.py).
     """
 
     part: str
@@ -116,6 +119,8 @@ class RegionWindowState:
     dims_cut: dict = field(default_factory=dict)
     # hop starts below this are complete and compacted
     sealed: int = -(2**62)
+    # field -> (events, failures) Counters keyed (region, hop start, value): hops not sealed yet
+    pending: dict = field(default_factory=dict)
     version: int = STATE_VERSION
 
 
@@ -125,11 +130,12 @@ def migrate_state(state: Any) -> RegionWindowState:
     Version 1 (before incidents carried evidence and contributors) held each
     open incident as its id string and had no dimension counts: an open
     FAILURE_RATE incident carries on with an unknown peak and no contributors.
+    Version 2 had no ``pending`` counts (it merged them as they came).
     """
     # Look in the instance: the class attribute holds the current version.
     if vars(state).get("version", 1) >= STATE_VERSION:
         return state
-    defaults: tuple[tuple[str, Any], ...] = (("dims", {}), ("dims_cut", {}), ("sealed", -(2**62)))
+    defaults: tuple[tuple[str, Any], ...] = (("dims", {}), ("dims_cut", {}), ("sealed", -(2**62)), ("pending", {}))
     for name, default in defaults:
         if name not in vars(state):
             setattr(state, name, default)
@@ -216,33 +222,59 @@ class RegionWindows:
         return self.advance(now)
 
     def _add_dimensions(self, counts: dict) -> None:
-        """Merge a chunk's dimension counts.
+        """Add a chunk's dimension counts to the pending (not yet sealed) hops."""
+        pending = self.state.pending
+        for name, (seen, fails) in counts.items():
+            pair = pending.get(name)
+            if pair is None:
+                pending[name] = (Counter(seen), Counter(fails))
+                continue
+            # A few entries (device, currency) are added one by one; a
+            # high-cardinality field (merchant_id: about one entry per event of a
+            # chunk) is re-counted in C, which costs less than a Python step each.
+            pair[0].update(seen if len(seen) <= _FEW else seen.elements())
+            if fails:
+                pair[1].update(fails if len(fails) <= _FEW else fails.elements())
 
-        A hop already sealed only receives events that an idle partition's
-        estimated watermark overtook; a value that its field's cut removed
-        stays absent there (so it is never reported with a partial count).
+    def _move_sealed(self, limit: float) -> list[tuple[str, int]]:
+        """Move the pending counts of hops starting at or before ``limit`` into the per-hop tables.
+
+        A hop already sealed (and cut) only receives events that an idle
+        partition's estimated watermark overtook; a value that its field's
+        cut removed stays absent there, so it is never reported with a
+        partial count. Returns the (region, hop) pairs that received counts.
         """
         st = self.state
         dims = st.dims
-        sealed = st.sealed
-        per_region: Optional[dict[int, dict[tuple[str, str], list[int]]]]
-        per_hop: Optional[dict[tuple[str, str], list[int]]]
-        for (region, hop_start, name, value), (events, failures) in counts.items():
-            per_region = dims.get(region)
-            if per_region is None:
-                per_region = dims[region] = {}
-            per_hop = per_region.get(hop_start)
-            if per_hop is None:
-                per_hop = per_region[hop_start] = {}
-            key = (name, value)
-            pair = per_hop.get(key)
-            if pair is None:
-                if hop_start < sealed and name in st.dims_cut.get(region, {}).get(hop_start, ()):
-                    continue
-                per_hop[key] = [events, failures]
+        touched: set[tuple[str, int]] = set()
+        for name, (seen, fails) in st.pending.items():
+            moved = [(key, n) for key, n in seen.items() if key[1] <= limit]
+            if len(moved) == len(seen):
+                seen.clear()
             else:
-                pair[0] += events
-                pair[1] += failures
+                for key, _n in moved:
+                    dict.__delitem__(seen, key)  # Counter's own __delitem__ is Python
+            for key, events in moved:
+                failures = fails.pop(key, 0)
+                region, hop_start, value = key
+                if value is None:
+                    continue
+                per_region = dims.get(region)
+                if per_region is None:
+                    per_region = dims[region] = {}
+                per_hop = per_region.get(hop_start)
+                if per_hop is None:
+                    per_hop = per_region[hop_start] = {}
+                pair = per_hop.get((name, value))
+                if pair is None:
+                    if hop_start < st.sealed and name in st.dims_cut.get(region, {}).get(hop_start, ()):
+                        continue
+                    per_hop[(name, value)] = [events, failures]
+                else:
+                    pair[0] += events
+                    pair[1] += failures
+                touched.add((region, hop_start))
+        return sorted(touched)
 
     def _global_watermark(self, now: float) -> float:
         """Minimum over partitions; idle ones do not hold it back.
@@ -387,33 +419,33 @@ class RegionWindows:
             return
         hop = self.rule.hop_seconds
         limit = math.floor(watermark / hop) * hop - hop if watermark != math.inf else math.inf
-        if limit < st.sealed:
+        if limit < st.sealed or not st.pending:
             return
         keep = self.rule.explain_max_values
-        for region, per_region in st.dims.items():
-            for hop_start in [h for h in per_region if st.sealed <= h <= limit]:
-                per_hop = per_region[hop_start]
-                if len(per_hop) <= keep:
+        for region, hop_start in self._move_sealed(limit):
+            per_hop = st.dims[region][hop_start]
+            if len(per_hop) <= keep:
+                continue
+            by_field: dict[str, list] = {}
+            for key, pair in per_hop.items():
+                by_field.setdefault(key[0], []).append((pair[1], pair[0], key))
+            cut = list(st.dims_cut.get(region, {}).get(hop_start, ()))
+            for name, entries in by_field.items():
+                if len(entries) <= keep:
                     continue
-                by_field: dict[str, list] = {}
-                for key, pair in per_hop.items():
-                    by_field.setdefault(key[0], []).append((pair[1], pair[0], key))
-                cut = []
-                for name, entries in by_field.items():
-                    if len(entries) <= keep:
-                        continue
-                    entries.sort(reverse=True)
-                    kept = {key for _f, _e, key in entries[:keep]}
-                    entries.sort(key=lambda entry: entry[1], reverse=True)
-                    kept.update(key for _f, _e, key in entries[:keep])
-                    for _f, _e, key in entries:
-                        if key not in kept:
-                            del per_hop[key]
+                entries.sort(reverse=True)
+                kept = {key for _f, _e, key in entries[:keep]}
+                entries.sort(key=lambda entry: entry[1], reverse=True)
+                kept.update(key for _f, _e, key in entries[:keep])
+                for _f, _e, key in entries:
+                    if key not in kept:
+                        del per_hop[key]
+                if name not in cut:
                     cut.append(name)
-                if cut:
-                    st.dims_cut.setdefault(region, {})[hop_start] = tuple(cut)
+            if cut:
+                st.dims_cut.setdefault(region, {})[hop_start] = tuple(cut)
         if limit != math.inf:
-            st.sealed = int(limit) + hop
+            st.sealed = max(st.sealed, int(limit) + hop)
 
     def _prune(self, keep_from: int) -> None:
         st = self.state

@@ -104,11 +104,15 @@ def test_dimension_counts_per_chunk_are_exact_per_hop():
     ]
     keys = [("EU", 1000), ("EU", 1009), ("EU", 1010), ("US", 1003)]
     failed = [True, False, True, True]
-    assert counter.count(keys, failed, events) == {
-        ("EU", 1000, "device", "mobile"): [2, 1],
-        ("US", 1000, "device", "web"): [1, 1],
-        ("EU", 1000, "payment_method", "card"): [1, 1],
-        ("EU", 1010, "payment_method", "3"): [1, 1],
-        ("US", 1000, "payment_method", "{'odd': 1}"): [1, 1],
+    counts = counter.count(keys, failed, events)
+    assert counts["device"] == (
+        {("EU", 1000, "mobile"): 2, ("EU", 1010, None): 1, ("US", 1000, "web"): 1},
+        {("EU", 1000, "mobile"): 1, ("EU", 1010, None): 1, ("US", 1000, "web"): 1},
+    )
+    assert counts["payment_method"][0] == {
+        ("EU", 1000, "card"): 1,
+        ("EU", 1000, None): 1,
+        ("EU", 1010, "3"): 1,
+        ("US", 1000, "{'odd': 1}"): 1,
     }
     assert DimensionCounter([], 10, frozenset()).count(keys, failed, events) == {}

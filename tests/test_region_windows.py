@@ -1,5 +1,7 @@
 """Region windows: exact minutes, incident lifecycle, watermark across partitions, silence."""
 
+from collections import Counter
+
 from config import load_settings
 from operators.region_windows import ALERT, METRICS, RegionSummary, RegionWindows
 from tests.events import T0
@@ -202,6 +204,17 @@ def test_end_of_input_keeps_an_incident_open_while_its_last_window_fails():
 # -- contributors ------------------------------------------------------------------------------
 
 
+def as_counters(flat):
+    """``{(region, hop, field, value): [events, failures]}`` as the parse step hands it over."""
+    out = {}
+    for (region, hop, name, value), (events, failures) in flat.items():
+        seen, fails = out.setdefault(name, (Counter(), Counter()))
+        seen[(region, hop, value)] += events
+        if failures:
+            fails[(region, hop, value)] += failures
+    return out
+
+
 def dims_for(region, start, seconds, hop, per_hop):
     """Dimension counts per hop: per_hop maps (field, value) -> (events, failures) per hop."""
     out = {}
@@ -218,7 +231,7 @@ def test_open_names_the_device_that_carries_the_failures():
     normal = {("device", "mobile"): (50, 0), ("device", "web"): (150, 0)}
     failing = {("device", "mobile"): (50, 20), ("device", "web"): (150, 0)}
     dims = dims_for("EU", T0, 120, 10, normal) | dims_for("EU", T0 + 120, 120, 10, failing)
-    s = RegionSummary("p0", 1, T0 + 240, False, False, counts, dims)
+    s = RegionSummary("p0", 1, T0 + 240, False, False, counts, as_counters(dims))
     opened = kinds(w.add([s], now=0), ALERT)[0]
     top = opened["details"]["contributors"][0]
     assert (top["dimension"], top["value"]) == ("device", "mobile")
@@ -233,7 +246,7 @@ def test_a_broad_incident_names_no_contributor():
     normal = {("device", "mobile"): (50, 0), ("device", "web"): (150, 0)}
     failing = {("device", "mobile"): (50, 5), ("device", "web"): (150, 15)}
     dims = dims_for("EU", T0, 120, 10, normal) | dims_for("EU", T0 + 120, 120, 10, failing)
-    opened = kinds(w.add([RegionSummary("p0", 1, T0 + 240, False, False, counts, dims)], now=0), ALERT)[0]
+    opened = kinds(w.add([RegionSummary("p0", 1, T0 + 240, False, False, counts, as_counters(dims))], now=0), ALERT)[0]
     assert opened["details"]["contributors"] == []
     assert "no single value stands out" in opened["message"]
 
@@ -250,7 +263,7 @@ def test_heavy_hitters_keep_a_bounded_exact_summary_per_hop():
         dims[("EU", h, "merchant_id", "m1")] = [2, 2 if incident else 0]
         for m in range(2, 60):
             dims[("EU", h, "merchant_id", f"m{m}")] = [3 + m % 2, 0]
-    out = w.add([RegionSummary("p0", 1, T0 + 240, False, False, counts, dims)], now=0)
+    out = w.add([RegionSummary("p0", 1, T0 + 240, False, False, counts, as_counters(dims))], now=0)
     sealed = [v for h, v in w.state.dims["EU"].items() if h < T0 + 220]
     assert sealed and all(len(v) <= 6 for v in sealed)  # top 3 by failures + top 3 by events
     opened = kinds(out, ALERT)[0]
@@ -334,7 +347,7 @@ def test_a_version_1_snapshot_is_migrated():
 
     old = RegionWindowState()
     old.incidents[("FAILURE_RATE", "EU")] = "FAILURE_RATE:EU:20250709T190120Z"
-    for name in ("dims", "dims_cut", "version"):
+    for name in ("dims", "dims_cut", "version", "pending", "sealed"):
         old.__dict__.pop(name, None)
     w = windows()
     w.state = None  # type: ignore[assignment]
