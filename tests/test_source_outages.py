@@ -14,17 +14,19 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import boto3
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from cli.producer import publish_kafka
-from config.settings import KafkaSourceSettings
+from cli.producer import publish_kafka, publish_kinesis
+from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings
 from tests.servers import free_port, start_tansu
 from tests.tcp_proxy import TcpProxy
 from tests.test_source_recovery import BAD, _config, _events, _finish, _flow, _lines
 
 OUTAGE_SECONDS = 20
 KAFKA_EVENTS = 20_000
+KINESIS_EVENTS = 12_000  # moto serves about 4,000 records/s
 
 
 def _scrape(port: int, name: str) -> float | None:
@@ -114,3 +116,52 @@ def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: P
     # are large, the cut usually falls in the partitions' first fetch, before any lag is reported).
     assert len(set(during)) <= 1
     assert after and max(after) > 0  # after the restore, records that waited through the cut are read
+
+
+@pytest.mark.integration
+def test_kinesis_flow_rides_out_a_cut_of_every_connection(moto, tmp_path: Path, monkeypatch):
+    stream = f"o-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("kinesis", endpoint_url=moto.url, region_name="us-east-1")
+    client.create_stream(StreamName=stream, ShardCount=2)
+    client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
+    kinesis = {
+        "stream_name": stream,
+        "bounded": True,
+        "min_poll_interval_seconds": 0.0,
+        "idle_poll_interval_seconds": 0.05,
+        "max_backoff_seconds": 2.0,  # keeps the wait after the restore short
+    }
+    publish_kinesis(
+        KinesisSourceSettings(**kinesis), AwsSettings(endpoint_url=moto.url), _events(KINESIS_EVENTS), client=client
+    )
+    proxy = TcpProxy(moto.port).start()  # the flow reaches moto only through the proxy
+    try:
+        monkeypatch.setenv("PAYWATCH__AWS__ENDPOINT_URL", proxy.url)
+        source = {"type": "kinesis", "kinesis": kinesis, "idle_partition_seconds": 3600}
+        reference = _config(tmp_path, "reference", source)
+        start = proxy.forwarded
+        _finish(_flow(reference), reference)
+        read_bytes = proxy.forwarded - start
+
+        metrics_port = free_port()
+        monkeypatch.setenv("PAYWATCH__METRICS__PORT", str(metrics_port))
+        cut = _config(tmp_path, "cut", source)
+        proxy.cut_after(read_bytes // 2, OUTAGE_SECONDS)
+        sampler = _Sampler(metrics_port, "paywatch_kinesis_millis_behind_latest", proxy)
+        proc = _flow(cut)
+        sampler.start()
+        _finish(proc, cut, timeout=OUTAGE_SECONDS + 120)
+        sampler.done.set()
+        sampler.join()
+    finally:
+        proxy.stop()
+
+    assert proxy.restored.is_set()
+    ref, out = tmp_path / "reference", tmp_path / "cut"
+    for kind in ("metrics", "alerts", "dead_letter"):
+        assert _lines(out, kind) == _lines(ref, kind), kind
+    assert len(_lines(out, "dead_letter")) == len(BAD)
+    assert len(_lines(out, "transactions")) == KINESIS_EVENTS
+    during = sampler.of("during")
+    assert len(set(during)) <= 1  # no GetRecords answered while cut: the lag stays where it was
+    assert during and during[0] > 0  # and shows records waiting
