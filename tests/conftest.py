@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
+import subprocess
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tests.servers import ServerProcess, start_moto, start_tansu
 
-from tests.servers import ServerProcess, start_moto, start_tansu  # noqa: E402
+#: Fixtures that start a real server: a test using one (directly or through
+#: another fixture) is an integration test whatever its own marks say.
+SERVER_FIXTURES = frozenset({"kafka_broker", "moto"})
 
 # boto3 must never reach a real account from the tests.
 for _name, _value in {
@@ -23,6 +23,31 @@ for _name, _value in {
 }.items():
     os.environ[_name] = _value
 os.environ.pop("AWS_PROFILE", None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a server fixture, so ``-m "not integration"`` is the fast unit run."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+_Popen = subprocess.Popen
+
+
+class _RefusedPopen(_Popen):  # type: ignore[type-arg]
+    def __init__(self, args, *rest, **kwargs) -> None:
+        raise RuntimeError(
+            f"this test starts a subprocess ({args!r}) but is not marked @pytest.mark.integration: "
+            "mark it (or its module: pytestmark = pytest.mark.integration)"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked integration may not start a process: the unit run stays fast and self-contained."""
+    if request.node.get_closest_marker("integration") is None:
+        monkeypatch.setattr(subprocess, "Popen", _RefusedPopen)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,9 @@ import yaml
 from config import load_settings
 from tests.k8s_tools import CHART, checkov, helm, render, render_error
 
+#: Every test renders the chart with the real Helm binary (a subprocess).
+pytestmark = pytest.mark.integration
+
 KUBERNETES_VERSION = "1.33.0"  # EKS standard support at the time of writing
 CRD_KINDS = {"ServiceMonitor"}
 
@@ -365,7 +368,6 @@ def test_recovery_init_creates_partitions_once_for_parallel_pods(tmp_path):
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(
     ("sets", "skipped"),
     [

@@ -35,7 +35,7 @@ PARTITIONS = 8
 #: Wall-clock pace of the clustered runs: ~4 s, so the kill lands mid-stream.
 RATE = 30_000
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def _config(tmp: Path, out: str, rate: int) -> Path:

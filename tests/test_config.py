@@ -80,6 +80,7 @@ def test_missing_file_is_reported(tmp_path):
         load_settings(tmp_path / "absent.yaml", environ={})
 
 
+@pytest.mark.integration
 def test_dataflow_start_fails_naming_the_key(tmp_path):
     import subprocess
     import sys

@@ -2,45 +2,24 @@
 
 from __future__ import annotations
 
-import glob
-import os
 import random
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
-from bytewax.testing import run_main
 
-from config import load_settings
-from dataflow import build_flow
 from tests.events import T0, event, iso, write_jsonl
 from tests.servers import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-QUIET = {"alerts": False, "metrics": False, "dead_letters": False}
-
-
-def read(out_dir: Path, name: str) -> list[dict]:
-    records = []
-    for path in sorted(glob.glob(str(out_dir / f"{name}*.jsonl"))):
-        with open(path, "rb") as f:
-            records.extend(orjson.loads(line) for line in f)
-    return records
+from tests.support.config import settings_for, write_config
+from tests.support.flow import finish, run_in_process, start_flow
+from tests.support.output import jsonl_records as read
 
 
 def run_files(pattern: str, out_dir: Path, **overrides) -> None:
-    settings = load_settings(
-        environ={},
-        overrides={
-            "source": {"type": "file", "path": pattern, "batch_size": overrides.pop("batch_size", 100)},
-            "sinks": {"jsonl": {"dir": str(out_dir)}, "stdout": QUIET},
-            **overrides,
-        },
-    )
-    run_main(build_flow(settings))
+    """The whole flow in-process on JSONL files, writing JSONL to ``out_dir``."""
+    source = {"type": "file", "path": pattern, "batch_size": overrides.pop("batch_size", 100)}
+    run_in_process(settings_for(out_dir, source=source, **overrides))
 
 
 def minute_counts(records: list[dict]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -163,27 +142,12 @@ def two_file_input(tmp_path_factory):
     return base
 
 
-def _bytewax(args: list[str], config: Path, cwd: Path = ROOT) -> subprocess.Popen:
-    env = {**os.environ, "PAYWATCH_CONFIG": str(config)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "dataflow", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 def _config(base: Path, out: Path) -> Path:
-    path = out.with_suffix(".yaml")
-    path.write_text(
-        f"source: {{type: file, path: '{base}/p*.jsonl', batch_size: 200}}\n"
-        f"sinks: {{jsonl: {{dir: '{out}', files: 2}}, "
-        "stdout: {alerts: false, metrics: false, dead_letters: false}}\n"
-    )
-    return path
+    source = {"type": "file", "path": f"{base}/p*.jsonl", "batch_size": 200}
+    return write_config(out.with_suffix(".yaml"), out, source=source, sinks={"jsonl": {"files": 2}})
 
 
+@pytest.mark.integration
 def test_two_workers_and_two_processes_equal_one_worker(two_file_input, tmp_path):
     runs = {}
     for name, args_list in {
@@ -196,10 +160,10 @@ def test_two_workers_and_two_processes_equal_one_worker(two_file_input, tmp_path
         if args_list is None:
             addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
             args_list = [["-i", "0", "-a", addresses], ["-i", "1", "-a", addresses]]
-        procs = [_bytewax(a, config) for a in args_list]
-        for proc in procs:
-            _, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err.decode()[-2000:]
+        logs = [out.with_name(f"{name}-{i}.log") for i in range(len(args_list))]
+        procs = [start_flow(config, *args, log=log) for args, log in zip(args_list, logs, strict=True)]
+        for proc, log in zip(procs, logs, strict=True):
+            finish(proc, config, log=log)
         runs[name] = _outputs(out)
     metrics, alerts, txns, dead = runs["one"]
     assert txns == 30000 and len(dead) == 1 and len(metrics) == 45 and alerts

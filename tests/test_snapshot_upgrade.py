@@ -11,22 +11,21 @@ never stopped.
 
 from __future__ import annotations
 
-import os
 import pickle
 import sqlite3
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import orjson
 import pytest
-import yaml
 
 from config.loader import load_settings
 from connectors.recovery_upgrade import upgrade_recovery
 from dataflow import build_flow
 from operators.state.snapshots import SnapshotError, SnapshotFormat, envelope, unchanged
+from tests.support.config import write_config
+from tests.support.flow import run_flow
+from tests.support.output import jsonl_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "recovery_v0" / "recovery_v0.tar.gz"
@@ -35,27 +34,13 @@ EVENTS = 6_000
 
 def _config(tmp: Path, out: str) -> Path:
     """The fixture's settings (``make_fixture.SETTINGS``), writing JSONL to ``out``."""
-    path = tmp / f"{out}.yaml"
-    settings = {
-        "source": {"type": "file", "path": "events.jsonl", "batch_size": 500},
-        "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": out}},
-    }
-    path.write_text(yaml.safe_dump(settings))
-    return path
+    return write_config(tmp / f"{out}.yaml", out, source={"type": "file", "path": "events.jsonl", "batch_size": 500})
 
 
 def _run(tmp: Path, config: Path, recovery: bool) -> str:
-    args = [sys.executable, "-m", "bytewax.run", "dataflow"]
-    if recovery:
-        args += ["-r", "recovery", "-s", "1", "-b", "0"]
-    env = {**os.environ, "PAYWATCH_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
+    done = run_flow(config, recovery=Path("recovery") if recovery else None, cwd=tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
-
-
-def _lines(out: Path, kind: str) -> list[bytes]:
-    return sorted(line for f in sorted(out.glob(f"{kind}-*.jsonl")) for line in f.read_bytes().splitlines())
 
 
 def _transactions(out: Path) -> list[tuple]:
@@ -66,7 +51,9 @@ def _transactions(out: Path) -> list[tuple]:
     have the old release's).
     """
     fields = ("transaction_id", "user_id", "timestamp", "amount", "region", "category", "fraud_score", "fraud_status")
-    return sorted(tuple(record.get(f) for f in fields) for record in map(orjson.loads, _lines(out, "transactions")))
+    return sorted(
+        tuple(record.get(f) for f in fields) for record in map(orjson.loads, jsonl_lines(out, "transactions"))
+    )
 
 
 def _step_ids(recovery: Path) -> set[str]:
@@ -78,7 +65,7 @@ def _step_ids(recovery: Path) -> set[str]:
 def test_resume_from_the_previous_releases_recovery_directory(tmp_path):
     with tarfile.open(FIXTURE) as archive:
         archive.extractall(tmp_path, filter="data")
-    before = {kind: _lines(tmp_path / "out", kind) for kind in ("metrics", "dead_letter", "transactions")}
+    before = {kind: jsonl_lines(tmp_path / "out", kind) for kind in ("metrics", "dead_letter", "transactions")}
     assert 0 < len(before["transactions"]) < EVENTS  # the fixture really crashed part-way
     assert "paywatch.metrics_out_0_jsonlsink" in _step_ids(tmp_path / "recovery")
 
@@ -93,12 +80,12 @@ def test_resume_from_the_previous_releases_recovery_directory(tmp_path):
 
     ref, out = tmp_path / "ref", tmp_path / "out"
     for kind in ("metrics", "dead_letter", "alerts"):
-        assert _lines(out, kind) == _lines(ref, kind), kind  # every window and alert, nothing twice
-    assert len(_lines(ref, "metrics")) >= 20
+        assert jsonl_lines(out, kind) == jsonl_lines(ref, kind), kind  # every window and alert, nothing twice
+    assert len(jsonl_lines(ref, "metrics")) >= 20
     assert _transactions(out) == _transactions(ref)  # none lost, none written twice
     assert len({record[0] for record in _transactions(out)}) == EVENTS  # every payment once
     for kind, lines in before.items():
-        assert set(lines) <= set(_lines(out, kind)), kind  # output from before the crash kept
+        assert set(lines) <= set(jsonl_lines(out, kind)), kind  # output from before the crash kept
 
     # The resumed run wrote today's format: versioned snapshots.
     with sqlite3.connect(tmp_path / "recovery" / "part-0.sqlite3") as db:
@@ -132,15 +119,7 @@ def test_a_snapshot_from_a_newer_release_stops_the_start_naming_the_step(tmp_pat
             "UPDATE snaps SET ser_change = ? WHERE step_id = 'paywatch.region_windows'",
             (pickle.dumps(("paywatch-snapshot", "region_windows", 99, None)),),
         )
-    env = {**os.environ, "PAYWATCH_CONFIG": str(_config(tmp_path, "out")), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "dataflow", "-r", "recovery", "-s", "1", "-b", "0"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_flow(_config(tmp_path, "out"), recovery=Path("recovery"), cwd=tmp_path, timeout=60)
     assert done.returncode == 2
     assert "cannot start: step region_windows: snapshot format version 99 was written by a newer release" in (
         done.stderr

@@ -10,7 +10,6 @@ counted twice), and the output written before the kill must still be there.
 
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import sqlite3
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Optional
 
 import boto3
-import yaml
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cli.producer import publish_kafka, publish_kinesis
@@ -30,6 +28,9 @@ from config.loader import load_settings
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings
 from connectors.simulator.source import iter_events
 from connectors.sources.parsing import SOURCE_FORMAT
+from tests.support.config import write_config
+from tests.support.flow import finish, start_flow, stderr_of
+from tests.support.output import jsonl_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_EVENTS = 60_000
@@ -60,31 +61,8 @@ def _events(n: int) -> list[tuple[str, bytes]]:
 
 
 def _config(tmp: Path, name: str, source: dict, stdout: Optional[dict] = None) -> Path:
-    out = tmp / name
-    quiet = {"alerts": False, "metrics": False, "dead_letters": False}
-    cfg = {"source": {"batch_size": 500, **source}, "sinks": {"stdout": stdout or quiet, "jsonl": {"dir": str(out)}}}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _flow(config: Path, recovery: Path | None = None) -> subprocess.Popen:
-    args = [sys.executable, "-m", "bytewax.run", "dataflow"]
-    if recovery is not None:
-        args += ["-r", str(recovery), "-s", "1", "-b", "0"]
-    env = {**os.environ, "PAYWATCH_CONFIG": str(config)}
-    # stderr to a file: a pipe nobody reads would block a long run once full.
-    with open(config.with_suffix(".log"), "ab") as log:
-        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
-
-
-def _stderr(config: Path) -> str:
-    return config.with_suffix(".log").read_text(errors="replace")[-3000:]
-
-
-def _finish(proc: subprocess.Popen, config: Path, timeout: float = 90) -> None:
-    proc.wait(timeout=timeout)
-    assert proc.returncode == 0, _stderr(config)
+    sinks = {"stdout": stdout} if stdout else {}
+    return write_config(tmp / f"{name}.yaml", tmp / name, source={"batch_size": 500, **source}, sinks=sinks)
 
 
 def _source_snapshotted(recovery: Path, prefix: str) -> bool:
@@ -100,15 +78,11 @@ def _source_snapshotted(recovery: Path, prefix: str) -> bool:
         return False
 
 
-def _lines(out: Path, kind: str) -> list[bytes]:
-    return sorted(line for f in sorted(out.glob(f"{kind}-*.jsonl")) for line in f.read_bytes().splitlines())
-
-
 def _crash_and_compare(tmp: Path, source: dict, prefix: str, n_events: int) -> None:
     reference = _config(tmp, "reference", source)
-    _finish(_flow(reference), reference)
-    expected_metrics = _lines(tmp / "reference", "metrics")
-    expected_dead = _lines(tmp / "reference", "dead_letter")
+    finish(start_flow(reference), reference)
+    expected_metrics = jsonl_lines(tmp / "reference", "metrics")
+    expected_dead = jsonl_lines(tmp / "reference", "dead_letter")
     assert len(expected_metrics) >= 40  # ~10 minutes x 4 regions
     assert len(expected_dead) == len(BAD)
 
@@ -116,7 +90,7 @@ def _crash_and_compare(tmp: Path, source: dict, prefix: str, n_events: int) -> N
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
     crashed = _config(tmp, "crashed", source)
-    proc = _flow(crashed, recovery)
+    proc = start_flow(crashed, recovery=recovery)
     deadline = time.monotonic() + 60
     while not _source_snapshotted(recovery, prefix):
         assert proc.poll() is None, "the flow ended before its first snapshot; produce more events"
@@ -125,16 +99,16 @@ def _crash_and_compare(tmp: Path, source: dict, prefix: str, n_events: int) -> N
     assert proc.poll() is None, "the flow ended before the kill; produce more events"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before_kill = _lines(tmp / "crashed", "metrics") + _lines(tmp / "crashed", "dead_letter")
-    assert len(_lines(tmp / "crashed", "transactions")) < n_events  # really killed part-way
+    before_kill = jsonl_lines(tmp / "crashed", "metrics") + jsonl_lines(tmp / "crashed", "dead_letter")
+    assert len(jsonl_lines(tmp / "crashed", "transactions")) < n_events  # really killed part-way
 
-    _finish(_flow(crashed, recovery), crashed)
-    metrics = _lines(tmp / "crashed", "metrics")
-    dead = _lines(tmp / "crashed", "dead_letter")
+    finish(start_flow(crashed, recovery=recovery), crashed)
+    metrics = jsonl_lines(tmp / "crashed", "metrics")
+    dead = jsonl_lines(tmp / "crashed", "dead_letter")
     assert metrics == expected_metrics  # every minute, nothing lost, nothing twice
     assert dead == expected_dead  # no dead letter lost or doubled
     assert set(before_kill) <= set(metrics + dead)  # output from before the kill kept
-    assert len(_lines(tmp / "crashed", "transactions")) == n_events
+    assert len(jsonl_lines(tmp / "crashed", "transactions")) == n_events
 
 
 def _kafka_topic(broker) -> dict:
@@ -174,7 +148,7 @@ def _kill_after_a_snapshot(
     """
     deadline = time.monotonic() + timeout
     while _committed_kafka_records(recovery) < records:
-        assert proc.poll() is None, _stderr(config)
+        assert proc.poll() is None, stderr_of(config)
         assert time.monotonic() < deadline, f"no snapshot covering {records} records within {timeout:g} s"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -197,22 +171,22 @@ def test_kafka_flow_resumes_exactly_after_sigkill(kafka_broker, tmp_path):
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
     crashed = _config(tmp_path, "crashed", source)
-    _kill_after_a_snapshot(_flow(crashed, recovery), crashed, recovery, 1)
-    before_kill = _lines(tmp_path / "crashed", "metrics") + _lines(tmp_path / "crashed", "dead_letter")
+    _kill_after_a_snapshot(start_flow(crashed, recovery=recovery), crashed, recovery, 1)
+    before_kill = jsonl_lines(tmp_path / "crashed", "metrics") + jsonl_lines(tmp_path / "crashed", "dead_letter")
     publish_kafka(KafkaSourceSettings(**kafka), second, linger_ms=5)
 
     bounded = {**source, "kafka": {**kafka, "bounded": True}}
     reference = _config(tmp_path, "reference", bounded)
-    _finish(_flow(reference), reference)
+    finish(start_flow(reference), reference)
     resumed = _config(tmp_path, "crashed", bounded)
-    _finish(_flow(resumed, recovery), resumed)
-    expected_metrics = _lines(tmp_path / "reference", "metrics")
+    finish(start_flow(resumed, recovery=recovery), resumed)
+    expected_metrics = jsonl_lines(tmp_path / "reference", "metrics")
     assert len(expected_metrics) >= 40  # ~10 minutes x 4 regions
-    assert _lines(tmp_path / "crashed", "metrics") == expected_metrics  # every minute, nothing lost or twice
-    dead = _lines(tmp_path / "crashed", "dead_letter")
-    assert dead == _lines(tmp_path / "reference", "dead_letter") and len(dead) == len(BAD)
-    assert set(before_kill) <= set(_lines(tmp_path / "crashed", "metrics") + dead)  # output before the kill kept
-    assert len(_lines(tmp_path / "crashed", "transactions")) == KAFKA_EVENTS
+    assert jsonl_lines(tmp_path / "crashed", "metrics") == expected_metrics  # every minute, nothing lost or twice
+    dead = jsonl_lines(tmp_path / "crashed", "dead_letter")
+    assert dead == jsonl_lines(tmp_path / "reference", "dead_letter") and len(dead) == len(BAD)
+    assert set(before_kill) <= set(jsonl_lines(tmp_path / "crashed", "metrics") + dead)  # output before the kill kept
+    assert len(jsonl_lines(tmp_path / "crashed", "transactions")) == KAFKA_EVENTS
 
 
 SINK_SETS = [
@@ -244,25 +218,25 @@ def test_changing_the_sink_set_between_kills_keeps_every_output(kafka_broker, tm
         last = run == len(phases) - 1
         run_source = {**source, "kafka": {**kafka, "bounded": last}}
         config = _config(tmp_path, "changing", run_source, stdout=stdout)
-        proc = _flow(config, recovery)
+        proc = start_flow(config, recovery=recovery)
         if last:
-            _finish(proc, config)
+            finish(proc, config)
         else:
             _kill_after_a_snapshot(proc, config, recovery, produced - len(phase) + 1)
             out = tmp_path / "changing"
-            kept = _lines(out, "metrics") + _lines(out, "alerts") + _lines(out, "dead_letter")
+            kept = jsonl_lines(out, "metrics") + jsonl_lines(out, "alerts") + jsonl_lines(out, "dead_letter")
 
     reference = _config(tmp_path, "reference", {**source, "kafka": {**kafka, "bounded": True}})
-    _finish(_flow(reference), reference)
+    finish(start_flow(reference), reference)
     ref, out = tmp_path / "reference", tmp_path / "changing"
     for kind in ("metrics", "alerts", "dead_letter"):
-        assert _lines(out, kind) == _lines(ref, kind), kind  # every window and alert, nothing twice
-        assert b"\0" not in b"".join(_lines(out, kind))
-    assert len(_lines(ref, "metrics")) >= 40
-    assert len(_lines(out, "dead_letter")) == len(BAD)  # dead letters complete
-    ids = [line.split(b",", 1)[0] for line in _lines(out, "transactions")]
+        assert jsonl_lines(out, kind) == jsonl_lines(ref, kind), kind  # every window and alert, nothing twice
+        assert b"\0" not in b"".join(jsonl_lines(out, kind))
+    assert len(jsonl_lines(ref, "metrics")) >= 40
+    assert len(jsonl_lines(out, "dead_letter")) == len(BAD)  # dead letters complete
+    ids = [line.split(b",", 1)[0] for line in jsonl_lines(out, "transactions")]
     assert len(ids) == len(set(ids)) == SINK_SET_EVENTS  # no transaction lost or written twice
-    assert set(kept) <= set(_lines(out, "metrics") + _lines(out, "alerts") + _lines(out, "dead_letter"))
+    assert set(kept) <= set(jsonl_lines(out, "metrics") + jsonl_lines(out, "alerts") + jsonl_lines(out, "dead_letter"))
 
 
 def test_kinesis_flow_resumes_exactly_after_sigkill(moto, tmp_path, monkeypatch):
