@@ -76,7 +76,7 @@ class DimensionCounter:
                 values = [_text(v) for v in values]
             # Flat (region, hop, value) keys: a nested tuple's hash is recomputed on every lookup.
             seen = Counter(zip(regions, hops, values, strict=True))
-            fails = Counter()
+            fails: Counter = Counter()
             if failed_hops:
                 fails = Counter(zip(failed_regions, failed_hops, compress(values, failed), strict=True))
             out[name] = (seen, fails)

@@ -259,10 +259,10 @@ class RegionWindows:
                 region, hop_start, value = key
                 if value is None:
                     continue
-                per_region = dims.get(region)
+                per_region: Optional[dict] = dims.get(region)
                 if per_region is None:
                     per_region = dims[region] = {}
-                per_hop = per_region.get(hop_start)
+                per_hop: Optional[dict] = per_region.get(hop_start)
                 if per_hop is None:
                     per_hop = per_region[hop_start] = {}
                 pair = per_hop.get((name, value))
