@@ -300,3 +300,11 @@ def test_a_resume_in_a_later_hour_leaves_unreadable_lines_once(tmp_path, monkeyp
     assert sorted(int(p) for p in table.column("position").to_pylist()) == [1, 2, 3, 4, 5, 6]
     hours = {p.parent.name for p in (tmp_path / "raw").rglob("*.parquet")}
     assert len(hours) == 2
+
+
+def test_the_minute_clock_closes_an_alert_bucket_in_a_quiet_stretch():
+    buckets = Buckets("alerts", 300)
+    assert buckets.add([("a", T0 + 10, {"id": "a"})]) == []
+    assert buckets.advance(T0 + 500) == []  # bucket end + 300 s not reached
+    closed = buckets.advance(T0 + 600)
+    assert [(d.start, [r["id"] for r in d.rows]) for d in closed] == [(T0, ["a"])]

@@ -71,6 +71,13 @@ class Buckets:
         out.extend(BucketFile(self.zone, s, "", _sorted(self._open.pop(s))) for s in sorted(closed))
         return out
 
+    def advance(self, t: float) -> list[BucketFile]:
+        """Move the progress to event time ``t`` without a record (the minute stream's clock),
+        so a bucket closes in a quiet stretch instead of waiting for the next record."""
+        if t > self._progress:
+            self._progress = t
+        return self.add(())
+
     def flush(self) -> list[BucketFile]:
         """Every open bucket (end of a bounded input)."""
         out = [BucketFile(self.zone, s, "", _sorted(self._open[s])) for s in sorted(self._open)]

@@ -228,6 +228,7 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         files: list[LakeFile] = []
         alerts: list = []
         minutes: list = []
+        minute_end = float("-inf")
         for value in values:
             try:
                 if type(value) is LakeChunk:
@@ -235,14 +236,20 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
                 elif isinstance(value, dict):
                     if layout.ALERTS in self._buckets:
                         alerts.append(alert_record(value))
-                elif isinstance(value, list) and layout.METRICS in self._buckets:
-                    minutes += metric_records(value)
+                elif isinstance(value, list):
+                    records = metric_records(value)
+                    minute_end = max([minute_end, *(row["window_end"] / 1000 for _, _, row in records)])
+                    if layout.METRICS in self._buckets:
+                        minutes += records
             except Exception as exc:  # noqa: BLE001 - a bad item must not stop the flow
                 failure = classify(exc)
                 logger.error("%s: cannot convert an item (%s); dead-lettered", self._name, failure.describe())
                 self._dead_letters.write([sink_dead_letter(self._name, "", BAD_ITEM, failure, _describe(value))])
         if alerts:
             files += [_bucket_file(done, self._name) for done in self._buckets[layout.ALERTS].add(alerts)]
+        if minute_end > float("-inf") and layout.ALERTS in self._buckets:
+            # Closed minutes are event-time progress for the alerts too: a quiet stretch closes their bucket.
+            files += [_bucket_file(d, self._name) for d in self._buckets[layout.ALERTS].advance(minute_end)]
         if minutes:
             files += [_bucket_file(done, self._name) for done in self._buckets[layout.METRICS].add(minutes)]
         self._submit(files)
