@@ -35,8 +35,6 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
 

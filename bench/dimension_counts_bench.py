@@ -9,7 +9,7 @@ events with ``rules.failure_rate.explain_by`` at its default
 the ratio of their best CPU times (``time.process_time``: the machine is
 shared, and CPU time moves least with other load), plus the parse step alone.
 
-Usage: .venv/bin/python bench/dimension_counts_bench.py [--events 300000] [--rounds 3]
+Usage: .venv/bin/python -m bench.dimension_counts_bench [--events 300000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -26,7 +25,6 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from bytewax.testing import run_main  # noqa: E402
 

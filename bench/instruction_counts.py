@@ -1,6 +1,6 @@
 """Instructions per event of each hot stage, counted by valgrind (callgrind).
 
-    .venv/bin/python bench/instruction_counts.py [--events 30000] [--warm 100000]
+    .venv/bin/python -m bench.instruction_counts [--events 30000] [--warm 100000]
 
 Wall-clock rates on a shared machine move by 20 % between identical runs;
 instruction counts of the same code on the same input are the same to a few
@@ -38,7 +38,6 @@ from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from config.loader import load_settings  # noqa: E402
 from connectors.simulator.source import iter_events  # noqa: E402
@@ -121,10 +120,18 @@ def run_flow(path: Path, out: Path) -> None:
 
 
 def count(name: str, args: list[str], tmp: Path) -> int:
-    """Instructions of one ``python bench/instruction_counts.py ARGS`` under callgrind."""
+    """Instructions of one ``python -m bench.instruction_counts ARGS`` under callgrind."""
     out_file = tmp / f"callgrind.{name}"
     proc = subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", sys.executable, __file__, *args],
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out_file}",
+            sys.executable,
+            "-m",
+            "bench.instruction_counts",
+            *args,
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONHASHSEED": "0"},
         capture_output=True,

@@ -1,6 +1,6 @@
 """Sources benchmark: the whole flow reading Kafka next to a bare consumer, and Kinesis on moto.
 
-    .venv/bin/python bench/kafka_bench.py [--events 200000] [--partitions 4] [--kinesis-events 20000]
+    .venv/bin/python -m bench.kafka_bench [--events 200000] [--partitions 4] [--kinesis-events 20000]
 
 Starts its own Tansu broker and moto_server (tests/servers.py), publishes
 simulator traffic, then measures in the same run:
@@ -40,7 +40,6 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 for _k, _v in {
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",

@@ -9,7 +9,7 @@ median events/s of each and the overhead.
 The metrics are counted once per chunk, alert and minute, never per event,
 so the overhead should be within noise.
 
-Usage: .venv/bin/python bench/metrics_overhead_bench.py [--events 400000] [--rounds 3]
+Usage: .venv/bin/python -m bench.metrics_overhead_bench [--events 400000] [--rounds 3]
 """
 
 from __future__ import annotations

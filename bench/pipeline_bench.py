@@ -12,7 +12,7 @@ Start-up (imports, cluster connection) is measured on 1,000 events and
 subtracted for the ``net`` rates; ``per_cpu_s`` divides by the CPU time of
 the flow's processes, which other load on a shared machine moves least.
 
-Usage: .venv/bin/python bench/pipeline_bench.py [--events 500000] [--out bench/results]
+Usage: .venv/bin/python -m bench.pipeline_bench [--events 500000] [--out bench/results]
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ run's alone:
   ``held`` feeds the skewed files' parsed chunks to the user shards directly and
   reports the most events held at once and their shards' snapshot size then.
 
-Usage: .venv/bin/python bench/user_order_bench.py [--events 300000] [--seconds 30]
+Usage: .venv/bin/python -m bench.user_order_bench [--events 300000] [--seconds 30]
        (``--mode`` runs one measurement and prints its JSON.)
 """
 
@@ -44,7 +44,6 @@ from typing import Any, Optional
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
 T0 = 1752087600
@@ -336,7 +335,9 @@ def mode_held(pattern: str) -> dict:
 
 
 def _child(args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, *args], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.user_order_bench", *args], cwd=ROOT, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -7,12 +7,14 @@ as much as one at the top of a module: both tie the packages together.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("cli", "config", "connectors", "evaluation", "observability", "operators")
 PURE = ("operators", "config")
 MAX_MODULES = 15
+SYS_PATH_EDIT = re.compile(r"^\s*sys\.path\.(insert|append)\(", re.MULTILINE)
 
 
 def _module_name(path: Path) -> str:
@@ -169,3 +171,14 @@ def test_the_chart_names_the_config_path_the_statefulset_mounts():
     path = statefulset.split("name: PAYWATCH_CONFIG", 1)[1].split("value:", 1)[1].split("\n", 1)[0].strip()
     assert path.startswith("/etc/paywatch/")
     assert f"mounted at {path}" in values
+
+
+def test_tests_and_benchmarks_do_not_edit_sys_path():
+    """pyproject.toml puts the repo on the path for pytest; benchmarks run as ``python -m bench.<name>``."""
+    edits = [
+        str(path.relative_to(ROOT))
+        for folder in ("tests", "bench")
+        for path in sorted((ROOT / folder).glob("*.py"))
+        if SYS_PATH_EDIT.search(path.read_text())
+    ]
+    assert edits == [], "drop the sys.path edit; run a benchmark as python -m bench.<name> from the repo root"
