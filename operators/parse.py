@@ -321,9 +321,9 @@ class ChunkParser:
         variants: Iterable[int]
         limits: Iterable[float]
         if merchants.loaded:
-            slots = merchants.slots(map(_merchant_id, events))
+            slots, limit_column = merchants.join(map(_merchant_id, events))
             variants = live.variants[slots].tolist()
-            limits = merchants.limit[slots].tolist()
+            limits = limit_column.tolist()
         else:
             variants, limits = repeat(NOT_LOADED), repeat(math.inf)
         named_points, anonymous_points = self._named_points, self._anonymous_points

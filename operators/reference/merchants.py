@@ -6,13 +6,14 @@ Here the table is columns indexed by a slot, and the join of a chunk is a
 handful of numpy calls, not a Python lookup per event:
 
 - ``hash()`` of every merchant id of the chunk, in one C-level ``map``;
-- an open-addressing hash index over those 64-bit hashes (numpy arrays at
-  load factor <= 1/3), probed for the whole chunk at once: each round is a
-  vectorised gather, so the cache misses of a million-entry table overlap
-  instead of stalling the interpreter one event at a time (a ``dict`` of a
-  million ids cost the parse step about a third of its speed; see
-  docs/performance.md);
-- the chunk's columns (status, limit) gathered by slot.
+- an open-addressing hash index over those 64-bit hashes (one numpy array
+  of (hash, slot, limit) rows at load factor <= 1/2), probed for the whole
+  chunk at once: each round is a vectorised gather, so the cache misses of a
+  million-entry table overlap instead of stalling the interpreter one event
+  at a time (a ``dict`` of a million ids cost the parse step about a third of
+  its speed; see docs/performance.md), and a hit reads slot and limit from
+  the line it already fetched;
+- the merchant's status/name verdict gathered by slot (a 1-byte column).
 
 Ids are matched by their 64-bit ``hash()`` (salted per process, so equal
 within one); two ids of one table with the same hash would be confused, a
@@ -54,7 +55,7 @@ class MerchantTable:
     :ivar sentinel: the slot of the sentinel row (= the number of merchants).
     """
 
-    __slots__ = ("_keys", "_values", "_mask", "status", "limit", "names", "sentinel", "loaded")
+    __slots__ = ("_index", "_mask", "status", "limit", "names", "sentinel", "loaded")
 
     def __init__(self, rows: Iterable[MerchantRow] = (), loaded: bool = True) -> None:
         """:arg rows: the table; a repeated merchant_id keeps its last row.
@@ -85,11 +86,15 @@ class MerchantTable:
         self._build_index(hashes)
 
     def _build_index(self, hashes: np.ndarray) -> None:
+        """Rows of (hash, slot, limit bits) in one array, so a probe that hits has all three
+        in the cache line it already read."""
         n = hashes.size
-        size = 1 << max(4, (3 * n).bit_length())  # load factor 1/6 to 1/3: short probe runs
+        size = 1 << max(4, (2 * n).bit_length())  # load factor 1/4 to 1/2
         mask = size - 1
-        keys = np.full(size, _EMPTY, dtype=np.int64)
-        values = np.zeros(size, dtype=np.int32)
+        index = np.zeros((size, 3), dtype=np.int64)
+        index[:, 0] = _EMPTY
+        keys = index[:, 0]
+        limits = self.limit.view(np.int64)
         pos = hashes & mask
         pending = np.arange(n)
         while pending.size:
@@ -98,46 +103,56 @@ class MerchantTable:
             # Of the pending rows that found a free slot, the first per slot takes it.
             taken, first = np.unique(at[free], return_index=True)
             winners = pending[free[first]]
-            keys[taken] = hashes[winners]
-            values[taken] = winners
+            index[taken, 0] = hashes[winners]
+            index[taken, 1] = winners
+            index[taken, 2] = limits[winners]
             placed = np.zeros(pending.size, dtype=bool)
             placed[free[first]] = True
             pending = pending[~placed]
             pos[pending] = (pos[pending] + 1) & mask
-        self._keys, self._values, self._mask = keys, values, mask
+        self._index, self._mask = index, mask
 
     def __len__(self) -> int:
         return self.sentinel
 
-    def slots(self, merchant_ids: Iterable[Optional[str]]) -> np.ndarray:
-        """The slot of each id (the sentinel for an absent or unknown id), for a whole chunk."""
+    def join(self, merchant_ids: Iterable[Optional[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """The slot and the limit of each id (the sentinel's for an absent or unknown id), for a whole chunk."""
         hashes = np.fromiter(map(hash, merchant_ids), dtype=np.int64)
-        out = np.full(hashes.size, self.sentinel, dtype=np.int32)
+        slots = np.full(hashes.size, self.sentinel, dtype=np.int64)
+        limits = np.full(hashes.size, np.inf, dtype=np.float64)
         if not self.sentinel:
-            return out
-        keys, values, mask = self._keys, self._values, self._mask
+            return slots, limits
+        index, mask = self._index, self._mask
+        limit_bits = limits.view(np.int64)
         pos = hashes & mask
         pending = np.arange(hashes.size)
         while pending.size > _VECTOR_MIN:
             at = pos[pending]
-            found = keys[at]
-            hit = found == hashes[pending]
-            out[pending[hit]] = values[at[hit]]
-            go_on = ~hit & (found != _EMPTY)
+            rows = index[at]
+            hit = rows[:, 0] == hashes[pending]
+            found = pending[hit]
+            slots[found] = rows[hit, 1]
+            limit_bits[found] = rows[hit, 2]
+            go_on = ~hit & (rows[:, 0] != _EMPTY)
             pending = pending[go_on]
             pos[pending] = (at[go_on] + 1) & mask
         # The few ids in long probe runs: a plain loop beats another dozen array rounds.
         for i in pending.tolist():
             h, p = int(hashes[i]), int(pos[i])
             while True:
-                found = int(keys[p])
-                if found == h:
-                    out[i] = values[p]
+                key = int(index[p, 0])
+                if key == h:
+                    slots[i] = index[p, 1]
+                    limit_bits[i] = index[p, 2]
                     break
-                if found == _EMPTY:
+                if key == _EMPTY:
                     break
                 p = (p + 1) & mask
-        return out
+        return slots, limits
+
+    def slots(self, merchant_ids: Iterable[Optional[str]]) -> np.ndarray:
+        """The slot of each id (the sentinel for an absent or unknown id)."""
+        return self.join(merchant_ids)[0]
 
     def status_of(self, merchant_id: Optional[str]) -> str:
         """The status name of one merchant (tests, tools; the flow joins per chunk)."""
