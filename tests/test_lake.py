@@ -168,7 +168,7 @@ def _lake_chunk() -> LakeChunk:
 
 
 def test_raw_rows_keep_every_line_and_place_it_by_event_or_receive_time():
-    rows = raw_rows(_lake_chunk(), TimestampParser(2000, 2100))
+    rows = raw_rows(_lake_chunk(), TimestampParser(2000, 2100), 300.0)
     t = rows.source.table()
     assert t.num_rows == 5
     assert t.column("position").to_pylist() == ["10", "11", "12", "13", "14"]
@@ -178,6 +178,14 @@ def test_raw_rows_keep_every_line_and_place_it_by_event_or_receive_time():
     # Rejected line 14 still has a readable timestamp: its event hour (21:00), not the receive hour.
     receive_hour = (T0 + 86400) // 3600
     assert rows.hours.tolist() == [T0 // 3600, receive_hour, receive_hour, T0 // 3600, T0 // 3600 + 2]
+
+
+def test_only_accepted_events_move_the_file_clock_and_future_lines_stay_in_the_receive_hour():
+    chunk = _lake_chunk()
+    chunk.lines[1] = b'{"transaction_id":"f","timestamp":"2099-01-01T00:00:00Z","region":"EU"}'
+    rows = raw_rows(chunk, TimestampParser(2000, 2100), 300.0)
+    assert np.isnan(rows.clock).tolist() == [False, True, True, False, True]  # valid lines 0 and 3 only
+    assert rows.hours[1] == (T0 + 86400) // 3600  # dated 2099: not trusted, under its receive hour
 
 
 def test_enriched_rows_are_typed_and_amounts_exact():

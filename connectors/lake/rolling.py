@@ -5,9 +5,9 @@ order; each row belongs to an event-time hour. A file holds rows of one hour,
 and ends before the first row of that hour at which either
 
 - the file would exceed ``target_bytes`` (uncompressed row bytes), or
-- the partition's *event-time* clock (the highest event time seen so far on
-  this partition, in this zone) is ``max_age`` seconds past the clock when
-  the file opened.
+- the partition's *event-time* clock (the highest event time of an accepted
+  event seen so far on this partition, in this zone) is ``max_age`` seconds
+  past the clock when the file opened.
 
 Both rules depend only on the sequence of rows, never on how the rows were
 cut into chunks or on the wall clock, so a replay after a crash cuts the

@@ -191,6 +191,7 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         self.delivery = delivery
         self._dead_letters = dead_letters
         self._timestamps = TimestampParser(settings.validation.min_year, settings.validation.max_year)
+        self._max_future = settings.validation.max_future_seconds
         rollers, buckets = (state[0], state[1]) if state is not None else ({}, {})
         self._seen: dict[str, Any] = dict(state[3]) if state is not None else {}
         self._rollers = {
@@ -212,15 +213,15 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         files: list[FinishedFile] = []
         if layout.RAW in self._zones and chunk.lines:
             self._seen[chunk.part] = chunk.position(len(chunk.lines) - 1)
-            rows = raw_rows(chunk, self._timestamps)
+            rows = raw_rows(chunk, self._timestamps, self._max_future)
             files += self._roller(layout.RAW, chunk.part).add(
-                rows.source, rows.hours, rows.times, rows.sizes, chunk.position
+                rows.source, rows.hours, rows.clock, rows.sizes, chunk.position
             )
         if layout.ENRICHED in self._zones and chunk.valid:
             rows = enriched_rows(chunk)
             index = rows.index
             files += self._roller(layout.ENRICHED, chunk.part).add(
-                rows.source, rows.hours, rows.times, rows.sizes, lambda i: chunk.position(int(index[i]))
+                rows.source, rows.hours, rows.clock, rows.sizes, lambda i: chunk.position(int(index[i]))
             )
         return [_position_file(done) for done in files]
 

@@ -178,14 +178,20 @@ class EnrichedSource(RowSource):
 
 
 class ZoneRows:
-    """One chunk's rows for one zone: what the roller needs per row, and where the rows come from."""
+    """One chunk's rows for one zone: what the roller needs per row, and where the rows come from.
 
-    __slots__ = ("source", "hours", "times", "sizes", "index")
+    ``clock`` is the event time that moves the roller's clock: accepted events
+    only (NaN for the rest), so a dead-lettered line dated 2099 cannot close
+    every open file; ``hours`` place each row (its own event hour, or the
+    receive hour).
+    """
 
-    def __init__(self, source: RowSource, hours: np.ndarray, times: np.ndarray, sizes: np.ndarray, index: Any) -> None:
+    __slots__ = ("source", "hours", "clock", "sizes", "index")
+
+    def __init__(self, source: RowSource, hours: np.ndarray, clock: np.ndarray, sizes: np.ndarray, index: Any) -> None:
         self.source = source
         self.hours = hours
-        self.times = times
+        self.clock = clock
         self.sizes = sizes
         self.index = index  # row -> line index of the chunk (None: the same)
 
@@ -230,10 +236,13 @@ def _text_and_bytes(lines: list[bytes]) -> tuple[pa.Array, pa.Array]:
         return pa.array(text, pa.string()), pa.array(raw, pa.binary())
 
 
-def _reread_times(chunk: LakeChunk, times: np.ndarray, timestamps: TimestampParser) -> None:
+def _reread_times(chunk: LakeChunk, times: np.ndarray, timestamps: TimestampParser, max_future: float) -> None:
     """Event times of the lines the chunk decoder rejected as a whole (a bad field
-    elsewhere): their timestamp may still be readable. Per line, but only for
-    lines without a time, which are rare."""
+    elsewhere): their timestamp may still be readable. A time further ahead of
+    the receive time than ``validation.max_future_seconds`` is not trusted (the
+    parse step's ``future`` verdict): that line stays under its receive hour.
+    Per line, but only for lines without a time, which are rare."""
+    latest = chunk.received_at + max_future
     for index in np.flatnonzero(np.isnan(times)):
         try:
             event = orjson.loads(chunk.lines[index])
@@ -241,17 +250,20 @@ def _reread_times(chunk: LakeChunk, times: np.ndarray, timestamps: TimestampPars
             continue
         if type(event) is dict:
             ts = timestamps.parse(event.get("timestamp"))
-            if ts is not None:
+            if ts is not None and ts <= latest:
                 times[index] = ts
 
 
-def raw_rows(chunk: LakeChunk, timestamps: TimestampParser) -> ZoneRows:
+def raw_rows(chunk: LakeChunk, timestamps: TimestampParser, max_future: float) -> ZoneRows:
     """Every line of the chunk, under its event hour or, without one, the hour it was received."""
     times = np.array(chunk.line_times, dtype=np.float64)
-    _reread_times(chunk, times, timestamps)
+    valid = np.asarray(chunk.valid, dtype=np.int64)
+    clock = np.full(len(times), np.nan)
+    clock[valid] = times[valid]
+    _reread_times(chunk, times, timestamps, max_future)
     hours = (np.where(np.isnan(times), chunk.received_at, times) // 3600).astype(np.int64)
     sizes = pc.binary_length(pa.array(chunk.lines, pa.binary())).to_numpy(zero_copy_only=False) + _ROW_OVERHEAD
-    return ZoneRows(RawSource(chunk, times), hours, times, sizes.astype(np.int64), None)
+    return ZoneRows(RawSource(chunk, times), hours, clock, sizes.astype(np.int64), None)
 
 
 def raw_table(chunk: LakeChunk, times: np.ndarray) -> pa.Table:
