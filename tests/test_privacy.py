@@ -380,3 +380,22 @@ def test_whole_flow_no_card_number_in_any_file_stdout_or_stderr(tmp_path):
     assert b"************1111" in b"".join(lake_rows)
     for blob in [*(p.read_bytes() for p in files), *lake_rows, done.stdout, done.stderr]:
         assert_no_card(blob, cards=[digits_of(c) for c in cards])
+
+
+@pytest.mark.integration
+def test_the_start_stops_naming_the_missing_hash_key_variable(tmp_path):
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PAYWATCH")},
+        "PAYWATCH__SOURCE__TYPE": "file",
+        "PAYWATCH__SOURCE__PATH": str(tmp_path / "none.jsonl"),
+        "PAYWATCH__PRIVACY__HASH_FIELDS": "[card_number]",
+        "PAYWATCH__PRIVACY__HASH_KEY_ENV": "PAYWATCH_TEST_HASH_KEY",
+    }
+    (tmp_path / "none.jsonl").write_bytes(b"")
+    done = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "dataflow"], cwd=ROOT, env=env, capture_output=True, timeout=60
+    )
+    err = done.stderr.decode()
+    assert done.returncode != 0
+    assert "PAYWATCH_TEST_HASH_KEY" in err and "privacy.hash_fields" in err
+    assert "Traceback" not in err
