@@ -58,6 +58,7 @@ _WINDOW = 64
 # Digits and separators to "0": a digit run with its separators in one piece.
 _RUNS = bytes.maketrans(b"0123456789 -", b"0" * 12)
 _THIRTEEN = b"0" * _MIN_DIGITS
+_SEPARATORS = b" -"
 _ZEROS = re.compile(rb"0+")
 _GROUP = re.compile(rb"[0-9]+")
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -87,11 +88,13 @@ def _card_spans(line: bytes, start: int, end: int) -> list[tuple[int, int, bytes
     :returns: ``(first byte, end byte, digits)`` of each card.
     """
     run = line[start:end]
+    core = run.strip(_SEPARATORS)
+    if core.isdigit():  # the usual run: one group (an id, epoch milliseconds, a card), maybe spaced
+        if _MIN_DIGITS <= len(core) <= _MAX_DIGITS and core[0] in _NETWORK_FIRST_DIGITS and luhn_valid(core):
+            first = start + len(run) - len(run.lstrip(_SEPARATORS))
+            return [(first, first + len(core), core)]
+        return []
     cards: list[tuple[int, int, bytes]] = []
-    if run.isdigit():  # the usual run: one group (an id, epoch milliseconds, a card)
-        if _MIN_DIGITS <= len(run) <= _MAX_DIGITS and run[0] in _NETWORK_FIRST_DIGITS and luhn_valid(run):
-            cards.append((start, end, run))
-        return cards
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(line, start, end)]
     i = 0
     while i < len(groups):
@@ -133,7 +136,7 @@ def _is_json(line: bytes) -> bool:
 
 
 def _find_cards(buffer: bytes) -> list[tuple[int, int, bytes]]:
-    """Every card number in ``buffer`` (a line, or a chunk's lines joined by newlines).
+    """Every card number in ``buffer`` (a line, or a chunk's lines as one JSON array).
 
     One translate and one find in C; Python only per run of 13 or more
     digits, spaces and dashes, and a run of digits alone (an id, epoch
@@ -148,7 +151,7 @@ def _find_cards(buffer: bytes) -> list[tuple[int, int, bytes]]:
         if end == pos + _WINDOW:  # a very long run
             match = _ZEROS.match(runs, pos)
             end = match.end() if match is not None else end
-        if buffer[pos] not in _NON_CARD_FIRST_DIGITS or not buffer[pos:end].isdigit():
+        if buffer[pos] not in _NON_CARD_FIRST_DIGITS or not buffer[pos:end].isdigit():  # else: epoch ms, say
             cards.extend(_card_spans(buffer, pos, end))
         pos = runs.find(_THIRTEEN, end)
     return cards

@@ -399,3 +399,8 @@ def test_the_start_stops_naming_the_missing_hash_key_variable(tmp_path):
     assert done.returncode != 0
     assert "PAYWATCH_TEST_HASH_KEY" in err and "privacy.hash_fields" in err
     assert "Traceback" not in err
+
+
+def test_spaces_around_a_run_neither_hide_a_card_nor_get_masked():
+    lines = [b'{"a": "  4111111111111111  ", "t": 1752087600000 , "b": "- 5500000000000004 -"}']
+    assert redact(lines) == [b'{"a": "  ************1111  ", "t": 1752087600000 , "b": "- ************0004 -"}']
