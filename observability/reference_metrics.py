@@ -8,31 +8,12 @@ counts in ``paywatch_rules_reload_failures_total``.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
-
-from observability.registry import REGISTRY
-
-RULES_INFO = Gauge(
-    "paywatch_rules_info",
-    "1 for the rules version (short hash) in force in this process.",
-    ["version"],
-    registry=REGISTRY,
-)
-RULES_RELOAD_FAILURES = Counter(
-    "paywatch_rules_reload_failures",
-    "Rules documents refused (invalid, or changing a restart-only rule) or unreadable at reload.",
-    registry=REGISTRY,
-)
-MERCHANTS = Gauge("paywatch_reference_merchants", "Merchants in the loaded merchant table.", registry=REGISTRY)
-MERCHANT_LOAD_FAILURES = Counter(
-    "paywatch_reference_load_failures",
-    "Merchant table reads that failed (the last good copy stays in force).",
-    registry=REGISTRY,
-)
-MERCHANTS_LOADED_AT = Gauge(
-    "paywatch_reference_loaded_timestamp_seconds",
-    "Wall-clock time of the last successful merchant table load.",
-    registry=REGISTRY,
+from observability.registry import (
+    MERCHANT_LOAD_FAILURES,
+    MERCHANTS,
+    MERCHANTS_LOADED_AT,
+    RULES_INFO,
+    RULES_RELOAD_FAILURES,
 )
 
 

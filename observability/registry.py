@@ -119,6 +119,29 @@ SINK_LATENCY = Histogram(
     registry=REGISTRY,
 )
 READY = Gauge("paywatch_ready", "1 once this process's dataflow is running.", registry=REGISTRY)
+# Live reference data (observability/reference_metrics.py records them).
+RULES_INFO = Gauge(
+    "paywatch_rules_info",
+    "1 for the rules version (short hash) in force in this process.",
+    ["version"],
+    registry=REGISTRY,
+)
+RULES_RELOAD_FAILURES = Counter(
+    "paywatch_rules_reload_failures",
+    "Rules documents refused (invalid, or changing a restart-only rule) or unreadable at reload.",
+    registry=REGISTRY,
+)
+MERCHANTS = Gauge("paywatch_reference_merchants", "Merchants in the loaded merchant table.", registry=REGISTRY)
+MERCHANT_LOAD_FAILURES = Counter(
+    "paywatch_reference_load_failures",
+    "Merchant table reads that failed (the last good copy stays in force).",
+    registry=REGISTRY,
+)
+MERCHANTS_LOADED_AT = Gauge(
+    "paywatch_reference_loaded_timestamp_seconds",
+    "Wall-clock time of the last successful merchant table load.",
+    registry=REGISTRY,
+)
 SERVER_START = Gauge(
     "paywatch_metrics_server_start_timestamp_seconds",
     "When this process's metrics endpoint started (unix seconds).",
