@@ -2,15 +2,16 @@
 
 The parse step calls :meth:`DimensionCounter.count` once per chunk with the
 chunk's valid events: for every field in ``rules.failure_rate.explain_by``
-it returns the compact counts ``(region, hop_start, value) -> events`` and
-``-> failures`` of the chunk, as two ``Counter`` objects (built in C).
+it returns the compact counts ``value -> events`` and ``value -> failures``
+of each ``(region, hop_start)`` of the chunk, as ``Counter`` objects.
 ``hop_start`` is the event second rounded down to ``hop_seconds``: every
 sliding window starts and ends on a hop, so a window is an exact sum of hops
 and the counts stay ten times smaller than per second.
 
 The counting is per chunk, not per event: ``map(attrgetter(field))`` reads a
-column of values and ``collections.Counter`` counts ``zip(keys, values)``
-in C, so each field costs a few tens of nanoseconds per event (measured in
+column of values, one sort of small ints groups it by (region, hop), and
+``collections.Counter`` counts each group in C, so each field costs a few
+tens of nanoseconds per event (bench/dimension_counts_bench.py,
 docs/performance.md). A value that is missing (``None``) is not counted; a
 value that is not a string (a number, or a JSON object in a field the
 producer added) is counted by its JSON-like text, so it is hashable and
@@ -21,12 +22,10 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import compress
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any
 
 _SCALARS = (str, int, float, bool)
-_first = itemgetter(0)
-_second = itemgetter(1)
 
 
 def _text(value: Any) -> Any:
@@ -52,32 +51,59 @@ class DimensionCounter:
         self._hop = hop_seconds
 
     def count(
-        self, keys: list[tuple[str, int]], failed: list[bool], events: list
-    ) -> dict[str, tuple[Counter, Counter]]:
-        """Counts for one chunk: ``{field: (events, failures)}``, each a
-        ``Counter`` keyed ``(region, hop_start, value)``.
+        self, region_counts: dict[tuple[str, int], list[int]], owners: list[list[int]], failed: list[bool], events: list
+    ) -> dict[tuple[str, int], dict[str, tuple[Counter, Counter]]]:
+        """Counts for one chunk: ``{(region, hop_start): {field: (events, failures)}}``.
 
-        :arg keys: ``(region, second)`` of every valid event.
+        The events are grouped by (region, hop) with one sort of small ints,
+        so each group's values are counted by ``Counter`` over plain strings
+        (whose hashes Python caches), and the region windows can keep a hop's
+        counts apart without looking at its entries.
+
+        :arg region_counts: the chunk's ``(region, second)`` buckets.
+        :arg owners: for every valid event, its bucket (a value of ``region_counts``).
         :arg failed: whether each of those events failed.
         :arg events: the decoded events (attributes named like the fields).
         """
-        if not self._getters or not keys:
+        if not self._getters or not owners:
             return {}
         hop = self._hop
-        regions = list(map(_first, keys))
-        hop_of = {second: second - second % hop for second in set(map(_second, keys))}
-        hops = list(map(hop_of.__getitem__, map(_second, keys)))
-        failed_regions = list(compress(regions, failed))
-        failed_hops = list(compress(hops, failed))
-        out: dict[str, tuple[Counter, Counter]] = {}
+        slot_keys: list[tuple[str, int]] = []
+        slot_of_key: dict[tuple[str, int], int] = {}
+        slot_of_bucket: dict[int, int] = {}
+        for (region, second), bucket in region_counts.items():
+            key = (region, second - second % hop)
+            slot = slot_of_key.get(key)
+            if slot is None:
+                slot = slot_of_key[key] = len(slot_keys)
+                slot_keys.append(key)
+            slot_of_bucket[id(bucket)] = slot
+        slots = list(map(slot_of_bucket.__getitem__, map(id, owners)))
+        if len(slot_keys) == 1:
+            order = None
+            bounds = [(0, len(slots))]
+        else:
+            order = sorted(range(len(slots)), key=slots.__getitem__)
+            sizes = Counter(slots)
+            bounds, start = [], 0
+            for slot in range(len(slot_keys)):
+                bounds.append((start, start + sizes[slot]))
+                start += sizes[slot]
+            failed = list(map(failed.__getitem__, order))
+        any_failed = any(failed)
+        out: dict[tuple[str, int], dict[str, tuple[Counter, Counter]]] = {key: {} for key in slot_keys}
         for name, getter, typed in self._getters:
             values = list(map(getter, events))
             if not typed:
                 values = [_text(v) for v in values]
-            # Flat (region, hop, value) keys: a nested tuple's hash is recomputed on every lookup.
-            seen = Counter(zip(regions, hops, values, strict=True))
-            fails: Counter = Counter()
-            if failed_hops:
-                fails = Counter(zip(failed_regions, failed_hops, compress(values, failed), strict=True))
-            out[name] = (seen, fails)
+            if order is not None:
+                values = list(map(values.__getitem__, order))
+            for slot, (begin, end) in enumerate(bounds):
+                group = values[begin:end]
+                seen = Counter(group)
+                fails = Counter(compress(group, failed[begin:end])) if any_failed else Counter()
+                if None in seen:
+                    del seen[None]
+                    fails.pop(None, None)
+                out[slot_keys[slot]][name] = (seen, fails)
         return out

@@ -86,7 +86,7 @@ class ParsedChunk:
     alerts: list = field(default_factory=list)
     # {(region, epoch_second): [count, failures, fraud_suspected, review_required]}
     region_counts: dict = field(default_factory=dict)
-    # {(region, hop_start, field, value): [events, failures]} (operators/dimension_counts.py)
+    # {(region, hop_start): {field: (events Counter, failures Counter)}} (operators/dimension_counts.py)
     dimension_counts: dict = field(default_factory=dict)
     # {shard: [(user_id, ts, amount, region, transaction_id), ...]}
     user_events: dict = field(default_factory=dict)
@@ -133,8 +133,9 @@ class _Hooks:
         # The lake: every line's event time (NaN where it could not be read) and the valid lines.
         self.lake_times: Optional[list[float]] = [math.nan] * n_lines if lake else None
         self.lake_valid: list[int] = []
-        # The dimension counts: (region, second), failed and the event of every valid event.
-        self.event_keys: Optional[list[tuple[str, int]]] = [] if dimensions else None
+        # The dimension counts: for every valid event, its (region, second) counts list
+        # (which names its bucket without hashing a key again), failed, and the event.
+        self.event_keys: Optional[list[list[int]]] = [] if dimensions else None
         self.event_failed: list[bool] = []
         self.valid_events: list[Any] = []
 
@@ -248,7 +249,9 @@ class ChunkParser:
         if rejected or dropped or late:
             out.dead_letters = self._dead_letters(chunk, lines, now, rejected, dropped, late)
         if hooks.event_keys is not None:
-            out.dimension_counts = self._dimensions.count(hooks.event_keys, hooks.event_failed, hooks.valid_events)
+            out.dimension_counts = self._dimensions.count(
+                out.region_counts, hooks.event_keys, hooks.event_failed, hooks.valid_events
+            )
         if hooks.lake_times is not None:
             out.lake = LakeChunk(
                 chunk.part,
@@ -449,7 +452,7 @@ class ChunkParser:
             if failed:
                 counts[1] += 1
             if event_keys is not None:
-                event_keys.append(key)
+                event_keys.append(counts)
                 event_failed.append(failed)
                 valid_events.append(ev)
             user_id = ev.user_id

@@ -46,7 +46,7 @@ METRICS = "metrics"
 ALERT = "alert"
 # Version of the pickled RegionWindowState; older snapshots are migrated in
 # :func:`migrate_state`.
-STATE_VERSION = 3
+STATE_VERSION = 4
 # Chunk counts with at most this many entries are merged entry by entry.
 _FEW = 64
 
@@ -56,8 +56,8 @@ class RegionSummary:
     """What the region windows need from one parsed chunk.
 
     :ivar region_counts: ``{(region, second): [count, failures, fraud_suspected, review_required]}``.
-    :ivar dimension_counts: ``{field: (events, failures)}``, two ``Counter``
-        keyed ``(region, hop_start, value)`` (operators/dimension_counts.py).
+    :ivar dimension_counts: ``{(region, hop_start): {field: (events, failures)}}``,
+        ``Counter`` objects keyed by value (operators/dimension_counts.py).
     """
 
     part: str
@@ -119,7 +119,7 @@ class RegionWindowState:
     dims_cut: dict = field(default_factory=dict)
     # hop starts below this are complete and compacted
     sealed: int = -(2**62)
-    # field -> (events, failures) Counters keyed (region, hop start, value): hops not sealed yet
+    # (region, hop start) -> {field: (events, failures) Counters by value}: hops not sealed yet
     pending: dict = field(default_factory=dict)
     version: int = STATE_VERSION
 
@@ -130,7 +130,8 @@ def migrate_state(state: Any) -> RegionWindowState:
     Version 1 (before incidents carried evidence and contributors) held each
     open incident as its id string and had no dimension counts: an open
     FAILURE_RATE incident carries on with an unknown peak and no contributors.
-    Version 2 had no ``pending`` counts (it merged them as they came).
+    Version 2 had no ``pending`` counts (it merged them as they came);
+    version 3 kept them per field, keyed ``(region, hop, value)``.
     """
     # Look in the instance: the class attribute holds the current version.
     if vars(state).get("version", 1) >= STATE_VERSION:
@@ -147,6 +148,15 @@ def migrate_state(state: Any) -> RegionWindowState:
         if key[0] == alerts.FAILURE_RATE and isinstance(value, str):
             opened = state.slide_end or 0
             state.incidents[key] = _FailureIncident(value, opened, 0.0, [])
+    if vars(state).get("version", 1) == 3:
+        pending: dict = {}
+        for name, (seen, fails) in state.pending.items():
+            for (region, hop_start, value), events in seen.items():
+                pair = pending.setdefault((region, hop_start), {}).setdefault(name, (Counter(), Counter()))
+                pair[0][value] += events
+                if fails.get((region, hop_start, value)):
+                    pair[1][value] += fails[(region, hop_start, value)]
+        state.pending = pending
     state.version = STATE_VERSION
     return state
 
@@ -222,59 +232,27 @@ class RegionWindows:
         return self.advance(now)
 
     def _add_dimensions(self, counts: dict) -> None:
-        """Add a chunk's dimension counts to the pending (not yet sealed) hops."""
-        pending = self.state.pending
-        for name, (seen, fails) in counts.items():
-            pair = pending.get(name)
-            if pair is None:
-                pending[name] = (Counter(seen), Counter(fails))
-                continue
-            # A few entries (device, currency) are added one by one; a
-            # high-cardinality field (merchant_id: about one entry per event of a
-            # chunk) is re-counted in C, which costs less than a Python step each.
-            pair[0].update(seen if len(seen) <= _FEW else seen.elements())
-            if fails:
-                pair[1].update(fails if len(fails) <= _FEW else fails.elements())
+        """Add a chunk's dimension counts to the pending (not yet sealed) hops.
 
-    def _move_sealed(self, limit: float) -> list[tuple[str, int]]:
-        """Move the pending counts of hops starting at or before ``limit`` into the per-hop tables.
-
-        A hop already sealed (and cut) only receives events that an idle
-        partition's estimated watermark overtook; a value that its field's
-        cut removed stays absent there, so it is never reported with a
-        partial count. Returns the (region, hop) pairs that received counts.
+        A hop first seen takes the chunk's Counters as they are; a hop seen
+        before adds a few-entry field (device, currency) entry by entry and
+        re-counts a high-cardinality one (merchant_id: about one entry per
+        event of a chunk) in C over its cached string hashes.
         """
-        st = self.state
-        dims = st.dims
-        touched: set[tuple[str, int]] = set()
-        for name, (seen, fails) in st.pending.items():
-            moved = [(key, n) for key, n in seen.items() if key[1] <= limit]
-            if len(moved) == len(seen):
-                seen.clear()
-            else:
-                for key, _n in moved:
-                    dict.__delitem__(seen, key)  # Counter's own __delitem__ is Python
-            for key, events in moved:
-                failures = fails.pop(key, 0)
-                region, hop_start, value = key
-                if value is None:
-                    continue
-                per_region: Optional[dict] = dims.get(region)
-                if per_region is None:
-                    per_region = dims[region] = {}
-                per_hop: Optional[dict] = per_region.get(hop_start)
-                if per_hop is None:
-                    per_hop = per_region[hop_start] = {}
-                pair = per_hop.get((name, value))
+        pending = self.state.pending
+        for slot, fields in counts.items():
+            known = pending.get(slot)
+            if known is None:
+                pending[slot] = fields
+                continue
+            for name, (seen, fails) in fields.items():
+                pair = known.get(name)
                 if pair is None:
-                    if hop_start < st.sealed and name in st.dims_cut.get(region, {}).get(hop_start, ()):
-                        continue
-                    per_hop[(name, value)] = [events, failures]
-                else:
-                    pair[0] += events
-                    pair[1] += failures
-                touched.add((region, hop_start))
-        return sorted(touched)
+                    known[name] = (seen, fails)
+                    continue
+                pair[0].update(seen if len(seen) <= _FEW else seen.elements())
+                if fails:
+                    pair[1].update(fails)
 
     def _global_watermark(self, now: float) -> float:
         """Minimum over partitions; idle ones do not hold it back.
@@ -404,7 +382,7 @@ class RegionWindows:
         return out
 
     def _seal(self, watermark: float) -> None:
-        """Compact the dimension counts of hops the watermark has passed.
+        """Move the dimension counts of hops the watermark has passed into bounded tables.
 
         No accepted event can fall into a hop that ends at or before the
         watermark, so its counts are final: keep the ``explain_max_values``
@@ -412,36 +390,39 @@ class RegionWindows:
         with the most events (a cause fails a lot, or carries a share of the
         traffic: both stay in every hop), and remember which fields were cut,
         so that a value missing from a cut hop is never reported with a count
-        it may lack.
+        it may lack. A hop sealed before only receives events that an idle
+        partition's estimated watermark overtook; a value that its field's cut
+        removed stays absent there.
         """
         st = self.state
-        if watermark == -math.inf:
+        if watermark == -math.inf or not st.pending:
             return
         hop = self.rule.hop_seconds
         limit = math.floor(watermark / hop) * hop - hop if watermark != math.inf else math.inf
-        if limit < st.sealed or not st.pending:
-            return
         keep = self.rule.explain_max_values
-        for region, hop_start in self._move_sealed(limit):
-            per_hop = st.dims[region][hop_start]
-            if len(per_hop) <= keep:
-                continue
-            by_field: dict[str, list] = {}
-            for key, pair in per_hop.items():
-                by_field.setdefault(key[0], []).append((pair[1], pair[0], key))
+        for slot in sorted(s for s in st.pending if s[1] <= limit):
+            region, hop_start = slot
+            fields = st.pending.pop(slot)
+            per_hop = st.dims.setdefault(region, {}).setdefault(hop_start, {})
             cut = list(st.dims_cut.get(region, {}).get(hop_start, ()))
-            for name, entries in by_field.items():
-                if len(entries) <= keep:
-                    continue
-                entries.sort(reverse=True)
-                kept = {key for _f, _e, key in entries[:keep]}
-                entries.sort(key=lambda entry: entry[1], reverse=True)
-                kept.update(key for _f, _e, key in entries[:keep])
-                for _f, _e, key in entries:
-                    if key not in kept:
-                        del per_hop[key]
-                if name not in cut:
-                    cut.append(name)
+            cut_before = set(cut)
+            for name, (seen, fails) in fields.items():
+                if len(seen) > keep:
+                    kept = {value for value, _n in seen.most_common(keep)}
+                    kept.update(value for value, _n in fails.most_common(keep))
+                    if name not in cut:
+                        cut.append(name)
+                else:
+                    kept = seen.keys()
+                for value in kept:
+                    pair = per_hop.get((name, value))
+                    if pair is None:
+                        if name in cut_before:
+                            continue  # cut at an earlier sealing: a value absent then stays absent
+                        per_hop[(name, value)] = [seen[value], fails.get(value, 0)]
+                    else:
+                        pair[0] += seen[value]
+                        pair[1] += fails.get(value, 0)
             if cut:
                 st.dims_cut.setdefault(region, {})[hop_start] = tuple(cut)
         if limit != math.inf:

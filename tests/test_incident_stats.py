@@ -98,21 +98,20 @@ def test_dimension_counts_per_chunk_are_exact_per_hop():
     counter = DimensionCounter(["device", "payment_method"], 10, frozenset({"device"}))
     events = [
         _Ev(device="mobile", payment_method="card"),
+        _Ev(device="web", payment_method={"odd": 1}),
         _Ev(device="mobile", payment_method=None),
         _Ev(device=None, payment_method=3),
-        _Ev(device="web", payment_method={"odd": 1}),
     ]
-    keys = [("EU", 1000), ("EU", 1009), ("EU", 1010), ("US", 1003)]
-    failed = [True, False, True, True]
-    counts = counter.count(keys, failed, events)
-    assert counts["device"] == (
-        {("EU", 1000, "mobile"): 2, ("EU", 1010, None): 1, ("US", 1000, "web"): 1},
-        {("EU", 1000, "mobile"): 1, ("EU", 1010, None): 1, ("US", 1000, "web"): 1},
-    )
-    assert counts["payment_method"][0] == {
-        ("EU", 1000, "card"): 1,
-        ("EU", 1000, None): 1,
-        ("EU", 1010, "3"): 1,
-        ("US", 1000, "{'odd': 1}"): 1,
-    }
-    assert DimensionCounter([], 10, frozenset()).count(keys, failed, events) == {}
+    region_counts = {("EU", 1000): [1, 1, 0, 0], ("US", 1003): [1, 1, 0, 0], ("EU", 1009): [1, 0, 0, 0]}
+    region_counts[("EU", 1010)] = [1, 1, 0, 0]
+    owners = [region_counts[k] for k in (("EU", 1000), ("US", 1003), ("EU", 1009), ("EU", 1010))]
+    failed = [True, True, False, True]
+    counts = counter.count(region_counts, owners, failed, events)
+    assert set(counts) == {("EU", 1000), ("US", 1000), ("EU", 1010)}
+    assert counts[("EU", 1000)]["device"] == ({"mobile": 2}, {"mobile": 1})
+    assert counts[("US", 1000)]["device"] == ({"web": 1}, {"web": 1})
+    assert counts[("EU", 1010)]["device"] == ({}, {})
+    assert counts[("EU", 1000)]["payment_method"] == ({"card": 1}, {"card": 1})
+    assert counts[("US", 1000)]["payment_method"][0] == {"{'odd': 1}": 1}
+    assert counts[("EU", 1010)]["payment_method"] == ({"3": 1}, {"3": 1})
+    assert DimensionCounter([], 10, frozenset()).count(region_counts, owners, failed, events) == {}

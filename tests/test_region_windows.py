@@ -208,10 +208,10 @@ def as_counters(flat):
     """``{(region, hop, field, value): [events, failures]}`` as the parse step hands it over."""
     out = {}
     for (region, hop, name, value), (events, failures) in flat.items():
-        seen, fails = out.setdefault(name, (Counter(), Counter()))
-        seen[(region, hop, value)] += events
+        seen, fails = out.setdefault((region, hop), {}).setdefault(name, (Counter(), Counter()))
+        seen[value] += events
         if failures:
-            fails[(region, hop, value)] += failures
+            fails[value] += failures
     return out
 
 
@@ -357,3 +357,14 @@ def test_a_version_1_snapshot_is_migrated():
     out = restored.add([summary(counts, T0 + 200)], now=0)
     [resolved] = kinds(out, ALERT)
     assert (resolved["state"], resolved["incident_id"]) == ("RESOLVED", "FAILURE_RATE:EU:20250709T190120Z")
+
+
+def test_a_version_3_snapshot_keeps_its_pending_counts():
+    from operators.region_windows import STATE_VERSION, RegionWindowState
+
+    old = RegionWindowState()
+    old.version = 3
+    old.pending = {"device": (Counter({("EU", T0, "mobile"): 5}), Counter({("EU", T0, "mobile"): 2}))}
+    restored = RegionWindows(S.rules.failure_rate, S.rules.traffic_drop, 30.0, old)
+    assert restored.state.version == STATE_VERSION
+    assert restored.state.pending == {("EU", T0): {"device": ({"mobile": 5}, {"mobile": 2})}}
