@@ -24,7 +24,8 @@ time, so its amount history and last region are filled and nobody expires
 lines: parsing is measured elsewhere (pipeline_bench.py), and feeding the
 shards directly keeps a million users within a minute of CPU.
 
-Usage: .venv/bin/python bench/state_size_bench.py [--users 100000 1000000] [--events-per-user 3]
+Usage (from the repository root): .venv/bin/python -m bench.state_size_bench [--users 100000 1000000]
+[--events-per-user 3]
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
 T0 = 1752087600.0
@@ -131,7 +131,8 @@ def main() -> None:
         return
     for n in args.users:
         done = subprocess.run(
-            [sys.executable, __file__, "--one", str(n), "--events-per-user", str(args.events_per_user)],
+            [sys.executable, "-m", "bench.state_size_bench", "--one", str(n), "--events-per-user"]
+            + [str(args.events_per_user)],
             cwd=ROOT,
             capture_output=True,
             text=True,
