@@ -77,3 +77,45 @@ def test_file_replay_writes_every_line_to_raw_and_every_transaction_to_enriched(
     assert sorted(lake_alerts.column("alert_id").to_pylist()) == sorted(a["alert_id"] for a in alerts)
     assert not list(lake.rglob(".writing-*"))
     assert not (out / "sink_dead_letter.jsonl").exists()
+
+
+def test_s3_down_spills_whole_files_to_dead_letters_and_loses_no_line(tmp_path: Path):
+    """Nothing listens at the endpoint: the sink retries, blocks, then dead-letters whole files (rows kept)."""
+    import base64
+    import io
+
+    import pyarrow.parquet as pq
+
+    from tests.servers import free_port
+
+    events = lake_events(1500)
+    write_jsonl(tmp_path / "in.jsonl", events)
+    letters = tmp_path / "sink_dead_letter.jsonl"
+    settings = load_settings(
+        environ={},
+        overrides={
+            "aws": {"endpoint_url": f"http://127.0.0.1:{free_port()}"},
+            "source": {"type": "file", "path": str(tmp_path / "in.jsonl"), "batch_size": 250},
+            "sinks": {
+                "stdout": QUIET,
+                "retry": {
+                    "base_seconds": 0.01,
+                    "max_seconds": 0.02,
+                    "block_seconds": 0.05,
+                    "close_timeout_seconds": 0.5,
+                },
+                "dead_letter": {"type": "jsonl", "path": str(letters)},
+                "lake": {"enabled": True, "uri": "s3://down-bucket/x", "target_file_mb": 0.2, "max_pending_files": 1},
+            },
+        },
+    )
+    run_main(build_flow(settings))
+
+    records = [orjson.loads(line) for line in letters.read_bytes().splitlines()]
+    assert records and {r["reason"] for r in records} <= {"sink_buffer_full", "sink_undelivered_at_close"}
+    files = [orjson.loads(r["raw"]) for r in records]
+    raw_rows = sum(
+        pq.read_table(io.BytesIO(base64.b64decode(f["parquet_base64"]))).num_rows for f in files if f["zone"] == "raw"
+    )
+    assert raw_rows == len(events)  # every line is in a dead-lettered file
+    assert all(f["key"].startswith(("raw/", "enriched/", "alerts/", "metrics/")) for f in files)

@@ -381,6 +381,7 @@ class LakeSink(FixedPartitionedSink[Any, tuple]):
             resource=store.resource,
             setting="sinks.lake.uri",
             pending=resume_state[2] if resume_state is not None else None,
+            buffer_setting="sinks.lake.max_pending_files",
         )
         if resume_state is not None and resume_state[4] is not None and layout.RAW in lake.zones:
             remove_replayed_raw(store, resume_state[3], resume_state[4], _wall_clock())

@@ -124,6 +124,7 @@ class Delivery(Generic[U]):
         resource: str,
         setting: str,
         pending: Optional[list[U]] = None,
+        buffer_setting: str = "sinks.retry.max_buffer",
     ) -> None:
         self.name = name
         self.stats = DeliveryStats()
@@ -133,6 +134,7 @@ class Delivery(Generic[U]):
         self._policy = policy
         self._resource = resource
         self._setting = setting
+        self._buffer_setting = buffer_setting
         self._pending: deque[U] = deque(pending or ())
         self._cond = threading.Condition()
         self._closing = False
@@ -173,10 +175,11 @@ class Delivery(Generic[U]):
         if overflow:
             if not self._spilling:
                 logger.warning(
-                    "%s: buffer full (%d units, sinks.retry.max_buffer) while %s is slow or down; "
+                    "%s: buffer full (%d units, %s) while %s is slow or down; "
                     "spilling new records to the dead-letter output until it drains",
                     self.name,
                     policy.max_buffer,
+                    self._buffer_setting,
                     self._resource,
                 )
                 self._spilling = True
