@@ -54,19 +54,30 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _total(ports: list[int], name: str) -> float:
+    return sum(_try_scrape(port).get(name, 0) for port in ports)
+
+
 @pytest.mark.integration
-def test_rules_rewritten_mid_run_take_effect_and_bad_ones_are_refused(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_rules_rewritten_mid_run_take_effect_and_bad_ones_are_refused(tmp_path, processes):
     rules = tmp_path / "rules.yaml"
     rules.write_text(HIGH)
     out = tmp_path / "out"
-    port = free_port()
+    ports = [free_port() for _ in range(processes)]
     start = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
     config = {
-        "simulator": {"scenario": "normal", "rate": 4000, "event_rate": 200, "seed": 5, "start": start.isoformat()},
+        "simulator": {
+            "scenario": "normal",
+            "rate": 4000,
+            "event_rate": 200,
+            "seed": 5,
+            "start": start.isoformat(),
+            "partitions": processes,
+        },
         "rules_file": str(rules),
         "reference": {"merchants": {"refresh_seconds": REFRESH}},
         "sinks": {"stdout": QUIET, "jsonl": {"dir": str(out)}},
-        "metrics": {"port": port},
     }
     settings_path = tmp_path / "paywatch.yaml"
     settings_path.write_text(yaml.safe_dump(config))
@@ -78,57 +89,74 @@ def test_rules_rewritten_mid_run_take_effect_and_bad_ones_are_refused(tmp_path):
     opened = 'paywatch_alerts_total{state="OPEN",type="FAILURE_RATE"}'
     minutes = "paywatch_window_results_total"
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "dataflow"],
-        cwd=ROOT,
-        env={**os.environ, "PAYWATCH_CONFIG": str(settings_path)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bytewax.run",
+                "dataflow",
+                *(["-i", str(i), "-a", addresses] if processes > 1 else []),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PAYWATCH_CONFIG": str(settings_path), "PAYWATCH__METRICS__PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i, port in enumerate(ports)
+    ]
+    logs = []
     try:
         # On the first rules, windows close and judge, and nothing opens.
-        wait_for(lambda: _try_scrape(port).get(minutes, 0) >= 3, "three closed minutes", timeout=60)
-        samples = _scrape(port)
-        assert samples.get(info % v_high) == 1
-        assert samples.get(opened, 0) == 0
+        wait_for(lambda: _total(ports, minutes) >= 3, "three closed minutes", timeout=90)
+        assert all(_scrape(port).get(info % v_high) == 1 for port in ports)
+        assert _total(ports, opened) == 0
 
-        # Invalid: refused, counted, the flow keeps running on its rules.
+        # Invalid: refused and counted in every process, which keep running on their rules.
         _write(rules, INVALID)
-        wait_for(lambda: _scrape(port).get(failures, 0) >= 1, "the refused reload")
+        wait_for(lambda: all(_scrape(port).get(failures, 0) >= 1 for port in ports), "the refused reload")
         # A window length change: refused too ("restart needed"), although its threshold would alert.
         _write(rules, LONGER_WINDOW)
-        wait_for(lambda: _scrape(port).get(failures, 0) >= 2, "the refused window change")
-        closed_before = _scrape(port)[minutes]
-        wait_for(lambda: _scrape(port)[minutes] >= closed_before + 2, "two more closed minutes")
-        samples = _scrape(port)
-        assert samples.get(info % v_high) == 1 and samples.get(opened, 0) == 0
-        assert proc.poll() is None
+        wait_for(lambda: all(_scrape(port).get(failures, 0) >= 2 for port in ports), "the refused window change")
+        closed_before = _total(ports, minutes)
+        wait_for(lambda: _total(ports, minutes) >= closed_before + 2, "two more closed minutes")
+        assert all(_scrape(port).get(info % v_high) == 1 for port in ports)
+        assert _total(ports, opened) == 0
+        assert all(proc.poll() is None for proc in procs)
 
-        # Valid and lower: FAILURE_RATE incidents open, judged by the new version.
+        # Valid and lower: FAILURE_RATE incidents open, judged by the new version, in every process.
         _write(rules, LOW)
-        wait_for(lambda: _scrape(port).get(opened, 0) >= 1, "a FAILURE_RATE alert under the new rules")
-        samples = _scrape(port)
-        assert samples.get(info % v_low) == 1 and samples.get(info % v_high, 0) == 0
-        assert samples[failures] == 2
+        wait_for(lambda: _total(ports, opened) >= 1, "a FAILURE_RATE alert under the new rules")
+        wait_for(lambda: all(_scrape(port).get(info % v_low) == 1 for port in ports), "the new version everywhere")
+        for port in ports:
+            samples = _scrape(port)
+            assert samples.get(info % v_high, 0) == 0 and samples[failures] == 2
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-    log = err.decode()
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                _, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            logs.append(err.decode())
     alerts = [orjson.loads(line) for f in sorted(out.glob("alerts*.jsonl")) for line in f.read_bytes().splitlines()]
     failure_rate = [a for a in alerts if a["type"] == "FAILURE_RATE"]
-    assert failure_rate, log[-2000:]
+    assert failure_rate, logs
     assert {a["rules_version"] for a in failure_rate} == {v_low}
     assert {a["threshold"] for a in failure_rate if a["state"] == "OPEN"} == {0.05}
-    transactions = [f for f in out.glob("transactions*.jsonl")]
-    versions = {orjson.loads(line)["rules_version"] for f in transactions for line in f.read_bytes().splitlines()}
+    versions = {
+        orjson.loads(line)["rules_version"]
+        for f in out.glob("transactions*.jsonl")
+        for line in f.read_bytes().splitlines()
+    }
     assert versions == {v_high, v_low}
-    # One line per refused document, naming the key and the reason.
-    [invalid] = [line for line in log.splitlines() if "rules.failure_rate.threshold_percent" in line]
-    assert "refused" in invalid and "less than or equal to 100" in invalid
-    [window] = [line for line in log.splitlines() if "rules.failure_rate.window_seconds" in line]
-    assert "restart needed" in window
-    assert "Traceback" not in log
+    for log in logs:
+        # One line per refused document in each process, naming the key and the reason.
+        [invalid] = [line for line in log.splitlines() if "rules.failure_rate.threshold_percent" in line]
+        assert "refused" in invalid and "less than or equal to 100" in invalid
+        [window] = [line for line in log.splitlines() if "rules.failure_rate.window_seconds" in line]
+        assert "restart needed" in window
+        assert "Traceback" not in log
