@@ -274,3 +274,14 @@ def test_the_hash_index_finds_every_merchant_of_a_large_table_and_nothing_else()
     assert slots[: len(ids) - 5_001] == [i for i in range(0, 50_000, 7)]
     assert set(slots[len(ids) - 5_001 :]) == {table.sentinel}
     assert table.limit_of("m49999") == 49999.0 and table.status_of("m3") == "inactive"
+
+
+def test_table_names_are_judged_against_the_words_once_per_version():
+    table = MerchantTable(
+        [("a", "Corner Shop", True, None), ("b", "FAKE goods", True, None), ("c", None, True, None)]
+        + [("d", "İstanbul Test Bazaar", True, None)]  # lower() lengthens İ: the name-by-name path
+    )
+    assert table.suspicious_names(["fake", "test"]).tolist() == [0, 1, 0, 1, 0]
+    plain = MerchantTable([("a", "Corner Shop", True, None), ("b", "dummy corner", True, None)])
+    assert plain.suspicious_names(["corner"]).tolist() == [1, 1, 0]
+    assert plain.suspicious_names(["dummy"]).tolist() == [0, 1, 0]
