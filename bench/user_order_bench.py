@@ -170,14 +170,17 @@ def _use_arrival_order() -> None:
 def _run(settings: Any, source: Any = None) -> tuple[list, float, float]:
     from bytewax.testing import run_main
 
+    from cli.startup import _tune_garbage_collector
     from connectors.sinks.outputs import Outputs
     from dataflow import build_flow
 
     seen: list = []
+    flow = build_flow(settings, source=source, outputs=Outputs(alerts=[_TimedSink(seen)]))
+    _tune_garbage_collector()  # as `python -m bytewax.run dataflow` does
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
-    run_main(build_flow(settings, source=source, outputs=Outputs(alerts=[_TimedSink(seen)])))
+    run_main(flow)
     wall = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return seen, wall, usage.ru_utime + usage.ru_stime - cpu

@@ -1,8 +1,9 @@
 """Per-user risk rules that fire on the event itself.
 
 Users are grouped into a fixed number of shards (``users.shards``); one
-Bytewax key per shard receives the user events of each parsed chunk as one
-list. Keying by user would cost one Bytewax item (routing, Python call) per
+Bytewax key per shard receives, per parsed chunk, one :class:`UserEvents`:
+that shard's events of the chunk as one list, and the partition's progress.
+Keying by user would cost one Bytewax item (routing, Python call) per
 event; keying by shard costs one per shard per chunk.
 
 A shard's state is a plain dict of user -> list of fields, and lists of
