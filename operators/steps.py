@@ -24,7 +24,7 @@ from config import Settings
 from operators.parse import ParsedChunk
 from operators.records import TransactionBatch
 from operators.reference.live import LiveReference, ReferenceHolder
-from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState
+from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState, migrate_state
 from operators.state.snapshots import SnapshotFormat, unchanged
 from operators.users.user_risk import UserEvents, UserShard, upgrade_snapshot
 
@@ -110,8 +110,10 @@ def split_chunks(step_id: str, chunks: Stream[ParsedChunk]) -> ChunkStreams:
     )
 
 
-REGION_WINDOWS_FORMAT = SnapshotFormat("region_windows", 1, {0: unchanged})
-"""Version 1 added the envelope; version 0 (unversioned) held the same :class:`RegionWindowState`."""
+REGION_WINDOWS_FORMAT = SnapshotFormat("region_windows", 2, {0: unchanged, 1: migrate_state})
+"""Version 1 added the envelope; version 0 (unversioned) held the same :class:`RegionWindowState`.
+Version 2 is the state of issue 16 (incidents with evidence and contributors, dimension
+counts); :func:`~operators.region_windows.migrate_state` reads every earlier shape."""
 
 USER_RISK_FORMAT = SnapshotFormat("user_risk", 2, {0: unchanged, 1: upgrade_snapshot})
 """Version 1 added the envelope around the shard's pickled bytes; version 2 is the

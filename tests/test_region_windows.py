@@ -368,3 +368,19 @@ def test_a_version_3_snapshot_keeps_its_pending_counts():
     restored = RegionWindows(S.rules.failure_rate, S.rules.traffic_drop, 30.0, old)
     assert restored.state.version == STATE_VERSION
     assert restored.state.pending == {("EU", T0): {"device": ({"mobile": 5}, {"mobile": 2})}}
+
+
+def test_the_snapshot_format_reads_a_pre_issue_16_state():
+    import pickle
+
+    from operators.region_windows import STATE_VERSION, RegionWindowState
+    from operators.steps import REGION_WINDOWS_FORMAT
+
+    old = RegionWindowState()
+    old.incidents[("FAILURE_RATE", "EU")] = "FAILURE_RATE:EU:20250709T190120Z"
+    for name in ("dims", "dims_cut", "version", "pending", "sealed"):
+        old.__dict__.pop(name, None)
+    state = REGION_WINDOWS_FORMAT.load(("paywatch-snapshot", "region_windows", 1, pickle.loads(pickle.dumps(old))))
+    assert state.version == STATE_VERSION and state.pending == {}
+    assert state.incidents[("FAILURE_RATE", "EU")].incident_id == "FAILURE_RATE:EU:20250709T190120Z"
+    assert REGION_WINDOWS_FORMAT.save(state)[2] == 2

@@ -94,7 +94,7 @@ def test_resume_from_the_previous_releases_recovery_directory(tmp_path):
             "ORDER BY snap_epoch DESC LIMIT 1"
         ).fetchone()[0]
     found = envelope(pickle.loads(blob))
-    assert found is not None and found[:2] == ("region_windows", 1)
+    assert found is not None and found[:2] == ("region_windows", 2)
 
 
 def test_a_format_migrates_step_by_step_and_refuses_what_it_cannot_read():
