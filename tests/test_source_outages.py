@@ -21,8 +21,10 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from cli.producer import publish_kafka, publish_kinesis
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings
 from tests.servers import free_port, start_tansu
+from tests.support.flow import finish, start_flow
+from tests.support.output import jsonl_lines
 from tests.tcp_proxy import TcpProxy
-from tests.test_source_recovery import BAD, _config, _events, _finish, _flow, _lines
+from tests.test_source_recovery import BAD, _config, _events
 
 OUTAGE_SECONDS = 20
 KAFKA_EVENTS = 20_000
@@ -88,7 +90,7 @@ def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: P
 
         reference = _config(tmp_path, "reference", source)
         start = proxy.forwarded
-        _finish(_flow(reference), reference)
+        finish(start_flow(reference), reference)
         read_bytes = proxy.forwarded - start  # what a whole run receives through the proxy
 
         metrics_port = free_port()
@@ -96,9 +98,9 @@ def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: P
         cut = _config(tmp_path, "cut", source)
         proxy.cut_after(read_bytes // 2, OUTAGE_SECONDS)  # half-way through the run's traffic
         sampler = _Sampler(metrics_port, "paywatch_kafka_lag_records", proxy)
-        proc = _flow(cut)
+        proc = start_flow(cut)
         sampler.start()
-        _finish(proc, cut, timeout=OUTAGE_SECONDS + 120)
+        finish(proc, cut, timeout=OUTAGE_SECONDS + 120)
         sampler.done.set()
         sampler.join()
     finally:
@@ -108,9 +110,9 @@ def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: P
     assert proxy.restored.is_set()  # the cut happened, in the middle of the read, and ended
     ref, out = tmp_path / "reference", tmp_path / "cut"
     for kind in ("metrics", "alerts", "dead_letter"):
-        assert _lines(out, kind) == _lines(ref, kind), kind
-    assert len(_lines(out, "dead_letter")) == len(BAD)
-    assert len(_lines(out, "transactions")) == KAFKA_EVENTS  # it resumed reading and read everything once
+        assert jsonl_lines(out, kind) == jsonl_lines(ref, kind), kind
+    assert len(jsonl_lines(out, "dead_letter")) == len(BAD)
+    assert len(jsonl_lines(out, "transactions")) == KAFKA_EVENTS  # it resumed reading and read everything once
     during, after = sampler.of("during"), sampler.of("after")
     # Nothing is read while cut: the lag stays where it was (with Tansu, whose first fetch answers
     # are large, the cut usually falls in the partitions' first fetch, before any lag is reported).
@@ -140,7 +142,7 @@ def test_kinesis_flow_rides_out_a_cut_of_every_connection(moto, tmp_path: Path, 
         source = {"type": "kinesis", "kinesis": kinesis, "idle_partition_seconds": 3600}
         reference = _config(tmp_path, "reference", source)
         start = proxy.forwarded
-        _finish(_flow(reference), reference)
+        finish(start_flow(reference), reference)
         read_bytes = proxy.forwarded - start
 
         metrics_port = free_port()
@@ -148,9 +150,9 @@ def test_kinesis_flow_rides_out_a_cut_of_every_connection(moto, tmp_path: Path, 
         cut = _config(tmp_path, "cut", source)
         proxy.cut_after(read_bytes // 2, OUTAGE_SECONDS)
         sampler = _Sampler(metrics_port, "paywatch_kinesis_millis_behind_latest", proxy)
-        proc = _flow(cut)
+        proc = start_flow(cut)
         sampler.start()
-        _finish(proc, cut, timeout=OUTAGE_SECONDS + 120)
+        finish(proc, cut, timeout=OUTAGE_SECONDS + 120)
         sampler.done.set()
         sampler.join()
     finally:
@@ -159,9 +161,9 @@ def test_kinesis_flow_rides_out_a_cut_of_every_connection(moto, tmp_path: Path, 
     assert proxy.restored.is_set()
     ref, out = tmp_path / "reference", tmp_path / "cut"
     for kind in ("metrics", "alerts", "dead_letter"):
-        assert _lines(out, kind) == _lines(ref, kind), kind
-    assert len(_lines(out, "dead_letter")) == len(BAD)
-    assert len(_lines(out, "transactions")) == KINESIS_EVENTS
+        assert jsonl_lines(out, kind) == jsonl_lines(ref, kind), kind
+    assert len(jsonl_lines(out, "dead_letter")) == len(BAD)
+    assert len(jsonl_lines(out, "transactions")) == KINESIS_EVENTS
     during = sampler.of("during")
     assert len(set(during)) <= 1  # no GetRecords answered while cut: the lag stays where it was
     assert during and during[0] > 0  # and shows records waiting
