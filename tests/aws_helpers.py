@@ -16,6 +16,7 @@ from config import load_settings
 from config.loader import deep_merge
 from config.settings import Settings
 from connectors.sinks.delivery import BufferedAwsSink
+from tests.support.config import QUIET_STDOUT
 
 
 def aws_settings(endpoint_url: str, tmp_path, overrides: Optional[dict[str, Any]] = None) -> Settings:
@@ -25,7 +26,7 @@ def aws_settings(endpoint_url: str, tmp_path, overrides: Optional[dict[str, Any]
         "aws": {"endpoint_url": endpoint_url, "region": "us-east-1"},
         "source": {"kinesis": {"stream_name": f"payments-{tag}"}},
         "sinks": {
-            "stdout": {"alerts": False, "metrics": False, "dead_letters": False},
+            "stdout": QUIET_STDOUT,
             "retry": {"base_seconds": 0.02, "max_seconds": 0.2, "close_timeout_seconds": 20},
             "cloudwatch": {"enabled": True, "namespace": f"Paywatch-{tag}", "alarm_regions": ["US-WEST"]},
             "sns": {"enabled": True, "topic_name": f"alerts-{tag}", "sqs_subscription": f"alerts-q-{tag}"},

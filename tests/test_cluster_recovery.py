@@ -28,6 +28,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import free_port
+from tests.support.config import write_config
+from tests.support.output import jsonl_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 120_000
@@ -45,15 +47,16 @@ def _config(tmp: Path, out: str, rate: int) -> Path:
     the stream is the same whatever the pace, the process count or the resume
     point; only ``rate`` (wall-clock pacing) differs between runs.
     """
-    path = tmp / f"{out}.yaml"
-    path.write_text(
-        "source: {type: simulator, batch_size: 500}\n"
-        f"simulator: {{scenario: normal, events: {EVENTS}, rate: {rate}, event_rate: 1000, seed: 7,\n"
-        f"            partitions: {PARTITIONS}, start: '2025-07-09T19:00:00Z'}}\n"
-        "sinks: {stdout: {alerts: false, metrics: false, dead_letters: false}, "
-        f"jsonl: {{dir: {out}}}}}\n"
-    )
-    return path
+    simulator = {
+        "scenario": "normal",
+        "events": EVENTS,
+        "rate": rate,
+        "event_rate": 1000,
+        "seed": 7,
+        "partitions": PARTITIONS,
+        "start": "2025-07-09T19:00:00Z",
+    }
+    return write_config(tmp / f"{out}.yaml", out, source={"type": "simulator", "batch_size": 500}, simulator=simulator)
 
 
 def _env(config: Path, metrics_port: int | None = None) -> dict[str, str]:
@@ -81,10 +84,6 @@ def _committed_epoch(recovery: Path) -> int:
             return 0
         epochs.append(row[0] or 0)
     return min(epochs, default=0)
-
-
-def _lines(directory: Path, name: str) -> int:
-    return sum(1 for f in directory.glob(f"{name}-*.jsonl") for _ in f.open())
 
 
 class _Cluster:
@@ -153,7 +152,7 @@ def test_two_processes_sigkill_and_resume_give_the_one_process_minutes(tmp_path)
     )
     assert ref.returncode == 0, ref.stderr.decode()[-2000:]
     expected = _minutes(tmp_path / "ref")
-    total = _lines(tmp_path / "ref", "transactions")
+    total = len(jsonl_lines(tmp_path / "ref", "transactions"))
     assert len(expected) >= 2 * 4 and sum(r["count"] for r in expected) == total > EVENTS * 0.9
 
     # The recovery volume, created once as pod 0's init container does.
@@ -178,7 +177,7 @@ def test_two_processes_sigkill_and_resume_give_the_one_process_minutes(tmp_path)
     # Its peer loses the connection and exits with an error by itself: on
     # Kubernetes every pod then restarts, and the cluster forms again.
     assert cluster.procs[0].wait(20) != 0
-    written_before_resume = _lines(out, "transactions")
+    written_before_resume = len(jsonl_lines(out, "transactions"))
     assert 0 < written_before_resume < total
 
     # Run 2: both "pods" restart on the same volume and resume; poll both endpoints.
@@ -195,8 +194,8 @@ def test_two_processes_sigkill_and_resume_give_the_one_process_minutes(tmp_path)
     assert [p.returncode for p in cluster.procs] == [0, 0], cluster.log("run2")
 
     assert _minutes(out) == expected
-    assert _lines(out, "transactions") == total  # the resume truncated, so no duplicates
-    assert _lines(out, "dead_letter") == _lines(tmp_path / "ref", "dead_letter")
+    assert len(jsonl_lines(out, "transactions")) == total  # the resume truncated, so no duplicates
+    assert len(jsonl_lines(out, "dead_letter")) == len(jsonl_lines(tmp_path / "ref", "dead_letter"))
     # Run 2 resumed from the snapshot: together its processes parsed fewer than all events.
     assert sum(seen) < total, seen
     assert all(v > 0 for v in first_run) and sum(first_run) < total, first_run

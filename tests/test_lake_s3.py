@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +17,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from bytewax.testing import run_main
 
 from cli.provision import Provisioner
@@ -26,13 +24,14 @@ from config import load_settings
 from connectors.sinks.outputs import build_outputs
 from dataflow import build_flow
 from tests.events import write_jsonl
+from tests.support.config import QUIET_STDOUT, write_config
+from tests.support.flow import finish, start_flow
 from tests.tcp_proxy import TcpProxy
 from tests.test_lake_flow import lake_events
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-QUIET = {"alerts": False, "metrics": False, "dead_letters": False}
 
 
 def _s3(endpoint: str):
@@ -45,7 +44,7 @@ def _lake_config(endpoint: str, tmp_path: Path, source: str, **lake) -> dict:
         "aws": {"endpoint_url": endpoint, "region": "us-east-1"},
         "source": {"type": "file", "path": source, "batch_size": 200},
         "sinks": {
-            "stdout": QUIET,
+            "stdout": QUIET_STDOUT,
             "jsonl": {"dir": str(tmp_path / "out")},
             "retry": {"base_seconds": 0.02, "max_seconds": 0.3, "block_seconds": 60, "close_timeout_seconds": 60},
             "lake": {"enabled": True, "uri": f"s3://{bucket}/pw", "glue_database": f"db_{bucket[5:]}", **lake},
@@ -146,15 +145,12 @@ def test_sigkill_and_resume_leave_every_row_exactly_once(moto, tmp_path):
     settings = load_settings(environ={}, overrides=config)
     Provisioner(settings, wait_seconds=10).up()
     bucket = settings.sinks.lake.uri[5:].split("/")[0]
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(tmp_path / "config.yaml", **config)
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
-    args = [sys.executable, "-m", "bytewax.run", "dataflow", "-r", str(recovery), "-s", "1", "-b", "0"]
-    env = {**os.environ, "PAYWATCH_CONFIG": str(path)}
 
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_flow(path, recovery=recovery)
     deadline = time.monotonic() + 90
     while not (_snapshotted(recovery) and len(_zone(moto.url, bucket, "raw")[1]) >= 5):
         assert proc.poll() is None, "the flow ended before the kill"
@@ -165,9 +161,7 @@ def test_sigkill_and_resume_leave_every_row_exactly_once(moto, tmp_path):
     before, _ = _zone(moto.url, bucket, "raw")
     assert 0 < before.num_rows < len(events)  # really killed part-way
 
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, err = proc.communicate(timeout=180)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    finish(start_flow(path, recovery=recovery), path, timeout=180)
     raw, _ = _zone(moto.url, bucket, "raw")
     positions = sorted(int(p) for p in raw.column("position").to_pylist())
     assert positions == list(range(1, len(events) + 1))  # every line once: none lost, none twice

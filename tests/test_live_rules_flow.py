@@ -18,9 +18,9 @@ from config import load_settings
 from config.live_rules import parse_rules_document, rules_version
 from tests.reference_helpers import wait_for
 from tests.servers import free_port
+from tests.support.config import QUIET_STDOUT
 
 ROOT = Path(__file__).resolve().parent.parent
-QUIET = {"alerts": False, "metrics": False, "dead_letters": False}
 REFRESH = 0.5
 # Normal traffic fails 0.4-0.9 % per region: never above 40 %, always above 0.05 %.
 HIGH = "rules:\n  failure_rate: {threshold_percent: 40}\n"
@@ -77,7 +77,7 @@ def test_rules_rewritten_mid_run_take_effect_and_bad_ones_are_refused(tmp_path, 
         },
         "rules_file": str(rules),
         "reference": {"merchants": {"refresh_seconds": REFRESH}},
-        "sinks": {"stdout": QUIET, "jsonl": {"dir": str(out)}},
+        "sinks": {"stdout": QUIET_STDOUT, "jsonl": {"dir": str(out)}},
     }
     settings_path = tmp_path / "paywatch.yaml"
     settings_path.write_text(yaml.safe_dump(config))

@@ -20,9 +20,9 @@ from config import load_settings
 from config.loader import unmatched_environment
 from connectors.recovery_store import read_recovery_store
 from tests.servers import free_port
+from tests.support.config import QUIET_STDOUT
 
 ROOT = Path(__file__).resolve().parent.parent
-QUIET = {"alerts": False, "metrics": False, "dead_letters": False}
 # A fixed simulated hour: the same events whatever the pace, so a paced run
 # that is stopped can be compared with one that ran to the end at full speed.
 SIMULATED = {"scenario": "mixed", "events": 40_000, "seed": 3, "start": "2025-07-09T19:00:00Z", "event_rate": 50.0}
@@ -60,7 +60,7 @@ def _assert_one_clean_paragraph(stderr: bytes) -> str:
 @pytest.mark.integration
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_flow_with_one_line(tmp_path, sig, code):
-    proc = _flow({"sinks": {"stdout": QUIET}}, tmp_path)
+    proc = _flow({"sinks": {"stdout": QUIET_STDOUT}}, tmp_path)
     _wait_for_stderr_line(proc, "paywatch: reading simulator")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
@@ -93,7 +93,7 @@ def test_a_stopped_flow_resumes_with_nothing_lost_or_doubled(tmp_path):
     def config(out: Path, rate: float) -> dict:
         return {
             "simulator": {**SIMULATED, "rate": rate},
-            "sinks": {"stdout": QUIET, "jsonl": {"dir": str(out)}},
+            "sinks": {"stdout": QUIET_STDOUT, "jsonl": {"dir": str(out)}},
         }
 
     reference = _flow(config(tmp_path / "ref", 0), tmp_path)
@@ -188,7 +188,7 @@ def test_kinesis_stream_that_does_not_exist_is_named(tmp_path, moto):
 @pytest.mark.integration
 def test_missing_recovery_directory_names_the_command_that_creates_it(tmp_path):
     missing = tmp_path / "nowhere"
-    proc = _flow({"sinks": {"stdout": QUIET}}, tmp_path, "-r", str(missing), "-s", "5", "-b", "0")
+    proc = _flow({"sinks": {"stdout": QUIET_STDOUT}}, tmp_path, "-r", str(missing), "-s", "5", "-b", "0")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     text = _assert_one_clean_paragraph(err)
@@ -200,7 +200,7 @@ def test_recovery_directory_of_another_source_is_refused_and_a_sink_change_is_no
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
-    simulated = {"simulator": {**SIMULATED, "events": 2000, "rate": 0}, "sinks": {"stdout": QUIET}}
+    simulated = {"simulator": {**SIMULATED, "events": 2000, "rate": 0}, "sinks": {"stdout": QUIET_STDOUT}}
     args = ("-r", str(recovery), "-s", "1", "-b", "0")
     first = _flow(simulated, tmp_path, *args)
     _, err = first.communicate(timeout=60)
@@ -209,13 +209,13 @@ def test_recovery_directory_of_another_source_is_refused_and_a_sink_change_is_no
 
     events = tmp_path / "events.jsonl"
     events.write_text('{"transaction_id":"a","timestamp":1752087600000,"payment_status":"SUCCESS","region":"EU"}\n')
-    other = _flow({"source": {"type": "file", "path": str(events)}, "sinks": {"stdout": QUIET}}, tmp_path, *args)
+    other = _flow({"source": {"type": "file", "path": str(events)}, "sinks": {"stdout": QUIET_STDOUT}}, tmp_path, *args)
     _, err = other.communicate(timeout=60)
     assert other.returncode == 2
     text = _assert_one_clean_paragraph(err)
     assert "simulator/0" in text and "another source" in text
 
-    changed_sinks = {**simulated, "sinks": {"stdout": QUIET, "jsonl": {"dir": str(tmp_path / "out")}}}
+    changed_sinks = {**simulated, "sinks": {"stdout": QUIET_STDOUT, "jsonl": {"dir": str(tmp_path / "out")}}}
     again = _flow(changed_sinks, tmp_path, *args)
     _, err = again.communicate(timeout=60)
     assert again.returncode == 0, err.decode()[-2000:]
