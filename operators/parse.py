@@ -303,6 +303,7 @@ class ChunkParser:
         currencies, currency_points = scorer.currencies, rules.currency_points
         merchant_hits, merchant_points = scorer.merchant_hits, rules.merchant_points
         high_value, medium_value = scorer.high_value, scorer.medium_value
+        max_amount, max_name = self.contract.max_amount, self.contract.max_name_length
         flag_score = scorer.review_score
         suffixes = self._suffixes
         suffixes.clear()  # they end with this chunk's processed_at
@@ -373,6 +374,9 @@ class ChunkParser:
             fraud_score = named_points[variant] if merchant_name else anonymous_points[variant]
             over = 0
             if amount is not None:
+                if amount > max_amount:
+                    dropped.append(index)
+                    continue
                 if amount > limit:
                     over = 1
                     fraud_score += over_points
@@ -388,6 +392,10 @@ class ChunkParser:
             if merchant_name:
                 hit = merchant_hits.get(merchant_name)
                 if hit is None:
+                    # The contract's limit, on a cache miss only: the cache holds checked names.
+                    if len(merchant_name) > max_name:
+                        dropped.append(index)
+                        continue
                     hit = scorer.merchant_is_suspicious(merchant_name)
                 if hit:
                     fraud_score += merchant_points
@@ -584,7 +592,7 @@ class ChunkParser:
         """
         if chunk.skip_blank and not raw.strip():
             return None
-        violation = self.contract.line_violation(raw, now)
+        violation = self.contract.line_violation(raw, now, self._timestamps)
         if violation is None:
             # The fast and slow decoders disagree (e.g. nesting deeper than msgspec's limit).
             violation = (INVALID_JSON, None, UNDECODABLE)

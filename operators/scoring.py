@@ -105,12 +105,16 @@ class FraudScorer:
         """Whether the merchant name holds one of the configured words, any case (cached)."""
         hit = self.merchant_hits.get(name)
         if hit is None:
-            lowered = name.lower()
-            hit = any(word in lowered for word in self.rules.merchant_words)
+            hit = self.merchant_words_in(name)
             if len(self.merchant_hits) >= _MERCHANT_CACHE_LIMIT:
                 self.merchant_hits.clear()
             self.merchant_hits[name] = hit
         return hit
+
+    def merchant_words_in(self, name: str) -> bool:
+        """Whether the merchant name holds one of the configured words, any case (not cached)."""
+        lowered = name.lower()
+        return any(word in lowered for word in self.rules.merchant_words)
 
     def status(self, score: int) -> str:
         """FRAUD_SUSPECTED / REVIEW_REQUIRED / APPROVED for a score."""

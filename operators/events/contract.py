@@ -165,6 +165,12 @@ class Contract:
     ================ ======== ==============================================
 
     Unknown fields are kept as they are (they count towards the byte limit).
+
+    Two limits are checked by the parse loop rather than by the struct, because
+    they are what poison most often breaks, and a line the struct rejects
+    costs its block of lines a second decode: amount's maximum (one comparison
+    where the amount is read anyway) and merchant_name's length (only when the
+    name misses the merchant-verdict cache, which holds checked names only).
     """
 
     def __init__(self, validation: ValidationSettings) -> None:
@@ -181,6 +187,7 @@ class Contract:
         self.timestamp_expected = (
             f"epoch milliseconds or ISO-8601 with a zone, years {validation.min_year}-{validation.max_year}"
         )
+        self._now_text = (math.nan, "")
         self.amount_expected = f"a number from 0 to {self.max_amount:g} (integers up to 2^53)"
         self._ids = {name: _Text(name, 1, self.max_id_length) for name in ("transaction_id", "region")}
         self._user_id_text = _Text("user_id", 1, self.max_id_length)
@@ -209,11 +216,8 @@ class Contract:
             return Annotated[str, msgspec.Meta(min_length=rule.min_length, max_length=rule.max_length)]
 
         ident = text(self._ids["transaction_id"])
-        amount = Union[
-            Annotated[int, msgspec.Meta(ge=0, le=self.max_int_amount)],
-            Annotated[float, msgspec.Meta(ge=0, le=self.max_amount)],
-            None,
-        ]
+        # The upper bounds of amount and merchant_name are the loop's (see the class doc).
+        amount = Union[Annotated[int, msgspec.Meta(ge=0)], Annotated[float, msgspec.Meta(ge=0)], None]
         timestamp = Union[
             Annotated[str, msgspec.Meta(max_length=MAX_TIMESTAMP_LENGTH)],
             Annotated[int, msgspec.Meta(ge=-MAX_EXACT_INT, le=MAX_EXACT_INT)],
@@ -234,7 +238,10 @@ class Contract:
                 ("amount", amount, None),
                 ("currency", Optional[Annotated[str, msgspec.Meta(min_length=3, max_length=3)]], None),
                 ("user_id", user_id, None),
-                *((rule.name, Optional[text(rule)], None) for rule in self._optional_text),
+                *(
+                    (rule.name, Optional[str] if rule.name == "merchant_name" else Optional[text(rule)], None)
+                    for rule in self._optional_text
+                ),
                 *((name, added, msgspec.UNSET) for name in ADDED_FIELDS),
                 *((name, Any, None) for name in extra_fields if name not in DECLARED_FIELDS),
             ],
@@ -248,10 +255,14 @@ class Contract:
 
     # -- the slow path: why a line was rejected -----------------------------
 
-    def line_violation(self, raw: bytes, now: float) -> Optional[Violation]:
+    def line_violation(
+        self, raw: bytes, now: float, timestamps: Optional[TimestampParser] = None
+    ) -> Optional[Violation]:
         """What is wrong with one payload, or None if it is a valid event.
 
         Lateness is not judged here: it depends on the partition's history.
+        :arg timestamps: a parser whose caches to use (the caller's partition's:
+            its ``error`` is per call, so it must not be shared between threads).
         """
         if len(raw) > self.max_event_bytes:
             detail = f"the payload is {len(raw)} bytes; at most {self.max_event_bytes} (validation.max_event_bytes)"
@@ -262,11 +273,11 @@ class Contract:
             return INVALID_JSON, None, str(exc)
         if type(ev) is not dict:
             return NOT_AN_OBJECT, None, "an event must be a JSON object"
-        return self.violation(ev, now)
+        return self.violation(ev, now, timestamps)
 
-    def violation(self, ev: dict, now: float) -> Optional[Violation]:
+    def violation(self, ev: dict, now: float, timestamps: Optional[TimestampParser] = None) -> Optional[Violation]:
         """The first broken rule of a decoded event, in the order a person would fix them."""
-        problem = self._required_text(ev, "transaction_id") or self._timestamp(ev.get("timestamp"), now)
+        problem = self._required_text(ev, "transaction_id") or self._timestamp(ev.get("timestamp"), now, timestamps)
         if problem is None:
             status = ev.get("payment_status")
             if status_failed(status) is None:
@@ -295,10 +306,11 @@ class Contract:
             return None
         return self._missing_or(name, value, rule.expected)
 
-    def _timestamp(self, value: object, now: float) -> Optional[Violation]:
+    def _timestamp(self, value: object, now: float, parser: Optional[TimestampParser]) -> Optional[Violation]:
         if type(value) is str and len(value) > MAX_TIMESTAMP_LENGTH:
             return self._missing_or("timestamp", value, self.timestamp_expected)
-        parser = TimestampParser(*self.years)
+        if parser is None:
+            parser = TimestampParser(*self.years)
         ts = parser.parse(value)
         if ts is None:
             if value is None:
@@ -312,10 +324,17 @@ class Contract:
             return (
                 FUTURE,
                 "timestamp",
-                f"event time {iso_utc(ts)} is {ts - now:,.0f} s ahead of the wall clock ({iso_utc(now)}); "
+                f"event time {_quote(value)} is {ts - now:,.0f} s ahead of the wall clock ({self._clock_text(now)}); "
                 f"at most {self.max_future_seconds:g} s ahead is accepted (validation.max_future_seconds)",
             )
         return None
+
+    def _clock_text(self, now: float) -> str:
+        """``now`` in ISO-8601, cached: every future-dated line of a chunk shares its ``now``."""
+        cached = self._now_text
+        if cached[0] != now:
+            cached = self._now_text = (now, iso_utc(now))
+        return cached[1]
 
     def _amount(self, amount: object) -> Optional[Violation]:
         if amount is None:

@@ -39,6 +39,10 @@ from operators.events.contract import Contract
 
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
+#: Lines per array decode. A chunk is decoded a block at a time so that a poison line
+#: costs its block, not its chunk, one more decode (see docs/performance.md).
+BLOCK = 32
+
 _ELEMENT = re.compile(r"at `\$\[(\d+)\]")
 _BYTE = re.compile(r"\(byte (\d+)\)")
 
@@ -57,10 +61,12 @@ class EventDecoder:
     def decode(
         self, lines: list[bytes], array: Optional[bytes] = None
     ) -> tuple[list[Any], Optional[list[int]], list[int], bool]:
-        """Decode ``lines``.
+        """Decode ``lines``, one array of up to ``BLOCK`` lines at a time.
 
         :arg array: ``lines`` as one JSON array (``b"[l0,l1,...]"``) when the
-            caller built it already (the privacy redaction scans it).
+            caller built it already (the privacy redaction scans it); each
+            block is decoded from a slice of it, its first and last separator
+            turned into brackets for the call.
         :returns: the events, the line index of each (None when every line
             decoded, so index ``i`` is line ``i``), the indices of the
             rejected lines (in order), and whether the chunk is plain (see
@@ -71,38 +77,70 @@ class EventDecoder:
         if array is None:
             array = b"[" + b",".join(lines) + b"]"
         plain = b"\n" not in array
-        too_large: list[int] = []
-        error: Optional[Exception] = None
-        if len(array) - 2 <= self._max_bytes or max(map(len, lines)) <= self._max_bytes:
-            try:
-                events = self._many.decode(array)
-            except DECODE_ERRORS as exc:
-                error = exc
-            else:
-                if len(events) == len(lines):
-                    return events, None, [], plain
-        else:
-            too_large = [i for i, raw in enumerate(lines) if len(raw) > self._max_bytes]
-        chunk = _Partial(self, lines)
-        start = 0
-        for bad in too_large:
-            chunk.decode_span(start, bad, None)
-            chunk.rejected.append(bad)
-            start = bad + 1
-        chunk.decode_span(start, len(lines), error)
-        return chunk.events, chunk.indices, chunk.rejected, plain and chunk.plain
+        many = self._many.decode
+        max_bytes = self._max_bytes
+        n = len(lines)
+        # Line i spans bytes [ends[i - 1] + i + 1, ends[i] + i + 1) of the array.
+        ends = [0, *accumulate(map(len, lines))]
+        buffer = bytearray(array)
+        view = memoryview(buffer)
+        events: list[Any] = []
+        partial: Optional[_Partial] = None
+        for start in range(0, n, BLOCK):
+            end = min(start + BLOCK, n)
+            error: Optional[Exception] = None
+            lo, hi = ends[start] + start, ends[end] + end  # the separators around the block
+            if hi - lo - 1 <= max_bytes or max(map(len, lines[start:end])) <= max_bytes:
+                before, after = buffer[lo], buffer[hi]
+                buffer[lo], buffer[hi] = 91, 93  # "[" and "]"
+                try:
+                    decoded = many(view[lo : hi + 1])
+                except DECODE_ERRORS as exc:
+                    error = exc
+                else:
+                    if len(decoded) == end - start:
+                        if partial is None:
+                            events += decoded
+                        else:
+                            partial.add(decoded, start, end)
+                        continue
+                finally:
+                    buffer[lo], buffer[hi] = before, after
+            if partial is None:
+                partial = _Partial(self, lines, events)
+            partial.decode_block(start, end, error)
+        view.release()
+        if partial is None:
+            return events, None, [], plain
+        return partial.events, partial.indices, partial.rejected, plain and partial.plain
 
 
 class _Partial:
     """The decoding of a chunk that did not decode in one piece."""
 
-    def __init__(self, decoder: EventDecoder, lines: list[bytes]) -> None:
+    def __init__(self, decoder: EventDecoder, lines: list[bytes], events: list[Any]) -> None:
+        """:arg events: the events of ``lines[:len(events)]``, decoded before the first problem."""
         self._decoder = decoder
         self._lines = lines
-        self.events: list[Any] = []
-        self.indices: list[int] = []
+        self.events = events
+        self.indices: list[int] = list(range(len(events)))
         self.rejected: list[int] = []
         self.plain = True
+
+    def add(self, events: list[Any], start: int, end: int) -> None:
+        """The events of ``lines[start:end]``, decoded as one array."""
+        self.events += events
+        self.indices += range(start, end)
+
+    def decode_block(self, start: int, end: int, error: Optional[Exception]) -> None:
+        """A block that did not decode in one piece: too-large lines apart, then by culprit."""
+        max_bytes = self._decoder._max_bytes
+        for index in range(start, end):
+            if len(self._lines[index]) > max_bytes:
+                self.decode_span(start, index, None)
+                self.rejected.append(index)
+                start, error = index + 1, None
+        self.decode_span(start, end, error)
 
     def decode_span(self, start: int, end: int, error: Optional[Exception]) -> None:
         """Decode ``lines[start:end]``; ``error`` is what decoding the whole span raised, if known."""
@@ -116,8 +154,7 @@ class _Partial:
                     error = exc
                 else:
                     if len(events) == len(span):
-                        self.events.extend(events)
-                        self.indices.extend(range(start, end))
+                        self.add(events, start, end)
                     else:
                         self._one_by_one(start, end)
                     return
@@ -142,8 +179,7 @@ class _Partial:
         if len(events) != len(span):
             self._one_by_one(start, end)
             return
-        self.events.extend(events)
-        self.indices.extend(range(start, end))
+        self.add(events, start, end)
 
     def _one_by_one(self, start: int, end: int) -> None:
         decode_one = self._decoder._one.decode
