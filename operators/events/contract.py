@@ -202,8 +202,8 @@ class Contract:
     def event_struct(self, added_fields: bool = True, extra_fields: tuple[str, ...] = ()) -> type[msgspec.Struct]:
         """The struct one event decodes into; unknown fields are ignored.
 
-        ``category``/``fraud_score``/``fraud_status``/``processed_at`` are the
-        fields Paywatch adds; they are declared (default UNSET) only so the
+        ``ADDED_FIELDS`` (``category``, ``fraud_score``, ... ``rules_version``) are
+        the fields Paywatch adds; they are declared (default UNSET) only so the
         parser can see that an input already carries one: as anything with
         ``added_fields``, else as a type no value has, so that such an event
         fails to decode (and is decoded alone, see ``decoder.py``).
