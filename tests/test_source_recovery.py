@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -78,39 +79,6 @@ def _source_snapshotted(recovery: Path, prefix: str) -> bool:
         return False
 
 
-def _crash_and_compare(tmp: Path, source: dict, prefix: str, n_events: int) -> None:
-    reference = _config(tmp, "reference", source)
-    finish(start_flow(reference), reference)
-    expected_metrics = jsonl_lines(tmp / "reference", "metrics")
-    expected_dead = jsonl_lines(tmp / "reference", "dead_letter")
-    assert len(expected_metrics) >= 40  # ~10 minutes x 4 regions
-    assert len(expected_dead) == len(BAD)
-
-    recovery = tmp / "recovery"
-    recovery.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
-    crashed = _config(tmp, "crashed", source)
-    proc = start_flow(crashed, recovery=recovery)
-    deadline = time.monotonic() + 60
-    while not _source_snapshotted(recovery, prefix):
-        assert proc.poll() is None, "the flow ended before its first snapshot; produce more events"
-        assert time.monotonic() < deadline, "no snapshot within 60 s"
-        time.sleep(0.05)
-    assert proc.poll() is None, "the flow ended before the kill; produce more events"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before_kill = jsonl_lines(tmp / "crashed", "metrics") + jsonl_lines(tmp / "crashed", "dead_letter")
-    assert len(jsonl_lines(tmp / "crashed", "transactions")) < n_events  # really killed part-way
-
-    finish(start_flow(crashed, recovery=recovery), crashed)
-    metrics = jsonl_lines(tmp / "crashed", "metrics")
-    dead = jsonl_lines(tmp / "crashed", "dead_letter")
-    assert metrics == expected_metrics  # every minute, nothing lost, nothing twice
-    assert dead == expected_dead  # no dead letter lost or doubled
-    assert set(before_kill) <= set(metrics + dead)  # output from before the kill kept
-    assert len(jsonl_lines(tmp / "crashed", "transactions")) == n_events
-
-
 def _kafka_topic(broker) -> dict:
     topic = f"r-{uuid.uuid4().hex[:10]}"
     admin = KafkaAdminClient(bootstrap_servers=broker.address)
@@ -137,19 +105,24 @@ def _committed_kafka_records(recovery: Path) -> int:
     return sum(SOURCE_FORMAT.load(pickle.loads(blob))[0] or 0 for blob in latest.values() if blob is not None)
 
 
-def _kill_after_a_snapshot(
-    proc: subprocess.Popen, config: Path, recovery: Path, records: int, timeout: float = 90
-) -> None:
-    """SIGKILL an unbounded flow once a committed snapshot covers ``records`` Kafka records.
+def _kafka_covers(recovery: Path, records: int) -> Callable[[], bool]:
+    """Whether a committed snapshot covers ``records`` Kafka records."""
+    return lambda: _committed_kafka_records(recovery) >= records
 
-    An unbounded Kafka flow never ends by itself, so the kill always comes
-    before its end, whatever the machine's speed; the records produced after
-    the kill make sure the resumed run has work the killed one never saw.
+
+def _kill_after_a_snapshot(
+    proc: subprocess.Popen, config: Path, snapshotted: Callable[[], bool], timeout: float = 90
+) -> None:
+    """SIGKILL an unbounded flow once ``snapshotted()`` sees the committed snapshot it waits for.
+
+    An unbounded flow never ends by itself, so the kill always comes before
+    its end, whatever the machine's speed; the events produced after the
+    kill make sure the resumed run has work the killed one never saw.
     """
     deadline = time.monotonic() + timeout
-    while _committed_kafka_records(recovery) < records:
+    while not snapshotted():
         assert proc.poll() is None, stderr_of(config)
-        assert time.monotonic() < deadline, f"no snapshot covering {records} records within {timeout:g} s"
+        assert time.monotonic() < deadline, f"no such snapshot within {timeout:g} s"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -171,7 +144,9 @@ def test_kafka_flow_resumes_exactly_after_sigkill(kafka_broker, tmp_path):
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
     crashed = _config(tmp_path, "crashed", source)
-    _kill_after_a_snapshot(start_flow(crashed, recovery=recovery), crashed, recovery, 1)
+    _kill_after_a_snapshot(
+        start_flow(crashed, recovery=recovery), crashed, lambda: _committed_kafka_records(recovery) >= 1
+    )
     before_kill = jsonl_lines(tmp_path / "crashed", "metrics") + jsonl_lines(tmp_path / "crashed", "dead_letter")
     publish_kafka(KafkaSourceSettings(**kafka), second, linger_ms=5)
 
@@ -222,7 +197,8 @@ def test_changing_the_sink_set_between_kills_keeps_every_output(kafka_broker, tm
         if last:
             finish(proc, config)
         else:
-            _kill_after_a_snapshot(proc, config, recovery, produced - len(phase) + 1)
+            covered = produced - len(phase) + 1
+            _kill_after_a_snapshot(proc, config, _kafka_covers(recovery, covered))
             out = tmp_path / "changing"
             kept = jsonl_lines(out, "metrics") + jsonl_lines(out, "alerts") + jsonl_lines(out, "dead_letter")
 
@@ -240,18 +216,37 @@ def test_changing_the_sink_set_between_kills_keeps_every_output(kafka_broker, tm
 
 
 def test_kinesis_flow_resumes_exactly_after_sigkill(moto, tmp_path, monkeypatch):
+    """Half the events, an unbounded run killed after a snapshot, the other half, a bounded resume."""
     stream = f"r-{uuid.uuid4().hex[:10]}"
     client = boto3.client("kinesis", endpoint_url=moto.url, region_name="us-east-1")
     client.create_stream(StreamName=stream, ShardCount=3)
     client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
-    kinesis = {
-        "stream_name": stream,
-        "bounded": True,
-        "min_poll_interval_seconds": 0.0,
-        "idle_poll_interval_seconds": 0.05,
-    }
-    publish_kinesis(
-        KinesisSourceSettings(**kinesis), AwsSettings(endpoint_url=moto.url), _events(KINESIS_EVENTS), client=client
-    )
+    kinesis = {"stream_name": stream, "min_poll_interval_seconds": 0.0, "idle_poll_interval_seconds": 0.05}
+    source = {"type": "kinesis", "kinesis": kinesis, "idle_partition_seconds": 3600}
+    first, second = _phases(_events(KINESIS_EVENTS), 2)
+    aws = AwsSettings(endpoint_url=moto.url)
+    publish_kinesis(KinesisSourceSettings(**kinesis), aws, first, client=client)
     monkeypatch.setenv("PAYWATCH__AWS__ENDPOINT_URL", moto.url)
-    _crash_and_compare(tmp_path, {"type": "kinesis", "kinesis": kinesis}, "kinesis:", KINESIS_EVENTS)
+
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
+    crashed = _config(tmp_path, "crashed", source)
+    _kill_after_a_snapshot(
+        start_flow(crashed, recovery=recovery), crashed, lambda: _source_snapshotted(recovery, "kinesis:")
+    )
+    before_kill = jsonl_lines(tmp_path / "crashed", "metrics") + jsonl_lines(tmp_path / "crashed", "dead_letter")
+    publish_kinesis(KinesisSourceSettings(**kinesis), aws, second, client=client)
+
+    bounded = {**source, "kinesis": {**kinesis, "bounded": True}}
+    reference = _config(tmp_path, "reference", bounded)
+    finish(start_flow(reference), reference)
+    resumed = _config(tmp_path, "crashed", bounded)
+    finish(start_flow(resumed, recovery=recovery), resumed)
+    expected_metrics = jsonl_lines(tmp_path / "reference", "metrics")
+    assert len(expected_metrics) >= 40  # ~10 minutes x 4 regions
+    assert jsonl_lines(tmp_path / "crashed", "metrics") == expected_metrics  # every minute, nothing lost or twice
+    dead = jsonl_lines(tmp_path / "crashed", "dead_letter")
+    assert dead == jsonl_lines(tmp_path / "reference", "dead_letter") and len(dead) == len(BAD)
+    assert set(before_kill) <= set(jsonl_lines(tmp_path / "crashed", "metrics") + dead)  # output before the kill kept
+    assert len(jsonl_lines(tmp_path / "crashed", "transactions")) == KINESIS_EVENTS
