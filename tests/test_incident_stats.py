@@ -115,3 +115,12 @@ def test_dimension_counts_per_chunk_are_exact_per_hop():
     assert counts[("US", 1000)]["payment_method"][0] == {"{'odd': 1}": 1}
     assert counts[("EU", 1010)]["payment_method"] == ({"3": 1}, {"3": 1})
     assert DimensionCounter([], 10, frozenset()).count(region_counts, owners, failed, events) == {}
+
+
+def test_contributors_reach_dynamodb_as_a_list_of_maps():
+    from connectors.sinks.dynamodb import to_item
+
+    alert = {"alert_id": "a", "details": {"contributors": [{"dimension": "device", "value": "mobile", "lift": 3.52}]}}
+    item = to_item(alert)
+    [entry] = item["details"]["M"]["contributors"]["L"]
+    assert entry["M"]["value"] == {"S": "mobile"} and entry["M"]["lift"] == {"N": "3.52"}
