@@ -89,10 +89,3 @@ def check_live_change(in_force: RuleSettings, new: RuleSettings) -> None:
                 f"changed from {old_value} to {new_value} while running: restart needed "
                 "(it shapes window state; change it in the settings and restart)",
             )
-
-
-def merged_rules(base: RuleSettings, in_force: RuleSettings, text: str | bytes) -> RuleSettings:
-    """Validate a new rules document for a running flow (layer, validate, restart-only check)."""
-    new = parse_rules_document(text, base)
-    check_live_change(in_force, new)
-    return new
