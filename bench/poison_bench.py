@@ -20,7 +20,7 @@ clean and poisoned runs:
 and checks that each poisoned run dead-letters exactly the poison (skewed
 events aside) and nothing else. Figures go to docs/performance.md.
 
-Usage: .venv/bin/python bench/poison_bench.py [--events 1000000] [--rounds 3] [--out bench/results]
+Usage: .venv/bin/python -m bench.poison_bench [--events 1000000] [--rounds 3] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
 
 from config.loader import load_settings  # noqa: E402
 from operators.parse import ChunkParser  # noqa: E402
