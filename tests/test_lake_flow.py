@@ -11,8 +11,8 @@ from bytewax.testing import run_main
 from config import load_settings
 from dataflow import build_flow
 from tests.events import T0, event, write_jsonl
+from tests.support.config import QUIET_STDOUT
 
-QUIET = {"alerts": False, "metrics": False, "dead_letters": False}
 BROKEN = [b"{broken", b"\xff\xfe not utf-8", b'{"transaction_id":"x1","timestamp":"2025-07-09T19:30:00Z"}']
 
 
@@ -44,7 +44,7 @@ def test_file_replay_writes_every_line_to_raw_and_every_transaction_to_enriched(
         overrides={
             "source": {"type": "file", "path": str(tmp_path / "in.jsonl"), "batch_size": 256},
             "sinks": {
-                "stdout": QUIET,
+                "stdout": QUIET_STDOUT,
                 "jsonl": {"dir": str(out)},
                 "lake": {"enabled": True, "uri": str(lake), "max_file_seconds": 600, "target_file_mb": 0.05},
             },
@@ -97,7 +97,7 @@ def test_s3_down_spills_whole_files_to_dead_letters_and_loses_no_line(tmp_path: 
             "aws": {"endpoint_url": f"http://127.0.0.1:{free_port()}"},
             "source": {"type": "file", "path": str(tmp_path / "in.jsonl"), "batch_size": 250},
             "sinks": {
-                "stdout": QUIET,
+                "stdout": QUIET_STDOUT,
                 "retry": {
                     "base_seconds": 0.01,
                     "max_seconds": 0.02,

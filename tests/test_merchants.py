@@ -24,8 +24,8 @@ from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import NOT_CONFIGURED, MerchantTable
 from tests.events import T0, chunk, event
 from tests.reference_helpers import StepSource, wait_for
+from tests.support.config import QUIET_STDOUT
 
-QUIET = {"alerts": False, "metrics": False, "dead_letters": False}
 ROWS = [
     ("m_ok", "Corner Shop", True, 500.0),
     ("m_off", "Closed Ltd", False, None),
@@ -158,7 +158,7 @@ def test_a_refresh_deactivates_a_merchant_while_the_flow_runs(tmp_path):
         environ={},
         overrides={
             "reference": {"merchants": {"path": str(table), "refresh_seconds": 0.1}},
-            "sinks": {"jsonl": {"dir": str(out)}, "stdout": QUIET},
+            "sinks": {"jsonl": {"dir": str(out)}, "stdout": QUIET_STDOUT},
         },
     )
     loader = ReferenceLoader(settings)
@@ -203,7 +203,7 @@ def test_dynamodb_table_provisioned_loaded_and_refreshed_while_the_flow_runs(mot
         "source": {"kinesis": {"stream_name": f"payments-{tag}"}},
         "sinks": {
             "jsonl": {"dir": str(tmp_path / "out")},
-            "stdout": QUIET,
+            "stdout": QUIET_STDOUT,
             "sns": {"topic_name": f"alerts-{tag}"},
             "dynamodb": {
                 "transactions_table": f"txn-{tag}",

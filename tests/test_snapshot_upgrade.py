@@ -19,11 +19,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from config.loader import load_settings
 from connectors.recovery_upgrade import upgrade_recovery
 from dataflow import build_flow
 from operators.state.snapshots import SnapshotError, SnapshotFormat, envelope, unchanged
-from tests.support.config import write_config
+from tests.support.config import settings_for, write_config
 from tests.support.flow import run_flow
 from tests.support.output import jsonl_lines
 
@@ -132,12 +131,7 @@ def test_state_no_step_reads_is_reported_by_name_and_kept(tmp_path, monkeypatch)
     with tarfile.open(FIXTURE) as archive:
         archive.extractall(tmp_path, filter="data")
     monkeypatch.chdir(tmp_path)
-    settings = load_settings(
-        overrides={
-            "source": {"type": "file", "path": "events.jsonl", "batch_size": 500},
-            "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}},
-        }
-    )
+    settings = settings_for(source={"type": "file", "path": "events.jsonl", "batch_size": 500})
     upgrade = upgrade_recovery(tmp_path / "recovery", build_flow(settings))
     assert upgrade.unused == [f"paywatch.{kind}_to_jsonl" for kind in ("dead_letters", "metrics", "transactions")]
     assert any("paywatch.metrics_to_jsonl" in warning for warning in upgrade.warnings())
