@@ -59,6 +59,7 @@ def measure(n_users: int, events_per_user: int) -> dict:
     """Build the state of ``n_users`` users in this process and time its snapshot and restore."""
     from cli.startup import GC_THRESHOLD
     from config import load_settings
+    from operators.state.snapshots import collector_paused
     from operators.steps import USER_RISK_FORMAT
     from operators.users.user_risk import UserEvents, UserShard
 
@@ -101,7 +102,8 @@ def measure(n_users: int, events_per_user: int) -> dict:
     snapshot_bytes = sum(len(blob) for blob in blobs)
 
     started, cpu = time.perf_counter(), time.process_time()
-    restored = [UserShard(rules, users, lateness, USER_RISK_FORMAT.load(pickle.loads(blob))) for blob in blobs]
+    with collector_paused():  # as the user step restores (operators/steps.py)
+        restored = [UserShard(rules, users, lateness, USER_RISK_FORMAT.load(pickle.loads(blob))) for blob in blobs]
     restore_s, restore_cpu = time.perf_counter() - started, time.process_time() - cpu
     assert sum(len(shard.risk) for shard in restored) == held
     return {

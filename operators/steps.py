@@ -25,7 +25,7 @@ from operators.parse import ParsedChunk
 from operators.records import TransactionBatch
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState, migrate_state
-from operators.state.snapshots import SnapshotFormat, unchanged
+from operators.state.snapshots import SnapshotFormat, collector_paused, unchanged
 from operators.users.user_risk import UserEvents, UserShard, upgrade_snapshot
 
 REGIONS_KEY = "regions"
@@ -221,7 +221,8 @@ class _UserRiskLogic(StatefulBatchLogic[UserEvents, dict, tuple]):
         state: Optional[bytes] = USER_RISK_FORMAT.load(resume) if resume is not None else None
         self.reference = reference
         self.live = reference.current
-        self.shard = UserShard(self.live.rules, settings.users, settings.windows.allowed_lateness_seconds, state)
+        with collector_paused():  # the shard unpickles its users here
+            self.shard = UserShard(self.live.rules, settings.users, settings.windows.allowed_lateness_seconds, state)
 
     def _rules(self) -> LiveReference:
         """The live rules for this batch (thresholds only: window lengths cannot change while running)."""

@@ -29,7 +29,9 @@ worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import gc
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -110,6 +112,25 @@ class SnapshotFormat:
             state = migrate(state)
             version += 1
         return state
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large state is unpickled.
+
+    Unpickling a million users' lists allocates tens of millions of
+    containers; each young collection then walks them again, and the restore
+    spent about three quarters of its CPU in the collector
+    (bench/state_size_bench.py, docs/performance.md). Nothing unpickled is
+    garbage, so pausing loses nothing; the collector resumes afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def unchanged(state: Any) -> Any:
