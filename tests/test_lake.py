@@ -316,3 +316,15 @@ def test_the_minute_clock_closes_an_alert_bucket_in_a_quiet_stretch():
     assert buckets.advance(T0 + 500) == []  # bucket end + 300 s not reached
     closed = buckets.advance(T0 + 600)
     assert [(d.start, [r["id"] for r in d.rows]) for d in closed] == [(T0, ["a"])]
+
+
+def test_snapshots_are_compressed_and_older_formats_still_load():
+    from connectors.lake.sink import LAKE_FORMAT, _pack, _unpack
+    from operators.state.snapshots import MARK
+
+    state = ({}, {}, [], {"file:a": 7}, 123.0)
+    assert _unpack(LAKE_FORMAT.load(LAKE_FORMAT.save(_pack(state)))) == state
+    version_1 = (MARK, "lake", 1, ({}, {}, []))
+    assert _unpack(LAKE_FORMAT.load(version_1)) == ({}, {}, [], {}, None)
+    version_2 = (MARK, "lake", 2, state)
+    assert _unpack(LAKE_FORMAT.load(version_2)) == state
