@@ -6,14 +6,14 @@ Here the table is columns indexed by a slot, and the join of a chunk is a
 handful of numpy calls, not a Python lookup per event:
 
 - ``hash()`` of every merchant id of the chunk, in one C-level ``map``;
-- an open-addressing hash index over those 64-bit hashes (one numpy array
-  of (hash, slot, limit) rows at load factor <= 1/2), probed for the whole
-  chunk at once: each round is a vectorised gather, so the cache misses of a
-  million-entry table overlap instead of stalling the interpreter one event
-  at a time (a ``dict`` of a million ids cost the parse step about a third of
-  its speed; see docs/performance.md), and a hit reads slot and limit from
-  the line it already fetched;
-- the merchant's status/name verdict gathered by slot (a 1-byte column).
+- a bucketed hash index over those 64-bit hashes (buckets of 8, one cache
+  line each, half full on average), probed for the whole chunk in one
+  vectorised gather and compare, so the cache misses of a million-entry
+  table overlap instead of stalling the interpreter one event at a time (a
+  ``dict`` of a million ids cost the parse step about a third of its speed;
+  see docs/performance.md), and the few ids in a full bucket follow its
+  overflow in a loop;
+- the merchant's status/name verdict and limit gathered by slot.
 
 Ids are matched by their 64-bit ``hash()`` (salted per process, so equal
 within one); two ids of one table with the same hash would be confused, a
@@ -42,7 +42,7 @@ STATUS_NAMES = ("active", "inactive", "unknown", "not_loaded")
 MerchantRow = tuple[str, Optional[str], bool, Optional[float]]
 
 _EMPTY = -1  # CPython's hash() never returns -1
-_VECTOR_MIN = 16  # below this many unresolved ids, probe in a loop
+_WIDTH = 8  # hashes per bucket: one 64-byte cache line
 
 
 class MerchantTable:
@@ -57,7 +57,7 @@ class MerchantTable:
     :ivar sentinel: the slot of the sentinel row (= the number of merchants).
     """
 
-    __slots__ = ("_index", "_mask", "status", "limit", "_names", "_name_starts", "sentinel", "loaded")
+    __slots__ = ("_keys", "_slots", "_mask", "status", "limit", "_names", "_name_starts", "sentinel", "loaded")
 
     def __init__(self, rows: Iterable[MerchantRow] = (), loaded: bool = True) -> None:
         """:arg rows: the table; a repeated merchant_id keeps its last row.
@@ -93,69 +93,61 @@ class MerchantTable:
         self._build_index(hashes)
 
     def _build_index(self, hashes: np.ndarray) -> None:
-        """Rows of (hash, slot, limit bits) in one array, so a probe that hits has all three
-        in the cache line it already read."""
+        """Buckets of :data:`_WIDTH` hashes (one cache line each), filled from the left;
+        a full bucket overflows into the next one."""
         n = hashes.size
-        size = 1 << max(4, (2 * n).bit_length())  # load factor 1/4 to 1/2
-        mask = size - 1
-        index = np.zeros((size, 3), dtype=np.int64)
-        index[:, 0] = _EMPTY
-        keys = index[:, 0]
-        limits = self.limit.view(np.int64)
-        pos = hashes & mask
+        buckets = 1 << max(2, (n // 4).bit_length())  # on average 2 to 4 of 8 places taken
+        mask = buckets - 1
+        keys = np.full((buckets, _WIDTH), _EMPTY, dtype=np.int64)
+        slots = np.zeros((buckets, _WIDTH), dtype=np.int32)
+        fill = np.zeros(buckets, dtype=np.int64)
+        bucket = hashes & mask
         pending = np.arange(n)
         while pending.size:
-            at = pos[pending]
-            free = np.flatnonzero(keys[at] == _EMPTY)
-            # Of the pending rows that found a free slot, the first per slot takes it.
-            taken, first = np.unique(at[free], return_index=True)
-            winners = pending[free[first]]
-            index[taken, 0] = hashes[winners]
-            index[taken, 1] = winners
-            index[taken, 2] = limits[winners]
-            placed = np.zeros(pending.size, dtype=bool)
-            placed[free[first]] = True
-            pending = pending[~placed]
-            pos[pending] = (pos[pending] + 1) & mask
-        self._index, self._mask = index, mask
+            order = np.argsort(bucket[pending], kind="stable")
+            pending = pending[order]
+            at = bucket[pending]
+            # Rank of each row among the pending rows of its bucket.
+            starts = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])
+            rank = np.arange(at.size) - np.repeat(starts, np.diff(np.r_[starts, at.size]))
+            column = fill[at] + rank
+            fits = column < _WIDTH
+            keys[at[fits], column[fits]] = hashes[pending[fits]]
+            slots[at[fits], column[fits]] = pending[fits]
+            fill += np.bincount(at[fits], minlength=buckets)
+            pending = pending[~fits]
+            bucket[pending] = (at[~fits] + 1) & mask
+        self._keys, self._slots, self._mask = keys, slots, mask
 
     def __len__(self) -> int:
         return self.sentinel
 
     def join(self, merchant_ids: Iterable[Optional[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """The slot and the limit of each id (the sentinel's for an absent or unknown id), for a whole chunk."""
+        """The slot and the limit of each id (the sentinel's for an absent or unknown id), for a whole chunk.
+
+        One vectorised probe of each id's bucket; the few ids whose bucket is
+        full and does not hold them follow the overflow in a loop.
+        """
         hashes = np.fromiter(map(hash, merchant_ids), dtype=np.int64)
-        slots = np.full(hashes.size, self.sentinel, dtype=np.int64)
-        limits = np.full(hashes.size, np.inf, dtype=np.float64)
         if not self.sentinel:
-            return slots, limits
-        index, mask = self._index, self._mask
-        limit_bits = limits.view(np.int64)
-        pos = hashes & mask
-        pending = np.arange(hashes.size)
-        while pending.size > _VECTOR_MIN:
-            at = pos[pending]
-            rows = index[at]
-            hit = rows[:, 0] == hashes[pending]
-            found = pending[hit]
-            slots[found] = rows[hit, 1]
-            limit_bits[found] = rows[hit, 2]
-            go_on = ~hit & (rows[:, 0] != _EMPTY)
-            pending = pending[go_on]
-            pos[pending] = (at[go_on] + 1) & mask
-        # The few ids in long probe runs: a plain loop beats another dozen array rounds.
-        for i in pending.tolist():
-            h, p = int(hashes[i]), int(pos[i])
+            return np.full(hashes.size, self.sentinel, dtype=np.int64), np.full(hashes.size, np.inf)
+        keys, table_slots, mask = self._keys, self._slots, self._mask
+        bucket = hashes & mask
+        rows = keys[bucket]
+        equal = rows == hashes[:, None]
+        hit = equal.any(axis=1)
+        slots = np.where(hit, table_slots[bucket, equal.argmax(axis=1)], self.sentinel)
+        for i in np.flatnonzero(~hit & (rows[:, -1] != _EMPTY)).tolist():
+            h, b = int(hashes[i]), (int(bucket[i]) + 1) & mask
             while True:
-                key = int(index[p, 0])
-                if key == h:
-                    slots[i] = index[p, 1]
-                    limit_bits[i] = index[p, 2]
+                row = keys[b].tolist()
+                if h in row:
+                    slots[i] = table_slots[b, row.index(h)]
                     break
-                if key == _EMPTY:
+                if row[-1] == _EMPTY:
                     break
-                p = (p + 1) & mask
-        return slots, limits
+                b = (b + 1) & mask
+        return slots, self.limit[slots]
 
     def slots(self, merchant_ids: Iterable[Optional[str]]) -> np.ndarray:
         """The slot of each id (the sentinel for an absent or unknown id)."""
