@@ -318,13 +318,18 @@ def test_the_minute_clock_closes_an_alert_bucket_in_a_quiet_stretch():
     assert [(d.start, [r["id"] for r in d.rows]) for d in closed] == [(T0, ["a"])]
 
 
-def test_snapshots_are_compressed_and_older_formats_still_load():
-    from connectors.lake.sink import LAKE_FORMAT, _pack, _unpack
+def test_snapshots_are_compressed_when_pickled_and_older_formats_still_load():
+    from connectors.lake.sink import LAKE_FORMAT, Compressed, _plain
     from operators.state.snapshots import MARK
 
-    state = ({}, {}, [], {"file:a": 7}, 123.0)
-    assert _unpack(LAKE_FORMAT.load(LAKE_FORMAT.save(_pack(state)))) == state
+    lines = [b'{"transaction_id":"t%d","region":"EU","payment_status":"SUCCESS"}' % i for i in range(2000)]
+    state = ({}, {}, [lines], {"file:a": 7}, 123.0)
+    snapshot = LAKE_FORMAT.save(Compressed(state))
+    stored = pickle.dumps(snapshot)
+    assert len(stored) * 4 < len(pickle.dumps(state))
+    assert _plain(LAKE_FORMAT.load(pickle.loads(stored))) == state
+    assert _plain(LAKE_FORMAT.load(snapshot)) == state  # never pickled (no recovery)
     version_1 = (MARK, "lake", 1, ({}, {}, []))
-    assert _unpack(LAKE_FORMAT.load(version_1)) == ({}, {}, [], {}, None)
+    assert _plain(LAKE_FORMAT.load(version_1)) == ({}, {}, [], {}, None)
     version_2 = (MARK, "lake", 2, state)
-    assert _unpack(LAKE_FORMAT.load(version_2)) == state
+    assert _plain(LAKE_FORMAT.load(version_2)) == state

@@ -64,7 +64,7 @@ from connectors.sinks.dead_letter import DeadLetterWriter, sink_dead_letter
 from connectors.sinks.delivery import BAD_ITEM, Delivery, SendResult, delivery_policy
 from operators.events.timestamps import TimestampParser
 from operators.records import LakeChunk
-from operators.state.snapshots import SnapshotFormat
+from operators.state.snapshots import SnapshotFormat, unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -78,21 +78,37 @@ def _add_seen_positions(state: tuple) -> tuple:
     return (*state, {}, None)
 
 
-def _pack(state: tuple) -> tuple[int, bytes]:
-    """The state pickled and zstd-compressed: open files are raw JSON lines, which compress
-    about tenfold, and Bytewax writes the whole state at every snapshot."""
-    data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    return len(data), pa.compress(data, codec="zstd", asbytes=True)
+class Compressed:
+    """A state that is zstd-compressed when (and only when) Bytewax pickles it.
+
+    Open files are raw JSON lines, which compress several times, and Bytewax
+    writes the whole state at every snapshot. Without recovery Bytewax still
+    calls ``snapshot()`` at every epoch but never pickles the result, so the
+    compression costs nothing there. Unpickling gives the plain state back.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: tuple) -> None:
+        self.state = state
+
+    def __reduce__(self) -> tuple:
+        data = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return (_decompressed, (len(data), pa.compress(data, codec="zstd", asbytes=True)))
 
 
-def _unpack(packed: tuple[int, bytes]) -> LakeState:
-    size, data = packed
+def _decompressed(size: int, data: bytes) -> tuple:
     return pickle.loads(pa.decompress(data, decompressed_size=size, codec="zstd", asbytes=True))
 
 
-LAKE_FORMAT = SnapshotFormat("lake", 3, migrations={1: _add_seen_positions, 2: _pack})
-"""Open files, buckets and undelivered files of a partition, packed by :func:`_pack`
-(operators/state/snapshots.py)."""
+def _plain(state: Any) -> LakeState:
+    """The state of a loaded snapshot (a :class:`Compressed` that was never pickled, in tests)."""
+    return state.state if isinstance(state, Compressed) else state
+
+
+LAKE_FORMAT = SnapshotFormat("lake", 3, migrations={1: _add_seen_positions, 2: unchanged})
+"""Open files, buckets and undelivered files of a partition; v3 is compressed when pickled
+(:class:`Compressed`), which unpickles to the v2 state (operators/state/snapshots.py)."""
 
 
 def _wall_clock() -> float:
@@ -281,7 +297,7 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
 
     def snapshot(self) -> tuple:
         return LAKE_FORMAT.save(
-            _pack(
+            Compressed(
                 (
                     {key: roller.snapshot() for key, roller in self._rollers.items()},
                     {zone: buckets.snapshot() for zone, buckets in self._buckets.items()},
@@ -375,7 +391,7 @@ class LakeSink(FixedPartitionedSink[Any, tuple]):
         return [f"lake-{i}" for i in range(self.settings.sinks.lake.partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume: Optional[tuple]) -> _LakePartition:
-        resume_state: Optional[LakeState] = _unpack(LAKE_FORMAT.load(resume)) if resume is not None else None
+        resume_state: Optional[LakeState] = _plain(LAKE_FORMAT.load(resume)) if resume is not None else None
         lake = self.settings.sinks.lake
         store = build_store(self.settings)
         compression = lake.compression
