@@ -101,22 +101,20 @@ def _settings(pattern: Optional[str], users: Optional[dict] = None) -> Any:
     return load_settings(environ={}, overrides=overrides)
 
 
-class _TimedSink:
+def _timed_sink(seen: list) -> Any:
     """A dynamic sink that notes the wall time at which each alert arrives."""
+    from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-    def __new__(cls, seen: list):
-        from bytewax.outputs import DynamicSink, StatelessSinkPartition
+    class _Part(StatelessSinkPartition):
+        def write_batch(self, items: list) -> None:
+            now = time.time()
+            seen.extend((now, alert) for _key, alert in items)
 
-        class _Part(StatelessSinkPartition):
-            def write_batch(self, items: list) -> None:
-                now = time.time()
-                seen.extend((now, alert) for _key, alert in items)
+    class _Sink(DynamicSink):
+        def build(self, step_id: str, worker_index: int, worker_count: int) -> _Part:
+            return _Part()
 
-        class _Sink(DynamicSink):
-            def build(self, step_id: str, worker_index: int, worker_count: int) -> _Part:
-                return _Part()
-
-        return _Sink()
+    return _Sink()
 
 
 BEFORE_COMMIT = "b14f580"
@@ -164,7 +162,7 @@ def _use_arrival_order() -> None:
         alerts = op.stateful_batch("risk", batches, lambda state: _Logic(settings, state))
         return op.map("drop_shard_key", alerts, lambda keyed: keyed[1])
 
-    dataflow.user_risk = user_risk  # type: ignore[attr-defined]
+    dataflow.user_risk = user_risk  # type: ignore[assignment]
 
 
 def _run(settings: Any, source: Any = None) -> tuple[list, float, float]:
@@ -175,7 +173,7 @@ def _run(settings: Any, source: Any = None) -> tuple[list, float, float]:
     from dataflow import build_flow
 
     seen: list = []
-    flow = build_flow(settings, source=source, outputs=Outputs(alerts=[_TimedSink(seen)]))
+    flow = build_flow(settings, source=source, outputs=Outputs(alerts=[_timed_sink(seen)]))
     _tune_garbage_collector()  # as `python -m bytewax.run dataflow` does
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime
@@ -309,7 +307,7 @@ def mode_held(pattern: str) -> dict:
     parser = ChunkParser(settings, transaction_lines=False)
     files = sorted(glob.glob(pattern))
     readers = [open(path, "rb") for path in files]  # noqa: SIM115
-    max_ts: list[Optional[float]] = [None] * len(files)
+    partition_times: list[Any] = [None] * len(files)  # each partition's event-time state
     shards = [
         UserShard(settings.rules, settings.users, settings.windows.allowed_lateness_seconds)
         for _ in range(settings.users.shards)
@@ -322,9 +320,8 @@ def mode_held(pattern: str) -> dict:
             lines = [reader.readline().rstrip(b"\n") for _ in range(1000)]
             lines = [line for line in lines if line]
             done[index] = len(lines) < 1000
-            max_ts[index], parsed = parser.parse(
-                max_ts[index], RawChunk(f"f{index}", len(files), lines, done=done[index])
-            )
+            chunk = RawChunk(f"f{index}", len(files), lines, done=done[index])
+            partition_times[index], parsed = parser.parse(partition_times[index], chunk)
             for shard_index, shard in enumerate(shards):
                 events = parsed.user_events.get(shard_index, [])
                 shard.add([UserEvents(parsed.part, parsed.n_parts, parsed.watermark, parsed.done, False, events)], 0.0)
