@@ -343,7 +343,7 @@ class RegionWindows:
                 continue
             if end == st.minute_end:
                 if not at_end or end - MINUTE < watermark:
-                    records = self._minute_records(end)
+                    records = self._minute_records(end, cut_short=at_end and end > watermark)
                     if records:
                         out.append((METRICS, records))
                 st.minute_end += MINUTE
@@ -456,11 +456,19 @@ class RegionWindows:
             total[3] += counts[3]
         return total
 
-    def _minute_records(self, end: int) -> list[dict]:
-        """One record per known region, or none when nobody had an event in the minute."""
+    def _minute_records(self, end: int, cut_short: bool = False) -> list[dict]:
+        """One record per known region, or none when nobody had an event in the minute.
+
+        ``partial`` marks a minute the flow saw only part of: the one in which
+        its first event fell (the flow started mid-minute, which would
+        otherwise read like a traffic drop) and, with ``cut_short``, the last
+        minute of a bounded input.
+        """
         start = end - MINUTE
         records = []
         any_events = False
+        flow_first = min((info.first_second for info in self.state.regions.values()), default=start)
+        partial = cut_short or start < flow_first
         for region in sorted(self.state.regions):
             if self.state.regions[region].first_second >= end:
                 continue
@@ -476,6 +484,7 @@ class RegionWindows:
                     "failure_rate": round(failures * 100.0 / count, 4) if count else 0.0,
                     "fraud_suspected": suspected,
                     "review_required": review,
+                    "partial": partial,
                 }
             )
         return records if any_events else []

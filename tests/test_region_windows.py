@@ -42,9 +42,23 @@ def test_minutes_are_exact_and_aligned_to_utc():
         "failure_rate": 20.0,
         "fraud_suspected": 1,
         "review_required": 0,
+        "partial": True,  # the flow's first event came 5 s into the minute
     }
     [[last]] = kinds(w.flush(), METRICS)
     assert (last["window_start"], last["count"], last["review_required"]) == ("2025-07-09T19:01:00Z", 4, 1)
+    assert last["partial"] is True  # the input ended 1 s into the minute
+
+
+def test_only_the_minutes_the_flow_saw_in_part_are_marked_partial():
+    w = windows()
+    counts = {("EU", T0 + s): [1, 0, 0, 0] for s in range(0, 180, 5)}
+    out = w.add([summary(counts, T0 + 180)], now=0)
+    minutes = [m for [m] in kinds(out, METRICS)]
+    assert [(m["window_start"], m["partial"]) for m in minutes] == [
+        ("2025-07-09T19:00:00Z", False),
+        ("2025-07-09T19:01:00Z", False),
+        ("2025-07-09T19:02:00Z", False),
+    ]
 
 
 def test_out_of_order_counts_land_in_their_own_window():

@@ -106,6 +106,7 @@ METRICS_SCHEMA = pa.schema(
         ("failure_rate", pa.float64()),
         ("fraud_suspected", pa.int64()),
         ("review_required", pa.int64()),
+        ("partial", pa.bool_()),
         ("extra", pa.string()),
     ]
 )

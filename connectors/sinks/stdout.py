@@ -16,7 +16,8 @@ def format_alert(alert: dict[str, Any]) -> str:
 def format_minute(records: list[dict[str, Any]]) -> str:
     if not records:
         return ""
-    lines = [f"MINUTE {records[0]['window_start']}"]
+    partial = " (partial: the flow saw only part of this minute)" if records[0].get("partial") else ""
+    lines = [f"MINUTE {records[0]['window_start']}{partial}"]
     for r in records:
         lines.append(
             f"  {r['region']:<12} count={r['count']:<7} failures={r['failures']:<6} "
