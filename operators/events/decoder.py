@@ -74,14 +74,14 @@ class EventDecoder:
         """
         if not lines:
             return [], None, [], True
-        if array is None:
+        n = len(lines)
+        # Line i spans bytes [ends[i] + i + 1, ends[i + 1] + i + 1) of the array.
+        ends = [0, *accumulate(map(len, lines))]
+        if array is None or len(array) != ends[-1] + n + 1:
             array = b"[" + b",".join(lines) + b"]"
         plain = b"\n" not in array
         many = self._many.decode
         max_bytes = self._max_bytes
-        n = len(lines)
-        # Line i spans bytes [ends[i - 1] + i + 1, ends[i] + i + 1) of the array.
-        ends = [0, *accumulate(map(len, lines))]
         buffer = bytearray(array)
         view = memoryview(buffer)
         events: list[Any] = []
