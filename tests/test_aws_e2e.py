@@ -10,13 +10,11 @@ from typing import Any, Optional
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.testing import run_main
 
 from config.settings import Settings
 from connectors.sinks.delivery import BufferedAwsSink
 from connectors.sinks.outputs import build_outputs
 from connectors.sources import build_source
-from dataflow import build_flow
 from tests.aws_helpers import (
     aws_settings,
     delivery_stat,
@@ -28,6 +26,7 @@ from tests.aws_helpers import (
     sqs_messages,
     wait_until,
 )
+from tests.support.flow import run_in_process
 from tests.tcp_proxy import TcpProxy
 
 REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
@@ -75,7 +74,7 @@ def test_failure_spike_reaches_cloudwatch_sns_and_dynamodb(moto, tmp_path):
     )
     provision(settings)
 
-    run_main(build_flow(settings))
+    run_in_process(settings)
 
     # CloudWatch: US-WEST's spike minute above 2 %, every other region/minute below.
     window = (start, start + timedelta(minutes=6))
@@ -246,7 +245,7 @@ def test_outage_mid_run_through_the_real_dataflow_loses_nothing(moto, tmp_path):
     (tmp_path / "reference").mkdir()
     reference = _outage_settings(moto.url, tmp_path / "reference", path)
     provision(reference)
-    run_main(build_flow(reference))
+    run_in_process(reference)
     expected = _delivered(reference, moto.url, window)
     assert len(expected["aggregates"]) == 20
     kinds = Counter((a["type"], a["state"], a["region"]) for a in expected["alerts"].values())
@@ -307,7 +306,7 @@ def test_outage_mid_run_through_the_real_dataflow_loses_nothing(moto, tmp_path):
         controller = threading.Thread(target=control, daemon=True)
         controller.start()
         try:
-            run_main(build_flow(settings, source=gated, outputs=outputs))
+            run_in_process(settings, source=gated, outputs=outputs)
         finally:
             finished.set()
             controller.join(60)

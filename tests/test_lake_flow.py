@@ -6,12 +6,11 @@ from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
-from bytewax.testing import run_main
 
 from config import load_settings
-from dataflow import build_flow
 from tests.events import T0, event, write_jsonl
 from tests.support.config import QUIET_STDOUT
+from tests.support.flow import run_in_process
 
 BROKEN = [b"{broken", b"\xff\xfe not utf-8", b'{"transaction_id":"x1","timestamp":"2025-07-09T19:30:00Z"}']
 
@@ -50,7 +49,7 @@ def test_file_replay_writes_every_line_to_raw_and_every_transaction_to_enriched(
             },
         },
     )
-    run_main(build_flow(settings))
+    run_in_process(settings)
 
     raw = read_zone(str(lake), "raw")
     assert raw.num_rows == len(events)
@@ -109,7 +108,7 @@ def test_s3_down_spills_whole_files_to_dead_letters_and_loses_no_line(tmp_path: 
             },
         },
     )
-    run_main(build_flow(settings))
+    run_in_process(settings)
 
     records = [orjson.loads(line) for line in letters.read_bytes().splitlines()]
     assert records and {r["reason"] for r in records} <= {"sink_buffer_full", "sink_undelivered_at_close"}

@@ -17,15 +17,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bytewax.testing import run_main
 
 from cli.provision import Provisioner
 from config import load_settings
 from connectors.sinks.outputs import build_outputs
-from dataflow import build_flow
 from tests.events import write_jsonl
 from tests.support.config import QUIET_STDOUT, write_config
-from tests.support.flow import finish, start_flow
+from tests.support.flow import finish, run_in_process, start_flow
 from tests.tcp_proxy import TcpProxy
 from tests.test_lake_flow import lake_events
 
@@ -114,7 +112,7 @@ def test_file_replay_to_s3_writes_every_line_and_exactly_the_transactions(moto, 
     config = _lake_config(moto.url, tmp_path, str(tmp_path / "in.jsonl"), target_file_mb=0.1)
     settings = load_settings(environ={}, overrides=config)
     Provisioner(settings, wait_seconds=10).up()
-    run_main(build_flow(settings))
+    run_in_process(settings)
 
     bucket = settings.sinks.lake.uri[5:].split("/")[0]
     raw, raw_keys = _zone(moto.url, bucket, "raw")
@@ -196,7 +194,7 @@ def test_an_s3_outage_loses_nothing(moto, tmp_path):
         proxy.stop()
         restorer = threading.Thread(target=restore_after_errors, daemon=True)
         restorer.start()
-        run_main(build_flow(settings, outputs=outputs))
+        run_in_process(settings, outputs=outputs)
         restorer.join()
         assert sum(d.stats.transient_errors for d in lake.deliveries) >= 3  # the outage was seen
         assert sum(d.stats.dead_lettered for d in lake.deliveries) == 0

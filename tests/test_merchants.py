@@ -10,14 +10,12 @@ import boto3
 import orjson
 import pytest
 import yaml
-from bytewax.testing import run_main
 
 from cli.merchants import main as merchants_main
 from cli.provision import Provisioner
 from config import load_settings
 from connectors.reference.loader import ReferenceLoader
 from connectors.reference.merchants import MerchantReadError, read_merchants
-from dataflow import build_flow
 from observability.registry import REGISTRY
 from operators.parse import ChunkParser
 from operators.reference.live import LiveReference, ReferenceHolder
@@ -25,6 +23,7 @@ from operators.reference.merchants import NOT_CONFIGURED, MerchantTable
 from tests.events import T0, chunk, event
 from tests.reference_helpers import StepSource, wait_for
 from tests.support.config import QUIET_STDOUT
+from tests.support.flow import run_in_process
 
 ROWS = [
     ("m_ok", "Corner Shop", True, 500.0),
@@ -183,7 +182,7 @@ def test_a_refresh_deactivates_a_merchant_while_the_flow_runs(tmp_path):
         chunk([event("kept", T0 + 2, merchant_id="m_1", amount=1000.0)], done=True),
     ]
     try:
-        run_main(build_flow(settings, source=StepSource(steps), reference=loader))
+        run_in_process(settings, source=StepSource(steps), reference=loader)
     finally:
         loader.stop()
     records = _transactions(out)
@@ -252,7 +251,7 @@ def test_dynamodb_table_provisioned_loaded_and_refreshed_while_the_flow_runs(mot
         chunk([event("after", T0 + 1, merchant_id="m_1", amount=1000.0)], done=True),
     ]
     try:
-        run_main(build_flow(settings, source=StepSource(steps), reference=loader))
+        run_in_process(settings, source=StepSource(steps), reference=loader)
     finally:
         loader.stop()
     records = _transactions(tmp_path / "out")
