@@ -182,3 +182,23 @@ def test_tests_and_benchmarks_do_not_edit_sys_path():
         if SYS_PATH_EDIT.search(path.read_text())
     ]
     assert edits == [], "drop the sys.path edit; run a benchmark as python -m bench.<name> from the repo root"
+
+
+#: A repository path named in the docs: ``connectors/aws/retry.py``, ``docs/lake.md``...
+DOC_PATH = re.compile(
+    r"\b((?:operators|connectors|config|cli|observability|evaluation|bench|tests|k8s|dashboards|docs)/[\w./-]+?"
+    r"\.(?:py|md|yaml|json))\b"
+)
+
+
+def test_every_path_the_docs_name_exists():
+    """A moved module leaves no pointer behind in the README or docs/ (generated outputs excepted)."""
+    dangling = sorted(
+        {
+            f"{doc.relative_to(ROOT)}: {path}"
+            for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+            for path in DOC_PATH.findall(doc.read_text())
+            if not (ROOT / path).exists() and not path.startswith(("bench/results/", "bench/data/"))
+        }
+    )
+    assert dangling == [], "these docs name files that are not in the repo (moved? renamed?)"
