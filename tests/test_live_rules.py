@@ -167,3 +167,54 @@ def test_parser_takes_new_fraud_rules_at_the_next_chunk(tmp_path):
     [alert] = out.alerts
     assert alert["rules_version"] == loader.holder.current.version
     assert reference_metrics.RULES_INFO.labels(version=loader.holder.current.version)._value.get() == 1
+
+
+@pytest.mark.integration
+def test_rules_from_an_s3_object_reload_when_the_object_changes(moto):
+    import uuid
+
+    import boto3
+
+    bucket = f"rules-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto.url)
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="paywatch/rules.yaml", Body=b"rules: {velocity: {max_count: 4}}")
+    settings = load_settings(
+        environ={},
+        overrides={"rules_file": f"s3://{bucket}/paywatch/rules.yaml", "aws": {"endpoint_url": moto.url}},
+    )
+    loader = ReferenceLoader(settings)
+    assert loader.load_initial().current.rules.velocity.max_count == 4
+    s3.put_object(Bucket=bucket, Key="paywatch/rules.yaml", Body=b"rules: {velocity: {max_count: 7}}")
+    assert loader.refresh(force=True)
+    assert loader.holder.current.rules.velocity.max_count == 7
+    before = failures()
+    s3.delete_object(Bucket=bucket, Key="paywatch/rules.yaml")
+    assert not loader.refresh(force=True)  # unreadable: the rules in force stay
+    assert loader.holder.current.rules.velocity.max_count == 7 and failures() == before + 1
+
+
+def test_user_rules_and_region_rules_take_new_thresholds_at_the_next_batch():
+    from operators.reference.live import LiveReference, ReferenceHolder
+    from operators.steps import _RegionWindowsLogic, _UserRiskLogic
+    from operators.users.user_risk import UserEvents
+
+    settings = load_settings(environ={}, overrides={"users": {"order_lateness_seconds": 0}})
+    holder = ReferenceHolder(LiveReference.of(settings.rules))
+    users = _UserRiskLogic(settings, holder, None)
+    burst = [("u1", T0 + i, 10.0, "US-WEST", f"t{i}") for i in range(5)]  # 5 payments: under max_count 10
+    alerts, _ = users.on_batch([UserEvents("p", 1, T0 + 100, False, False, burst)])
+    assert alerts == []
+    lowered = parse_rules_document("rules: {velocity: {max_count: 5}}", settings.rules)
+    holder.publish(LiveReference.of(lowered))
+    more = [("u1", T0 + 6, 10.0, "US-WEST", "t6")]
+    alerts, _ = users.on_batch([UserEvents("p", 1, T0 + 100, False, False, more)])
+    [alert] = alerts
+    assert alert["type"] == "VELOCITY" and alert["threshold"] == 5.0
+    assert alert["rules_version"] == holder.current.version
+
+    regions = _RegionWindowsLogic(settings, holder, None)
+    assert regions.windows.rule.threshold_percent == settings.rules.failure_rate.threshold_percent
+    holder.publish(LiveReference.of(parse_rules_document("rules: {failure_rate: {threshold_percent: 9}}", lowered)))
+    regions.on_batch([])
+    assert regions.windows.rule.threshold_percent == 9
