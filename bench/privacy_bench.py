@@ -18,8 +18,11 @@ masking alone on the cards input, and with ``--flow`` the whole flow
 (``python -m bytewax.run dataflow``, file source, JSONL outputs) off and on,
 alternating, in CPU seconds of the child process (start-up included).
 
+``--instructions`` counts the whole flow's instructions per event under
+callgrind instead (needs valgrind; a few minutes at ``--events 20000``).
+
 Usage: .venv/bin/python -m bench.privacy_bench [--events 300000] [--rounds 5] [--flow | --flow-only]
-[--flow-rounds 7]
+[--flow-rounds 7] [--instructions]
 """
 
 from __future__ import annotations
@@ -149,8 +152,14 @@ def main() -> None:
     parser.add_argument("--flow", action="store_true", help="also run the whole flow off and on")
     parser.add_argument("--flow-only", action="store_true", help="only the whole flow")
     parser.add_argument("--flow-rounds", type=int, default=7)
+    parser.add_argument(
+        "--instructions", action="store_true", help="only the whole flow's instructions per event under callgrind"
+    )
     args = parser.parse_args()
     n = args.events
+    if args.instructions:
+        print(json.dumps({"events": n, "whole_flow_instructions_per_event": instructions(n)}, indent=2))
+        return
     result: dict = {"events": n, "rounds": args.rounds, "parse_step": {}}
     if not args.flow_only:
         parse_step(n, args.rounds, result["parse_step"])
@@ -206,6 +215,39 @@ def whole_flow(n: int, rounds: int) -> dict:
         "mask_on_per_cpu_s": round(statistics.median(on_rates)),
         "on_vs_off_median_of_rounds": round(statistics.median(ratios), 3),
         "on_vs_off_each_round": [round(r, 3) for r in ratios],
+    }
+
+
+def instructions(n: int) -> dict:
+    """Whole-flow instructions per event, masking off and on (deterministic, unlike time).
+
+    Uses bench/instruction_counts.py's flow runs under callgrind: simulator
+    traffic, ``n`` events after ``n`` of warm-up, the difference of the two
+    runs divided by ``n``; the setting reaches the child through the environment.
+    """
+    from bench import instruction_counts
+
+    tmp = Path(tempfile.mkdtemp(prefix="paywatch-privacy-ir-"))
+    events_file, warm_file = tmp / "events.jsonl", tmp / "warm.jsonl"
+    instruction_counts.write_events(events_file, 2 * n)
+    warm_file.write_bytes(b"".join(events_file.read_bytes().splitlines(keepends=True)[:n]))
+    per_event = {}
+    try:
+        for mask in ("false", "true"):
+            os.environ["PAYWATCH__PRIVACY__MASK_PANS"] = mask
+            runs = {
+                name: instruction_counts.count(
+                    f"{name}-{mask}", ["--run", "flow", str(path), str(tmp / f"out-{name}-{mask}")], tmp
+                )
+                for name, path in (("all", events_file), ("warm", warm_file))
+            }
+            per_event[mask] = (runs["all"] - runs["warm"]) // n
+    finally:
+        os.environ.pop("PAYWATCH__PRIVACY__MASK_PANS", None)
+    return {
+        "mask_off": per_event["false"],
+        "mask_on": per_event["true"],
+        "on_vs_off": round(per_event["true"] / per_event["false"], 3),
     }
 
 
