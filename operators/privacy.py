@@ -15,9 +15,10 @@ is judged on its length and first digit, a grouped one is cut into card
 candidates (13-19 digits, first digit 2-6, the card networks' ranges,
 groups joined by single separators), a Luhn check confirms, and a confirmed
 number in its line becomes stars and its last four digits. Epoch-millisecond
-timestamps (13 digits starting with 1) and Luhn-invalid runs are left alone. A run outside every JSON string of a
-line that is valid JSON is a number, and numbers are never rewritten (that
-would change a value, or break the line); in an invalid line (a dead
+timestamps (13 digits starting with 1) and Luhn-invalid runs are left alone.
+A run outside every JSON string of a line that is a JSON object is a
+number, and numbers are never rewritten (that would change a value, or
+break the line); in any other line (an invalid one, a bare number: a dead
 letter's raw payload) every candidate is masked, wherever it sits. Lines
 that are not UTF-8 are scanned on their bytes, so a dead letter's base64
 form holds the masked bytes. JSON escapes of digits, spaces and dashes
@@ -127,12 +128,13 @@ def _inside_strings(line: bytes, cards: list[tuple[int, int, bytes]]) -> list[tu
     return [card for card in cards if any(s < card[0] and card[1] < e for s, e in strings)]
 
 
-def _is_json(line: bytes) -> bool:
+def _is_json_object(line: bytes) -> bool:
+    """Whether ``line`` is a JSON object: an event whose numbers are values, never to be
+    rewritten. Anything else (a bare number, an array) can only be a dead letter."""
     try:
-        msgspec.json.decode(line)
+        return type(msgspec.json.decode(line)) is dict
     except _DECODE_ERRORS:
         return False
-    return True
 
 
 def _find_cards(buffer: bytes) -> list[tuple[int, int, bytes]]:
@@ -161,7 +163,7 @@ def _mask_cards(line: bytes, cards: list[tuple[int, int, bytes]], json_numbers: 
     """``line`` with ``cards`` (offsets into ``line``) replaced by stars and their last four digits."""
     if json_numbers:
         inside = _inside_strings(line, cards)
-        if len(inside) < len(cards) and _is_json(line):
+        if len(inside) < len(cards) and _is_json_object(line):
             cards = inside
     if not cards:
         return line
@@ -178,8 +180,8 @@ def _mask_cards(line: bytes, cards: list[tuple[int, int, bytes]], json_numbers: 
 def mask_pans(line: bytes, json_numbers: bool = True) -> bytes:
     """``line`` with every card number masked to its last four digits.
 
-    :arg json_numbers: leave numbers of a valid JSON line alone (a run
-        outside every string); False for text that is a string's content.
+    :arg json_numbers: leave the numbers of a line that is a JSON object
+        alone (a run outside every string); False for a string's content.
     :returns: ``line`` itself when nothing was masked.
     """
     cards = _find_cards(line)

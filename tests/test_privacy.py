@@ -148,6 +148,12 @@ def test_json_numbers_are_never_rewritten():
     assert out[1] == b'{"a": 4111111111111111, "b": "************1111"}'
 
 
+def test_a_line_that_is_json_but_no_object_is_masked_even_as_a_number():
+    # Never an event, always a dead letter: its raw payload must not keep the number.
+    lines = [b"4111111111111111", b"[4111111111111111, 1]", b'"4111111111111111"']
+    assert redact(lines) == [b"************1111", b"[************1111, 1]", b'"************1111"']
+
+
 def test_an_invalid_line_is_masked_everywhere_and_keeps_the_rest():
     lines = [b"oops 4111111111111111,FAIL,US", b'{"pan": 4111111111111111, "broken"']
     assert redact(lines) == [b"oops ************1111,FAIL,US", b'{"pan": ************1111, "broken"']
@@ -405,3 +411,19 @@ def test_the_start_stops_naming_the_missing_hash_key_variable(tmp_path):
 def test_spaces_around_a_run_neither_hide_a_card_nor_get_masked():
     lines = [b'{"a": "  4111111111111111  ", "t": 1752087600000 , "b": "- 5500000000000004 -"}']
     assert redact(lines) == [b'{"a": "  ************1111  ", "t": 1752087600000 , "b": "- ************0004 -"}']
+
+
+_JUNK = st.one_of(
+    st.binary(max_size=60),
+    st.sampled_from([b'"cvv":', b'"card":', b"\\u0034", b"\\", b"4111 1111 1111 1111", b"{", b"}", b'"', b","]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.lists(_JUNK, max_size=6).map(b"".join), max_size=8))
+def test_any_bytes_are_redacted_without_an_error_line_for_line(lines):
+    """Junk in, junk out, line for line: no line makes the redaction raise."""
+    redactor = Redactor(PrivacySettings(drop_fields=["cvv"], hash_fields=["card"]), KEY)
+    out, array = redactor.redact_array(lines)
+    assert len(out) == len(lines)
+    assert array is None or array == b"[" + b",".join(out) + b"]"
