@@ -194,7 +194,7 @@ def test_all_sinks_write_what_the_flow_gives_them(settings):
         "state": "OPEN",
         "alert_id": alerts[0]["alert_id"],
     }
-    assert opened["Subject"].startswith("Paywatch [CRITICAL] FAILURE_RATE OPEN US-WEST")
+    assert opened["Subject"] == "Paywatch failure rate 6.0%"  # a FAILURE_RATE subject is its message, in words
     assert orjson.loads(opened["Message"]) == alerts[0]
 
     # DynamoDB: items under deterministic keys with numbers as Decimal, TTL set.
