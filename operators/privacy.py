@@ -148,6 +148,10 @@ def _find_cards(buffer: bytes) -> list[tuple[int, int, bytes]]:
     pos = runs.find(_THIRTEEN)
     cards: list[tuple[int, int, bytes]] = []
     while pos >= 0:
+        end = pos + _MIN_DIGITS
+        if runs[end : end + 1] != b"0" and buffer[pos] in _NON_CARD_FIRST_DIGITS and buffer[pos:end].isdigit():
+            pos = runs.find(_THIRTEEN, end)  # 13 digits from 0, 1, 7, 8, 9: epoch milliseconds, the usual run
+            continue
         window = runs[pos : pos + _WINDOW]
         end = pos + len(window) - len(window.lstrip(b"0"))
         if end == pos + _WINDOW:  # a very long run

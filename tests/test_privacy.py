@@ -30,7 +30,7 @@ from config.settings import PrivacySettings
 from connectors.sinks.outputs import Outputs
 from dataflow import build_flow
 from operators.parse import ChunkParser
-from operators.privacy import Redactor, luhn_valid
+from operators.privacy import Redactor, luhn_valid, mask_pans
 from tests.events import T0, chunk, event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +136,12 @@ def test_json_escaped_digits_are_found():
 def test_digit_runs_that_are_not_card_numbers_are_left_alone(text):
     line = orjson.dumps({"ref": text, "timestamp": 1752087600000})
     assert redact([line]) == [line]
+
+
+def test_a_run_at_the_very_end_of_a_line_is_judged_too():
+    assert mask_pans(b"1752087600000") == b"1752087600000"
+    assert mask_pans(b"x 4111111111111111") == b"x ************1111"
+    assert mask_pans(b"4222222222222") == b"*********2222"
 
 
 def test_json_numbers_are_never_rewritten():
