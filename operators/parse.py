@@ -50,6 +50,7 @@ from operators.events.contract import (
     STRING_FIELDS,
     SUCCESS_STATUSES,
     Contract,
+    Violation,
     status_failed,
 )
 from operators.events.decoder import DECODE_ERRORS, EventDecoder
@@ -228,7 +229,8 @@ class ChunkParser:
         lines, array = self._redact(chunk.lines)
         events, indices, rejected, plain = self._decoder.decode(lines, array)
         out = ParsedChunk(chunk.part, chunk.n_parts, chunk.done, chunk.idle, None)
-        dropped: list[int] = []  # lines the loop found invalid
+        dropped: list[int] = []  # lines the loop found invalid, for the contract's slow path to explain
+        known: list[tuple[int, Violation]] = []  # lines the loop found invalid and knows why
         late: list[tuple[int, float, float]] = []  # (line index, event time, horizon)
         hooks = _Hooks(len(lines), self._lake, bool(self._dimensions.fields))
         clock = self._scan(
@@ -237,17 +239,18 @@ class ChunkParser:
             events,
             range(len(lines)) if indices is None else indices,
             plain,
-            self.contract.timestamp_bounds(now),
+            now,
             out,
             dropped,
+            known,
             late,
             hooks,
             live,
         )
         out.watermark = clock.watermark(self._event_time.lateness)
         out.n_late = len(late)
-        if rejected or dropped or late:
-            out.dead_letters = self._dead_letters(chunk, lines, now, rejected, dropped, late)
+        if rejected or dropped or known or late:
+            out.dead_letters = self._dead_letters(chunk, lines, now, rejected, dropped, known, late)
         if hooks.event_keys is not None:
             out.dimension_counts = self._dimensions.count(
                 out.region_counts, hooks.event_keys, hooks.event_failed, hooks.valid_events
@@ -273,9 +276,10 @@ class ChunkParser:
         events: list,
         indices: Any,
         plain: bool,
-        ts_bounds: tuple[float, float],
+        now: float,
         out: ParsedChunk,
         dropped: list[int],
+        known: list[tuple[int, Violation]],
         late: list[tuple[int, float, float]],
         hooks: _Hooks,
         live: LiveReference,
@@ -288,13 +292,15 @@ class ChunkParser:
         (:meth:`EventTimeRule.observe`) and the shard lookup: at well under
         a microsecond per event for decoding, a Python call (~0.1 us) per
         helper would be a visible share of the budget. Every rare case calls
-        out. Rejected lines are only noted here (``dropped``) and explained
-        after the loop by the contract.
+        out. Rejected lines are only noted here and explained after the loop
+        by the contract: by its slow path (``dropped``), or, where the loop
+        already knows the first broken rule (future, amount, merchant_name),
+        by the contract's answer for that rule (``known``).
         """
         timestamps = self._timestamps
         parse_ts = timestamps.parse
         ts_prefixes, ts_suffixes = timestamps.prefixes, timestamps.suffixes
-        ts_lo, ts_hi = ts_bounds
+        ts_lo, ts_hi = self.contract.timestamp_bounds(now)
         statuses = self._statuses
         scorer = self._scorer
         rules = scorer.rules
@@ -303,7 +309,9 @@ class ChunkParser:
         currencies, currency_points = scorer.currencies, rules.currency_points
         merchant_hits, merchant_points = scorer.merchant_hits, rules.merchant_points
         high_value, medium_value = scorer.high_value, scorer.medium_value
-        max_amount, max_name = self.contract.max_amount, self.contract.max_name_length
+        contract = self.contract
+        max_amount, max_name = contract.max_amount, contract.max_name_length
+        ts_latest = contract.latest_timestamp
         flag_score = scorer.review_score
         suffixes = self._suffixes
         suffixes.clear()  # they end with this chunk's processed_at
@@ -351,7 +359,10 @@ class ChunkParser:
             else:
                 ts = parse_ts(ts_value)
             if ts is None or ts < ts_lo or ts > ts_hi:
-                dropped.append(index)
+                if ts is not None and ts_lo <= ts <= ts_latest:  # future: the contract's answer, known here
+                    known.append((index, contract.future_violation(ts_value, ts, now)))
+                else:
+                    dropped.append(index)
                 continue
             if lake_times is not None:
                 lake_times[index] = ts
@@ -375,7 +386,7 @@ class ChunkParser:
             over = 0
             if amount is not None:
                 if amount > max_amount:
-                    dropped.append(index)
+                    known.append((index, contract.amount_violation(amount)))
                     continue
                 if amount > limit:
                     over = 1
@@ -394,7 +405,7 @@ class ChunkParser:
                 if hit is None:
                     # The contract's limit, on a cache miss only: the cache holds checked names.
                     if len(merchant_name) > max_name:
-                        dropped.append(index)
+                        known.append((index, contract.text_violation("merchant_name", merchant_name)))
                         continue
                     hit = scorer.merchant_is_suspicious(merchant_name)
                 if hit:
@@ -571,12 +582,15 @@ class ChunkParser:
         now: float,
         rejected: list[int],
         dropped: list[int],
+        known: list[tuple[int, Violation]],
         late: list[tuple[int, float, float]],
     ) -> list[dict[str, Any]]:
         """The chunk's dead letters in line order (``lines`` as parsed: after redaction)."""
         letters: list[tuple[int, Optional[dict[str, Any]]]] = [
             (index, self._rejected(chunk, index, lines[index], now)) for index in (*rejected, *dropped)
         ]
+        for index, violation in known:
+            letters.append((index, self.dead_letter(chunk, index, lines[index], *violation)))
         for index, ts, horizon in late:
             detail = f"event time {iso_utc(ts)} is behind the watermark {iso_utc(horizon)}"
             letters.append((index, self.dead_letter(chunk, index, lines[index], LATE, "timestamp", detail)))

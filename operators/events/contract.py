@@ -184,6 +184,8 @@ class Contract:
         bounds = TimestampParser(*self.years)
         self._earliest = float(bounds.min_seconds)
         self._latest = math.nextafter(bounds.max_seconds, -math.inf)
+        #: The last accepted instant of ``validation.max_year`` (the wall-clock limit aside).
+        self.latest_timestamp = self._latest
         self.timestamp_expected = (
             f"epoch milliseconds or ISO-8601 with a zone, years {validation.min_year}-{validation.max_year}"
         )
@@ -196,6 +198,7 @@ class Contract:
             _Text("merchant_name", 0, self.max_name_length),
             _Text("device", 0, self.max_id_length),
         )
+        self._optional_by_name = {rule.name: rule for rule in self._optional_text}
 
     # -- the fast path's struct ---------------------------------------------
 
@@ -321,13 +324,30 @@ class Contract:
                 f"{parser.error}; expected {self.timestamp_expected}, got {_quote(value)}",
             )
         if ts > now + self.max_future_seconds:
-            return (
-                FUTURE,
-                "timestamp",
-                f"event time {_quote(value)} is {ts - now:,.0f} s ahead of the wall clock ({self._clock_text(now)}); "
-                f"at most {self.max_future_seconds:g} s ahead is accepted (validation.max_future_seconds)",
-            )
+            return self.future_violation(value, ts, now)
         return None
+
+    # -- what the parse loop knows without the slow path -----------------------
+    # The loop reaches these checks only for an event whose earlier fields are
+    # valid, so each is the first broken rule: the same answer as violation().
+
+    def future_violation(self, value: object, ts: float, now: float) -> Violation:
+        """An event time within the years but too far ahead of the wall clock."""
+        return (
+            FUTURE,
+            "timestamp",
+            f"event time {_quote(value)} is {ts - now:,.0f} s ahead of the wall clock ({self._clock_text(now)}); "
+            f"at most {self.max_future_seconds:g} s ahead is accepted (validation.max_future_seconds)",
+        )
+
+    def amount_violation(self, amount: object) -> Violation:
+        """An amount out of range."""
+        return INVALID_FIELD, "amount", f"amount must be {self.amount_expected}, got {_quote(amount)}"
+
+    def text_violation(self, name: str, value: object) -> Violation:
+        """An optional text field (merchant_id, merchant_name, device) of the wrong type or length."""
+        rule = self._optional_by_name[name]
+        return INVALID_FIELD, name, f"{name} must be {rule.expected}, got {_quote(value)}"
 
     def _clock_text(self, now: float) -> str:
         """``now`` in ISO-8601, cached: every future-dated line of a chunk shares its ``now``."""
@@ -343,7 +363,7 @@ class Contract:
             return None
         if type(amount) is float and 0 <= amount <= self.max_amount:
             return None
-        return INVALID_FIELD, "amount", f"amount must be {self.amount_expected}, got {_quote(amount)}"
+        return self.amount_violation(amount)
 
     @staticmethod
     def _currency(currency: object) -> Optional[Violation]:
@@ -364,7 +384,7 @@ class Contract:
         for rule in self._optional_text:
             value = ev.get(rule.name)
             if value is not None and (type(value) is not str or len(value) > rule.max_length):
-                return INVALID_FIELD, rule.name, f"{rule.name} must be {rule.expected}, got {_quote(value)}"
+                return self.text_violation(rule.name, value)
         return None
 
 
