@@ -186,3 +186,31 @@ def test_the_contract_serialises_what_it_accepts_under_the_sinks_limits():
     assert CONTRACT.max_event_bytes <= 256 * 1024 // 2
     ev = {**VALID, "merchant_name": "m" * 256, "transaction_id": "t" * 128, "user_id": "u" * 128}
     assert len(orjson.dumps(ev)) < CONTRACT.max_event_bytes
+
+
+def test_poison_across_decode_blocks_gets_the_verdict_each_line_gets_alone():
+    """Chunks are decoded 32 lines at a time: culprits at block edges, several per block, oversized ones."""
+    now = time.time()
+    lines = [line(event(f"t{i}", T0 + i)) for i in range(100)]
+    poison = {
+        0: line({**VALID, "transaction_id": "t" * 200}),
+        31: line({**VALID, "region": ""}),
+        32: b"{not json",
+        33: line({**VALID, "amount": 1e300}),
+        40: line({**VALID, "note": "x" * 70_000}),
+        41: line({**VALID, "fraud_score": 3}),  # valid, decoded alone
+        63: line({**VALID, "timestamp": "2099-01-01T00:00:00Z"}),
+        64: b'{"a":1},{"b":2}',
+        65: line({**VALID, "merchant_name": "m" * 300}),
+        99: b"",
+    }
+    for i, raw in poison.items():
+        lines[i] = raw
+    _, out = ChunkParser(SETTINGS).parse(None, chunk(lines))
+    expected = [(i, CONTRACT.line_violation(raw, now)) for i, raw in enumerate(lines)]
+    assert [(d["position"], d["reason"], d["field"]) for d in out.dead_letters] == [
+        (i, v[0], v[1]) for i, v in expected if v is not None
+    ]
+    assert out.n_transactions == sum(v is None for _, v in expected) == 91
+    ids = [orjson.loads(raw)["transaction_id"] for raw in out.transactions.splitlines()]
+    assert ids == [orjson.loads(lines[i])["transaction_id"] for i, v in expected if v is None]
