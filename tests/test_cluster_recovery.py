@@ -13,8 +13,6 @@ exactly. Meanwhile both processes' metrics endpoints are polled.
 from __future__ import annotations
 
 import http.client
-import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -29,7 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import free_port
 from tests.support.config import write_config
-from tests.support.output import jsonl_lines
+from tests.support.flow import flow_env, run_flow, start_flow
+from tests.support.output import jsonl_lines, jsonl_records
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 120_000
@@ -59,18 +58,8 @@ def _config(tmp: Path, out: str, rate: int) -> Path:
     return write_config(tmp / f"{out}.yaml", out, source={"type": "simulator", "batch_size": 500}, simulator=simulator)
 
 
-def _env(config: Path, metrics_port: int | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYWATCH", "BYTEWAX"))}
-    env["PYTHONPATH"] = str(ROOT)
-    env["PAYWATCH_CONFIG"] = str(config)
-    if metrics_port is not None:
-        env["PAYWATCH__METRICS__PORT"] = str(metrics_port)
-    return env
-
-
 def _minutes(directory: Path) -> list[dict]:
-    records = [json.loads(line) for f in sorted(directory.glob("metrics-*.jsonl")) for line in f.open()]
-    return sorted(records, key=lambda r: (r["window_start"], r["region"]))
+    return sorted(jsonl_records(directory, "metrics"), key=lambda r: (r["window_start"], r["region"]))
 
 
 def _committed_epoch(recovery: Path) -> int:
@@ -98,27 +87,16 @@ class _Cluster:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
         self.ports = [free_port(), free_port()]
         self.procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bytewax.run",
-                    "dataflow",
-                    "-i",
-                    str(i),
-                    "-a",
-                    addresses,
-                    "-r",
-                    str(self.recovery),
-                    "-s",
-                    "1",
-                    "-b",
-                    "0",
-                ],
-                env=_env(self.config, self.ports[i]),
+            start_flow(
+                self.config,
+                "-i",
+                str(i),
+                "-a",
+                addresses,
+                recovery=self.recovery,
                 cwd=self.tmp,
-                stdout=open(self.tmp / f"{run}-{i}.log", "wb"),
-                stderr=subprocess.STDOUT,
+                log=self.tmp / f"{run}-{i}.log",
+                env=flow_env(self.config, PAYWATCH__METRICS__PORT=str(self.ports[i])),
             )
             for i in range(2)
         ]
@@ -143,14 +121,8 @@ def _valid_events(port: int) -> float | None:
 
 def test_two_processes_sigkill_and_resume_give_the_one_process_minutes(tmp_path):
     # Reference: one process, no recovery, as fast as it goes.
-    ref = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "dataflow"],
-        cwd=tmp_path,
-        env=_env(_config(tmp_path, "ref", rate=0)),
-        capture_output=True,
-        timeout=120,
-    )
-    assert ref.returncode == 0, ref.stderr.decode()[-2000:]
+    ref = run_flow(_config(tmp_path, "ref", rate=0), cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr[-2000:]
     expected = _minutes(tmp_path / "ref")
     total = len(jsonl_lines(tmp_path / "ref", "transactions"))
     assert len(expected) >= 2 * 4 and sum(r["count"] for r in expected) == total > EVENTS * 0.9
