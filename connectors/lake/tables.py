@@ -281,8 +281,9 @@ def raw_rows(chunk: LakeChunk, timestamps: TimestampParser, max_future: float) -
     clock[valid] = times[valid]
     _reread_times(chunk, times, timestamps, max_future)
     hours = (np.where(np.isnan(times), chunk.received_at, times) // 3600).astype(np.int64)
-    sizes = pc.binary_length(pa.array(chunk.lines, pa.binary())).to_numpy(zero_copy_only=False) + _ROW_OVERHEAD
-    return ZoneRows(RawSource(chunk, times), hours, clock, sizes.astype(np.int64), None)
+    # map(len) runs in C; converting the lines to Arrow here only to measure them cost twice as much.
+    sizes = np.fromiter(map(len, chunk.lines), dtype=np.int64, count=len(chunk.lines)) + _ROW_OVERHEAD
+    return ZoneRows(RawSource(chunk, times), hours, clock, sizes, None)
 
 
 def raw_table(chunk: LakeChunk, times: np.ndarray) -> pa.Table:
