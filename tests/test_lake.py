@@ -351,8 +351,8 @@ def _both_ways(chunk: LakeChunk) -> tuple[pa.Table, pa.Table]:
 
     from connectors.lake.tables import enriched_table
 
-    rows = enriched_rows(dataclasses.replace(chunk))
-    fast = rows.source.table()
+    rows = enriched_rows(chunk)
+    fast = enriched_table(chunk, rows.source.times, rows.source.index)
     read = enriched_table(dataclasses.replace(chunk, enriched=None), rows.source.times, rows.source.index)
     return fast, read
 

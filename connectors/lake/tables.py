@@ -184,32 +184,16 @@ class RawSource(RowSource):
 
 
 class EnrichedSource(RowSource):
-    """A chunk's valid transactions as enriched-zone rows.
-
-    The parse step's decoded columns are turned into Arrow arrays as soon as
-    the chunk arrives and the Python lists let go: an open file holds a chunk
-    for up to ``max_file_seconds``, and the lists (an object per value) take
-    several times the memory of the arrays. Like the table, the arrays are not
-    pickled: a restored chunk reads its transactions JSONL instead.
-    """
+    """A chunk's valid transactions as enriched-zone rows."""
 
     def __init__(self, chunk: LakeChunk, times: np.ndarray, index: np.ndarray) -> None:
         super().__init__()
         self.chunk = chunk
         self.times = times
         self.index = index
-        self._events: Optional[pa.Table] = None
-        if chunk.enriched is not None:
-            self._events = _decoded_events(chunk.enriched, chunk.transactions, len(index))
-            chunk.enriched = None
 
     def _build(self) -> pa.Table:
-        return enriched_table(self.chunk, self.times, self.index, self._events)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_events"] = None
-        return state
+        return enriched_table(self.chunk, self.times, self.index)
 
 
 class ZoneRows:
@@ -334,17 +318,10 @@ def enriched_rows(chunk: LakeChunk) -> ZoneRows:
     return ZoneRows(EnrichedSource(chunk, times, index), hours, times, sizes, index)
 
 
-def enriched_table(
-    chunk: LakeChunk, times: np.ndarray, index: np.ndarray, events: Optional[pa.Table] = None
-) -> pa.Table:
-    """The enriched-zone table of a chunk's valid transactions, typed columns.
-
-    :arg events: the event columns already built from the parse step's (see
-        :class:`EnrichedSource`); None: built here, or read from the JSONL.
-    """
+def enriched_table(chunk: LakeChunk, times: np.ndarray, index: np.ndarray) -> pa.Table:
+    """The enriched-zone table of a chunk's valid transactions, typed columns."""
     blob = chunk.transactions
-    if events is None and chunk.enriched is not None:
-        events = _decoded_events(chunk.enriched, blob, len(index))
+    events = _decoded_events(chunk.enriched, blob, len(index)) if chunk.enriched is not None else None
     if events is None:
         try:
             events = pajson.read_json(io.BytesIO(blob), read_options=_ONE_THREAD, parse_options=_READ_OPTIONS)
