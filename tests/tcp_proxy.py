@@ -21,14 +21,17 @@ class TcpProxy:
         self.port = listen_port
         self._server: Optional[socket.socket] = None
         self._conns: set[socket.socket] = set()
+        self._spared: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._cut_after: Optional[int] = None
         self._outage_seconds = 0.0
         self._forwarded = 0
         self.forwarded = 0
         """Bytes sent from the target to clients since the proxy was made."""
+        self.rate: Optional[float] = None
+        """Bytes per second each connection (but the spared ones) may send to its client; None: no limit."""
         self.cutting = threading.Event()
-        """Set while an armed cut (:meth:`cut_after`) is in effect."""
+        """Set while a cut (:meth:`cut_after`, :meth:`cut`) is in effect."""
         self.restored = threading.Event()
         """Set once an armed cut is over and the proxy listens again."""
 
@@ -61,8 +64,27 @@ class TcpProxy:
         self.cutting.clear()
         self.restored.clear()
 
-    def _count(self, nbytes: int) -> None:
+    def spare_open(self) -> None:
+        """Exempt the connections open now from every later cut (and from the byte counts).
+
+        For a client that must keep working through the outage (a producer
+        adding records while the reader is cut off): the broker tells every
+        client the proxy's address, so its connections must cross the proxy.
+        """
         with self._lock:
+            self._spared = set(self._conns)
+
+    def cut(self, outage_seconds: float) -> None:
+        """Cut every connection (but the spared ones) now, and listen again ``outage_seconds`` later."""
+        self.restored.clear()
+        self.stop()
+        self.cutting.set()  # only once every connection is closed: nothing crosses while it is set
+        threading.Thread(target=self._restore_after, args=(outage_seconds,), daemon=True).start()
+
+    def _count(self, source: socket.socket, nbytes: int) -> None:
+        with self._lock:
+            if source in self._spared:  # not the traffic under test
+                return
             self.forwarded += nbytes
             if self._cut_after is None:
                 return
@@ -75,7 +97,10 @@ class TcpProxy:
 
     def _outage(self) -> None:
         self.stop()
-        threading.Event().wait(self._outage_seconds)
+        self._restore_after(self._outage_seconds)
+
+    def _restore_after(self, outage_seconds: float) -> None:
+        threading.Event().wait(outage_seconds)
         self.start()
         self.cutting.clear()
         self.restored.set()
@@ -86,7 +111,7 @@ class TcpProxy:
         if server is not None:
             _close(server)
         with self._lock:
-            conns, self._conns = self._conns, set()
+            conns, self._conns = self._conns - self._spared, set(self._spared)
         for conn in conns:
             _close(conn)
 
@@ -118,15 +143,18 @@ class TcpProxy:
                     break
                 dst.sendall(data)
                 if to_client:
-                    self._count(len(data))
+                    self._count(src, len(data))
+                    rate = self.rate
+                    if rate and src not in self._spared:
+                        threading.Event().wait(len(data) / rate)  # a slow link: the reader waits for its data
         except OSError:
             pass
         finally:
             _close(src)
             _close(dst)
             with self._lock:
-                self._conns.discard(src)
-                self._conns.discard(dst)
+                self._conns -= {src, dst}
+                self._spared -= {src, dst}
 
 
 def _close(sock: socket.socket) -> None:
