@@ -57,7 +57,7 @@ from operators.events.decoder import DECODE_ERRORS, EventDecoder
 from operators.events.partition_time import EventTimeRule, PartitionTime
 from operators.events.timestamps import TimestampParser, iso_utc
 from operators.privacy import Redactor
-from operators.records import LAKE_TEXT_FIELDS, EnrichedColumns, LakeChunk, RawChunk
+from operators.records import LakeChunk, RawChunk
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import NOT_LOADED, STATUS_NAMES
 from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, REVIEW_REQUIRED, FraudScorer
@@ -128,25 +128,12 @@ def _without_enrichment(ev: dict) -> dict:
 class _Hooks:
     """Per-event lists that only some configurations need (None when off)."""
 
-    __slots__ = (
-        "lake_times",
-        "lake_valid",
-        "lake_events",
-        "lake_keys",
-        "processed_at",
-        "event_keys",
-        "event_failed",
-        "valid_events",
-    )
+    __slots__ = ("lake_times", "lake_valid", "event_keys", "event_failed", "valid_events")
 
     def __init__(self, n_lines: int, lake: bool, dimensions: bool) -> None:
         # The lake: every line's event time (NaN where it could not be read) and the valid lines.
         self.lake_times: Optional[list[float]] = [math.nan] * n_lines if lake else None
         self.lake_valid: list[int] = []
-        # ... and the valid events with their enrichment keys: the enriched zone's columns.
-        self.lake_events: list[Any] = []
-        self.lake_keys: list[int] = []
-        self.processed_at = ""
         # The dimension counts: for every valid event, its (region, second) counts list
         # (which names its bucket without hashing a key again), failed, and the event.
         self.event_keys: Optional[list[list[int]]] = [] if dimensions else None
@@ -279,7 +266,6 @@ class ChunkParser:
                 hooks.lake_times,
                 hooks.lake_valid,
                 out.transactions,
-                self._lake_columns(hooks, live),
             )
         return clock, out
 
@@ -340,7 +326,6 @@ class ChunkParser:
         transaction_lines = self._transaction_lines
         lake_times = hooks.lake_times
         lake_valid = hooks.lake_valid if lake_times is not None else None
-        lake_events, lake_keys = hooks.lake_events, hooks.lake_keys
         event_keys, event_failed, valid_events = hooks.event_keys, hooks.event_failed, hooks.valid_events
 
         # The merchant join, per chunk (operators/reference/merchants.py): slots, then columns.
@@ -356,8 +341,7 @@ class ChunkParser:
         named_points, anonymous_points = self._named_points, self._anonymous_points
         over_points = rules.over_limit_points
 
-        hooks.processed_at = datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-        processed_tail = (hooks.processed_at + '"}\n').encode()
+        processed_tail = (datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
         out_lines: list[bytes] = []
         append_line = out_lines.append
         region_counts: dict[tuple[str, int], list[int]] = out.region_counts
@@ -468,6 +452,8 @@ class ChunkParser:
                     skew_limit = event_time.skew_limit(high)
 
             n_valid += 1
+            if lake_valid is not None:
+                lake_valid.append(index)
             if transaction_lines:
                 suffix_key = fraud_score * 24 + category * 8 + merchant * 2 + over
                 suffix = suffixes.get(suffix_key)
@@ -475,10 +461,6 @@ class ChunkParser:
                     suffix = self._enrichment_suffix(suffix_key, processed_tail)
                 append_line(head)
                 append_line(suffix)
-                if lake_valid is not None:  # the lake implies transaction_lines
-                    lake_valid.append(index)
-                    lake_events.append(ev)
-                    lake_keys.append(suffix_key)
 
             region = ev.region
             key = (region, int(ts))
@@ -522,31 +504,18 @@ class ChunkParser:
     def _enrichment_suffix(self, key: int, processed_tail: bytes) -> bytes:
         """The bytes that close a raw event, cached per (score, category, merchant status,
         over limit) for one chunk; ``key`` is ``score * 24 + category * 8 + status * 2 + over``."""
-        category, score, status, merchant, over = self._enrichment_fields(key)
+        score, rest = divmod(key, 24)
+        category, rest = divmod(rest, 8)
+        merchant, over = divmod(rest, 2)
+        status = self._scorer.status(score)
         suffix = (
-            f',"category":"{category}","fraud_score":{score},"fraud_status":"{status}",'
-            f'"merchant_status":"{merchant}","over_merchant_limit":{"true" if over else "false"}'
+            f',"category":"{CATEGORIES[category]}","fraud_score":{score},"fraud_status":"{status}",'
+            f'"merchant_status":"{STATUS_NAMES[merchant]}","over_merchant_limit":{"true" if over else "false"}'
             f'{self._version_field},"processed_at":"'
         ).encode()
         suffix += processed_tail
         self._suffixes[key] = suffix
         return suffix
-
-    def _enrichment_fields(self, key: int) -> tuple[str, int, str, str, bool]:
-        """``(category, fraud_score, fraud_status, merchant_status, over_merchant_limit)`` of a
-        suffix key (see :meth:`_enrichment_suffix`)."""
-        score, rest = divmod(key, 24)
-        category, rest = divmod(rest, 8)
-        merchant, over = divmod(rest, 2)
-        return CATEGORIES[category], score, self._scorer.status(score), STATUS_NAMES[merchant], bool(over)
-
-    def _lake_columns(self, hooks: _Hooks, live: LiveReference) -> EnrichedColumns:
-        """The valid events as columns for the lake's enriched zone: one C-level pass per field
-        (``map(attrgetter)``), no Python loop per event."""
-        events = hooks.lake_events
-        fields = {name: list(map(attrgetter(name), events)) for name in (*LAKE_TEXT_FIELDS, "amount")}
-        added = {key: self._enrichment_fields(key) for key in self._suffixes}
-        return EnrichedColumns(fields, hooks.lake_keys, added, hooks.processed_at, str(live.version))
 
     def _shard(self, user_id: str) -> int:
         shard = self._shard_of.get(user_id)

@@ -69,46 +69,6 @@ class TransactionBatch:
     flagged: list
 
 
-#: The event's own text fields the enriched zone keeps, as the parse step decoded them.
-LAKE_TEXT_FIELDS = (
-    "transaction_id",
-    "user_id",
-    "merchant_id",
-    "merchant_name",
-    "currency",
-    "payment_status",
-    "device",
-    "region",
-)
-
-
-@dataclass(slots=True)
-class EnrichedColumns:
-    """A chunk's valid transactions as the parse step already decoded them, column by column.
-
-    The lake's enriched zone is built from these instead of parsing the
-    transactions JSONL again (which cost the lake more than any other step).
-    Only the amount is taken from the JSONL's text (its decimal digits, never
-    a float); ``fields["amount"]`` holds the decoded numbers to check that
-    text against.
-
-    :ivar fields: per name in :data:`LAKE_TEXT_FIELDS` and ``amount``, the
-        values of the valid events, in the order of the transactions JSONL.
-    :ivar keys: per valid event, the parse step's enrichment key
-        (``score * 24 + category * 8 + merchant status * 2 + over limit``).
-    :ivar added: per key used in the chunk, ``(category, fraud_score,
-        fraud_status, merchant_status, over_merchant_limit)`` as written.
-    :ivar processed_at: the chunk's ``processed_at`` text (ISO 8601, ms, ``Z``).
-    :ivar rules_version: the chunk's ``rules_version``.
-    """
-
-    fields: dict[str, list]
-    keys: list[int]
-    added: dict[int, tuple[str, int, str, str, bool]]
-    processed_at: str
-    rules_version: str
-
-
 @dataclass(slots=True)
 class LakeChunk:
     """What the lake sink needs from one parsed chunk (built only when the lake is on).
@@ -122,9 +82,6 @@ class LakeChunk:
         order of ``transactions``.
     :ivar transactions: the scored transactions as JSONL (the same bytes the
         transactions output gets).
-    :ivar enriched: the same transactions as decoded columns (None: the lake
-        reads ``transactions`` instead). Not pickled (a snapshot or an exchange
-        between workers keeps the JSONL, which holds the same rows).
     """
 
     part: str
@@ -136,37 +93,9 @@ class LakeChunk:
     line_times: list[float]
     valid: list[int]
     transactions: bytes
-    enriched: Optional[EnrichedColumns] = None
 
     def position(self, index: int):
         """Source position of ``lines[index]``."""
         if self.positions is not None:
             return self.positions[index]
         return self.first_position + index
-
-    def __getstate__(self) -> tuple:
-        return (
-            self.part,
-            self.origin,
-            self.lines,
-            self.first_position,
-            self.positions,
-            self.received_at,
-            self.line_times,
-            self.valid,
-            self.transactions,
-        )
-
-    def __setstate__(self, state: tuple) -> None:
-        (
-            self.part,
-            self.origin,
-            self.lines,
-            self.first_position,
-            self.positions,
-            self.received_at,
-            self.line_times,
-            self.valid,
-            self.transactions,
-        ) = state
-        self.enriched = None

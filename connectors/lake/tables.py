@@ -3,14 +3,9 @@
 Raw and enriched rows are built with whole-chunk Arrow/numpy calls (no
 Python loop per event): the raw lines become one binary array (cast to UTF-8
 in one call; only a chunk holding a non-UTF-8 line takes a per-line pass), and
-the enriched rows come from the columns the parse step already decoded
-(:class:`~operators.records.EnrichedColumns`): text fields as decoded, the
-added fields from the chunk's few enrichment keys, and ``amount`` from its
-decimal text in the transactions JSONL (one regex pass over the chunk, cast
-to ``decimal128(38, 9)`` by Arrow): no float ever touches the money. Where
-those columns are missing (a chunk restored from a snapshot) or disagree with
-the JSONL, the rows are read from the transactions JSONL by Arrow's JSON
-reader with an explicit schema, which converts ``amount`` the same way.
+the enriched rows are read from the transactions JSONL by Arrow's JSON
+reader with an explicit schema, which converts ``amount`` from its decimal
+text straight to ``decimal128(38, 9)``: no float ever touches the money.
 A chunk the strict reader refuses (a numeric ``user_id``, an amount with more
 than 9 decimals) is converted line by line instead, with the same schema.
 Alerts and per-minute metrics are small streams and converted per record.
@@ -19,7 +14,6 @@ Alerts and per-minute metrics are small streams and converted per record.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -34,7 +28,7 @@ import pyarrow.parquet as pq
 
 from operators.events.timestamps import TimestampParser
 from operators.parse import FAIL_STATUSES
-from operators.records import LAKE_TEXT_FIELDS, EnrichedColumns, LakeChunk
+from operators.records import LakeChunk
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 AMOUNT = pa.decimal128(38, 9)
@@ -120,18 +114,6 @@ METRICS_SCHEMA = pa.schema(
 _ONE_THREAD = pajson.ReadOptions(use_threads=False, block_size=1 << 24)
 _READ_OPTIONS = pajson.ParseOptions(explicit_schema=_EVENT_FIELDS, unexpected_field_behavior="ignore")
 _FAIL_SET = pa.array(sorted(FAIL_STATUSES))
-#: A numeric amount's text in the transactions JSONL. Inside a JSON string a quote is escaped,
-#: so this matches only a key named ``amount``: the top-level one, or a nested one, which
-#: makes the count differ from the decoded amounts (then the JSON reader decides).
-_AMOUNT_TEXT = re.compile(rb'"amount"\s*:\s*(-?[0-9][^,}\]\s]*)')
-#: The added fields, in the order of :attr:`EnrichedColumns.added`'s tuples.
-_ADDED = (
-    ("category", pa.string()),
-    ("fraud_score", pa.int32()),
-    ("fraud_status", pa.string()),
-    ("merchant_status", pa.string()),
-    ("over_merchant_limit", pa.bool_()),
-)
 
 
 class RowSource:
@@ -184,32 +166,16 @@ class RawSource(RowSource):
 
 
 class EnrichedSource(RowSource):
-    """A chunk's valid transactions as enriched-zone rows.
-
-    The parse step's decoded columns are turned into Arrow arrays as soon as
-    the chunk arrives and the Python lists let go: an open file holds a chunk
-    for up to ``max_file_seconds``, and the lists (an object per value) take
-    several times the memory of the arrays. Like the table, the arrays are not
-    pickled: a restored chunk reads its transactions JSONL instead.
-    """
+    """A chunk's valid transactions as enriched-zone rows."""
 
     def __init__(self, chunk: LakeChunk, times: np.ndarray, index: np.ndarray) -> None:
         super().__init__()
         self.chunk = chunk
         self.times = times
         self.index = index
-        self._events: Optional[pa.Table] = None
-        if chunk.enriched is not None:
-            self._events = _decoded_events(chunk.enriched, chunk.transactions, len(index))
-            chunk.enriched = None
 
     def _build(self) -> pa.Table:
-        return enriched_table(self.chunk, self.times, self.index, self._events)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_events"] = None
-        return state
+        return enriched_table(self.chunk, self.times, self.index)
 
 
 class ZoneRows:
@@ -334,22 +300,13 @@ def enriched_rows(chunk: LakeChunk) -> ZoneRows:
     return ZoneRows(EnrichedSource(chunk, times, index), hours, times, sizes, index)
 
 
-def enriched_table(
-    chunk: LakeChunk, times: np.ndarray, index: np.ndarray, events: Optional[pa.Table] = None
-) -> pa.Table:
-    """The enriched-zone table of a chunk's valid transactions, typed columns.
-
-    :arg events: the event columns already built from the parse step's (see
-        :class:`EnrichedSource`); None: built here, or read from the JSONL.
-    """
+def enriched_table(chunk: LakeChunk, times: np.ndarray, index: np.ndarray) -> pa.Table:
+    """The enriched-zone table of a chunk's valid transactions, typed columns."""
     blob = chunk.transactions
-    if events is None and chunk.enriched is not None:
-        events = _decoded_events(chunk.enriched, blob, len(index))
-    if events is None:
-        try:
-            events = pajson.read_json(io.BytesIO(blob), read_options=_ONE_THREAD, parse_options=_READ_OPTIONS)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            events = _events_line_by_line(blob)
+    try:
+        events = pajson.read_json(io.BytesIO(blob), read_options=_ONE_THREAD, parse_options=_READ_OPTIONS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        events = _events_line_by_line(blob)
     if events.num_rows != len(index):
         raise ValueError(f"{events.num_rows} transaction lines for {len(index)} valid events in {chunk.part}")
     status = pc.utf8_upper(pc.utf8_trim_whitespace(events.column("payment_status")))
@@ -363,66 +320,6 @@ def enriched_table(
         ],
         schema=ENRICHED_SCHEMA,
     )
-
-
-def _text_column(values: list) -> pa.Array:
-    try:
-        return pa.array(values, pa.string())
-    except (pa.ArrowTypeError, pa.ArrowInvalid):  # a numeric user_id: as the JSON text reads
-        return pa.array([None if value is None else str(value) for value in values], pa.string())
-
-
-def _amounts(decoded: list, blob: bytes, n: int) -> Optional[pa.Array]:
-    """The amounts as exact decimals from their JSONL text, checked against the decoded numbers.
-
-    None when the text and the decoded values do not line up (a nested ``amount``
-    key, an amount with more than 9 decimals): the caller then reads the JSONL.
-    """
-    given = pa.array(decoded, pa.float64())
-    found = _AMOUNT_TEXT.findall(blob)
-    if len(found) != n - given.null_count:
-        return None
-    try:
-        exact = pa.array(found, pa.binary()).cast(pa.string()).cast(AMOUNT)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    present = given.is_valid().to_numpy(zero_copy_only=False)
-    numbers = given.to_numpy(zero_copy_only=False)[present]
-    if not np.allclose(exact.cast(pa.float64()).to_numpy(zero_copy_only=False), numbers, rtol=1e-9, atol=0):
-        return None
-    if given.null_count == 0:
-        return exact
-    slots = pa.array(np.where(present, np.cumsum(present) - 1, 0))
-    return pc.if_else(pa.array(present), exact.take(slots), pa.scalar(None, AMOUNT))
-
-
-def _decoded_events(columns: EnrichedColumns, blob: bytes, n: int) -> Optional[pa.Table]:
-    """The JSON reader's table, built from the parse step's columns (None: read the JSONL)."""
-    if len(columns.keys) != n or any(len(values) != n for values in columns.fields.values()):
-        return None
-    amounts = _amounts(columns.fields["amount"], blob, n)
-    if amounts is None:
-        return None
-    used, slots = np.unique(np.asarray(columns.keys, dtype=np.int64), return_inverse=True)
-    where = pa.array(slots.astype(np.int64))
-    added = {
-        name: pa.array([columns.added[int(key)][i] for key in used], kind).take(where)
-        for i, (name, kind) in enumerate(_ADDED)
-    }
-    processed = pa.scalar(datetime.fromisoformat(columns.processed_at), UTC_MS)
-    arrays = []
-    for name in _EVENT_FIELDS.names:
-        if name in LAKE_TEXT_FIELDS:
-            arrays.append(_text_column(columns.fields[name]))
-        elif name == "amount":
-            arrays.append(amounts)
-        elif name == "rules_version":
-            arrays.append(pa.repeat(columns.rules_version, n))
-        elif name == "processed_at":
-            arrays.append(pa.repeat(processed, n))
-        else:
-            arrays.append(added[name])
-    return pa.table(arrays, schema=_EVENT_FIELDS)
 
 
 def _events_line_by_line(blob: bytes) -> pa.Table:
