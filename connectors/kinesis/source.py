@@ -160,6 +160,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         self._last_data = time.monotonic()
         self._last_idle_emit = 0.0
         self._relist_due: Optional[float] = None
+        self._relist_failures = 0
         self._expected_children: set[str] = set()
         self._positions: ShardPositions = dict(resume_state) if resume_state else self._initial_positions()
         if resume_state is None and settings.starting_position == "LATEST":
@@ -277,7 +278,13 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         interval = self._s.idle_poll_interval_seconds if caught_up else self._s.min_poll_interval_seconds
         reader.due = now + max(interval, self._s.min_poll_interval_seconds)
         if reader.iterator is None:
-            self._shard_ended(sid, response.get("ChildShards") or [])
+            children = response.get("ChildShards") or []
+            if children or self._listed_closed(sid):
+                self._shard_ended(sid, children)
+            else:
+                # No next iterator, yet the shard is not closed (an answer cut
+                # short in an outage): reopen it later from the last position.
+                self._back_off(reader, now, "GetRecords answered without a next iterator")
         elif self._s.bounded and not records and behind == 0:
             self._bounded_done.add(sid)
         return chunk
@@ -287,6 +294,16 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         delay = self._backoff.delay(reader.failures)
         reader.due = now + delay
         logger.warning("kinesis %s: %s, retrying in %.1fs", reader.shard_id, why, delay)
+
+    def _listed_closed(self, sid: str) -> bool:
+        """ListShards says the shard is closed; False when it cannot be asked now."""
+        try:
+            shards = list_all_shards(self._control, self._s.stream_name)
+        except (BotoCoreError, ClientError) as exc:
+            if isinstance(exc, ClientError) and not classify(exc).transient:
+                raise
+            return False
+        return any(s["ShardId"] == sid and is_closed(s) for s in shards)
 
     def _shard_ended(self, sid: str, child_shards: list[dict]) -> None:
         """A closed shard is fully read: mark it done and adopt its children."""
@@ -300,8 +317,19 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
 
     def _discover_children(self) -> None:
         """Add shards whose ``ParentShardId`` is in this lineage; re-list later
-        when a child that GetRecords announced is not listed yet."""
-        shards = list_all_shards(self._control, self._s.stream_name)
+        when a child that GetRecords announced is not listed yet, or when
+        Kinesis cannot be reached (an outage: the children wait, nothing is lost)."""
+        try:
+            shards = list_all_shards(self._control, self._s.stream_name)
+        except (BotoCoreError, ClientError) as exc:
+            if isinstance(exc, ClientError) and not classify(exc).transient:
+                raise
+            self._relist_failures += 1
+            delay = self._backoff.delay(self._relist_failures)
+            logger.warning("kinesis %s: listing shards failed (%s), retrying in %.1fs", self._name, exc, delay)
+            self._relist_due = time.monotonic() + delay
+            return
+        self._relist_failures = 0
         by_id = {s["ShardId"]: s for s in shards}
         for sid, shard in by_id.items():
             if shard.get("ParentShardId") in self._shards and sid not in self._shards:
