@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cli.provision import Provisioner
     from config import load_settings
-    from tests.servers import start_moto
+    from tests.support.servers import start_moto
 
     # moto accepts any credentials; never let a benchmark reach a real account.
     for name, value in {

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.kafka_bench [--events 200000] [--partitions 4] [--kinesis-events 20000]
 
-Starts its own Tansu broker and moto_server (tests/servers.py), publishes
+Starts its own Tansu broker and moto_server (tests/support/servers.py), publishes
 simulator traffic, then measures in the same run:
 
 - bare: one kafka-python consumer (assign + seek, no group) reading every
@@ -56,7 +56,7 @@ from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSetti
 from connectors.kafka.source import KafkaSource  # noqa: E402
 from connectors.kinesis.source import KinesisSource  # noqa: E402
 from connectors.simulator.source import iter_events  # noqa: E402
-from tests.servers import free_port, start_moto, start_tansu  # noqa: E402
+from tests.support.servers import free_port, start_moto, start_tansu  # noqa: E402
 
 
 def _events(n: int) -> list[tuple[str, bytes]]:

@@ -94,7 +94,7 @@ class SourceSettings(_Section):
 
 # The simulator's scenario catalogue (connectors/simulator/scenarios.py) by
 # name: settings validate against it without importing a connector, and
-# tests/test_simulator.py keeps the two lists equal.
+# tests/flow/test_simulator.py keeps the two lists equal.
 SCENARIO_NAMES = frozenset(
     {
         "normal",

@@ -1,6 +1,6 @@
 """The statistics behind FAILURE_RATE incidents: when a rate is evidence, and who explains it.
 
-Pure functions on counts, unit-tested with known numbers (tests/test_incident_stats.py).
+Pure functions on counts, unit-tested with known numbers (tests/rules/test_incident_stats.py).
 
 Opening: a window's failure rate ``k / n`` is evidence of an incident when
 the lower Wilson score bound at the configured one-sided confidence is above

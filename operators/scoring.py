@@ -10,7 +10,7 @@ above the merchant's limit +30, a merchant the table does not hold +0.
 :meth:`FraudScorer.score` is the reference: plain and readable. The parse
 loop (``operators/parse.py``) applies the same rules inline, because a
 function call per event is a visible share of its per-event budget;
-``tests/test_scoring.py`` checks with hypothesis that both give the same
+``tests/rules/test_scoring.py`` checks with hypothesis that both give the same
 score and category for any event.
 """
 

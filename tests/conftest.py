@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ServerProcess, start_moto, start_tansu
+from tests.support.servers import ServerProcess, start_moto, start_tansu
 
 #: Fixtures that start a real server: a test using one (directly or through
 #: another fixture) is an integration test whatever its own marks say.

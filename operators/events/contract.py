@@ -12,7 +12,7 @@ Three things are derived from :class:`Contract`, so they cannot drift apart:
   (:meth:`Contract.violation`): the slow path, run only for lines the fast
   path rejected, in the order a person would fix them.
 
-``tests/test_contract.py`` checks with hypothesis that the fast path accepts
+``tests/rules/test_contract.py`` checks with hypothesis that the fast path accepts
 exactly the lines in which :meth:`Contract.violation` finds nothing wrong.
 Limits come from ``validation.*`` in the settings; a value over its limit is
 dead-lettered naming the field, never truncated or clamped, so that no

@@ -7,7 +7,7 @@ before the crash (``out/``), archived with the input. Snapshot formats and step 
 release before versioned snapshots: position-based sink step ids
 (``metrics_out_0_jsonlsink``) and unversioned states.
 
-``tests/test_snapshot_upgrade.py`` resumes from a copy of it with today's code
+``tests/operations/test_snapshot_upgrade.py`` resumes from a copy of it with today's code
 and compares with a run that never stopped. Re-running this script on a later
 release would write that release's formats, not the fixture's: do not.
 

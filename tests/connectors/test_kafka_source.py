@@ -1,0 +1,207 @@
+"""Kafka source against a real Kafka-protocol broker (Tansu)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from config.settings import KafkaSourceSettings, Settings
+from connectors.kafka.client_config import client_config, librdkafka_config
+from connectors.sources import build_source
+from observability.source_lag import lags
+from tests.support.source_helpers import count_lines, drain, lines_of, read_all, step
+
+PARTITIONS = 3
+
+
+@pytest.fixture(params=["kafka-python", "confluent-kafka"])
+def client(request) -> str:
+    """Every source test runs with both clients behind the one source."""
+    return request.param
+
+
+def _settings(broker, topic: str, client: str = "kafka-python", **extra) -> KafkaSourceSettings:
+    return KafkaSourceSettings(brokers=[broker.address], topic=topic, fetch_max_wait_ms=50, client=client, **extra)
+
+
+def KafkaSource(settings: KafkaSourceSettings, batch_size: int, idle_seconds: float):  # noqa: N802 - reads as the class
+    """The source the settings' ``client`` selects, built the way the flow builds it."""
+    return build_source(
+        Settings(
+            source={
+                "type": "kafka",
+                "batch_size": batch_size,
+                "idle_partition_seconds": idle_seconds,
+                "kafka": settings,
+            }
+        )
+    )
+
+
+@pytest.fixture
+def topic(kafka_broker) -> str:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.address)
+    admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+    admin.close()
+    return name
+
+
+def _produce(broker, topic: str, start: int, n: int, tombstone: bool = False) -> list[bytes]:
+    producer = KafkaProducer(bootstrap_servers=broker.address, linger_ms=5)
+    values = [b'{"n":%d}' % i for i in range(start, start + n)]
+    for i, value in zip(range(start, start + n), values, strict=False):
+        producer.send(topic, key=b"user-%d" % (i % 11), value=value)
+    if tombstone:
+        producer.send(topic, key=b"user-0", value=None)
+    producer.flush()
+    producer.close()
+    return values
+
+
+def test_bounded_reads_every_event_once_and_ends_with_done(kafka_broker, topic, client):
+    sent = _produce(kafka_broker, topic, 0, 2000, tombstone=True)
+    source = KafkaSource(_settings(kafka_broker, topic, client, bounded=True), batch_size=300, idle_seconds=30)
+
+    assert source.list_parts() == [f"kafka:{topic}/{i}" for i in range(PARTITIONS)]
+    chunks, snaps = read_all(source)
+
+    got = [line for cs in chunks.values() for line in lines_of(cs)]
+    assert sorted(got) == sorted(sent + [b""])  # the tombstone is an empty line
+    for name, cs in chunks.items():
+        assert cs[-1].done and cs[-1].lines == []
+        assert sum(c.done for c in cs) == 1
+        assert all(c.n_parts == PARTITIONS and c.part == name for c in cs)
+        data = [c for c in cs if c.lines]
+        offsets = [c.position(i) for c in data for i in range(len(c.lines))]
+        assert offsets == list(range(len(offsets)))
+        assert snaps[name] == len(offsets)
+        assert data[0].origin == name[len("kafka:") :]
+    # several partitions really carried data
+    assert sum(1 for cs in chunks.values() if lines_of(cs)) >= 2
+
+
+def test_resume_from_snapshot_continues_exactly_after(kafka_broker, topic, client):
+    sent = _produce(kafka_broker, topic, 0, 600)
+    settings = _settings(kafka_broker, topic, client, bounded=True)
+    source = KafkaSource(settings, batch_size=50, idle_seconds=30)
+    first, states = [], {}
+    for name in source.list_parts():
+        part = source.build_part("in", name, None)
+        chunks = drain(part, until=count_lines(100))  # stop part-way, as a crash would
+        first.extend(lines_of(chunks))
+        states[name] = part.snapshot()
+        part.close()
+    assert 0 < len(first) < len(sent)
+
+    more = _produce(kafka_broker, topic, 600, 400)
+    resumed, _ = read_all(KafkaSource(settings, batch_size=50, idle_seconds=30), states)
+    rest = [line for cs in resumed.values() for line in lines_of(cs)]
+    assert sorted(first + rest) == sorted(sent + more)
+    assert len(first) + len(rest) == len(sent) + len(more)  # nothing read twice
+
+
+def test_latest_skips_existing_events(kafka_broker, topic, client):
+    _produce(kafka_broker, topic, 0, 500)
+    settings = _settings(kafka_broker, topic, client, starting_offset="latest")
+    source = KafkaSource(settings, batch_size=100, idle_seconds=30)
+    parts = [source.build_part("in", name, None) for name in source.list_parts()]
+    starts = {p._name: p.snapshot() for p in parts}
+    assert sum(starts.values()) == 500  # positioned at the true log end (Tansu quirk)
+    new = _produce(kafka_broker, topic, 500, 90)
+    got: list[bytes] = []
+    deadline = time.monotonic() + 20
+    while len(got) < len(new) and time.monotonic() < deadline:
+        for part in parts:
+            got.extend(lines_of(step(part) or []))
+    for part in parts:
+        part.close()
+    assert sorted(got) == sorted(new)
+
+
+def test_bounded_latest_and_empty_partitions_end_immediately(kafka_broker, topic, client):
+    _produce(kafka_broker, topic, 0, 100)
+    source = KafkaSource(_settings(kafka_broker, topic, client, bounded=True, starting_offset="latest"), 100, 30)
+    chunks, _ = read_all(source)
+    assert all(lines_of(cs) == [] and cs[-1].done for cs in chunks.values())
+
+
+def test_idle_partition_reports_idle_then_data_is_not_idle(kafka_broker, topic, client):
+    source = KafkaSource(_settings(kafka_broker, topic, client), batch_size=100, idle_seconds=0.2)
+    name = source.list_parts()[0]
+    part = source.build_part("in", name, None)
+    idle = drain(part, until=lambda cs: any(c.idle for c in cs), timeout=10)
+    assert idle[-1].idle and idle[-1].lines == [] and not idle[-1].done
+    _produce(kafka_broker, topic, 0, 60)
+    data = drain(part, until=lambda cs: any(c.lines for c in cs), timeout=10)
+    assert [c for c in data if c.lines][0].idle is False
+    assert lags()[("kafka", f"{topic}/0")] >= 0
+    part.close()
+
+
+def test_unknown_topic_is_a_clear_error(kafka_broker, client):
+    source = KafkaSource(_settings(kafka_broker, f"missing-{uuid.uuid4().hex[:8]}", client), 100, 30)
+    with pytest.raises(ValueError, match="source.kafka.topic"):
+        source.list_parts()
+
+
+def test_passwords_come_from_the_environment_only():
+    settings = KafkaSourceSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="svc",
+        sasl_password_env="PW_VAR",
+        ssl_cafile="/ca.pem",
+    )
+    config = client_config(settings, environ={"PW_VAR": "s3cret"})
+    assert config["sasl_plain_password"] == "s3cret"
+    assert config["sasl_plain_username"] == "svc" and config["ssl_cafile"] == "/ca.pem"
+    with pytest.raises(ValueError, match="PW_VAR"):
+        client_config(settings, environ={})
+    with pytest.raises(ValueError, match="sasl_password_env"):
+        KafkaSourceSettings(security_protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="u")
+
+
+def test_librdkafka_gets_the_same_security_settings():
+    settings = KafkaSourceSettings(
+        brokers=["b1:9096", "b2:9096"],
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="svc",
+        sasl_password_env="PW_VAR",
+        ssl_cafile="/ca.pem",
+        ssl_check_hostname=False,
+    )
+    config = librdkafka_config(settings, environ={"PW_VAR": "s3cret"})
+    assert config == {
+        "bootstrap.servers": "b1:9096,b2:9096",
+        "client.id": "paywatch",
+        "security.protocol": "sasl_ssl",
+        "ssl.ca.location": "/ca.pem",
+        "ssl.endpoint.identification.algorithm": "none",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": "svc",
+        "sasl.password": "s3cret",
+    }
+    with pytest.raises(ValueError, match="client kafka-python"):
+        KafkaSourceSettings(client="confluent-kafka", security_protocol="SASL_SSL", sasl_mechanism="AWS_MSK_IAM")
+
+
+def test_a_flow_can_switch_clients_and_resume_from_the_same_snapshot(kafka_broker, topic):
+    sent = _produce(kafka_broker, topic, 0, 900)
+    first, states = [], {}
+    python_client = KafkaSource(_settings(kafka_broker, topic, "kafka-python", bounded=True), 50, 30)
+    for name in python_client.list_parts():
+        part = python_client.build_part("in", name, None)
+        first.extend(lines_of(drain(part, until=count_lines(120))))
+        states[name] = part.snapshot()
+        part.close()
+    librdkafka = KafkaSource(_settings(kafka_broker, topic, "confluent-kafka", bounded=True), 50, 30)
+    resumed, _ = read_all(librdkafka, states)
+    rest = [line for cs in resumed.values() for line in lines_of(cs)]
+    assert 0 < len(first) < len(sent)
+    assert sorted(first + rest) == sorted(sent) and len(first) + len(rest) == len(sent)

@@ -1,0 +1,1 @@
+"""Starting, stopping, crashing, resuming, upgrading, metrics and settings."""

@@ -1,0 +1,302 @@
+"""Every connection to the source cut for 20 s in the middle of a run, then restored.
+
+The flow must not exit, must resume reading where it was, and must end with
+exactly the output of a run that was never cut; the lag metric must show
+the outage.
+
+- Kafka: the flow runs unbounded; the cut comes once every partition has read
+  data (the flow's own lag says so), and the other half of the events is
+  produced during the cut on connections the cut spares. Nothing reaches the
+  flow while cut (its lag never rises); once restored, the lag counts what
+  was produced meanwhile, then drains back to 0. The run then ends by a kill
+  and a bounded resume, as an unbounded run only can.
+- Kinesis: the cut is triggered by traffic (``TcpProxy.cut_after``), after a
+  given number of bytes have reached the flow, so it falls in the middle of
+  a bounded read whatever the machine's speed; the lag holds, above 0, while cut.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import boto3
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.partitioner import murmur2
+
+from cli.producer import publish_kafka, publish_kinesis
+from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings
+from connectors.kafka.client_config import producer_config
+from tests.operations.test_source_recovery import BAD, _config, _events
+from tests.support.flow import ROOT, finish, start_flow, stderr_of
+from tests.support.output import jsonl_lines
+from tests.support.servers import free_port, start_tansu
+from tests.support.tcp_proxy import TcpProxy
+
+OUTAGE_SECONDS = 20
+KAFKA_EVENTS = 20_000
+PARTITIONS = 3
+BATCH = 500  # records per source batch
+KINESIS_EVENTS = 12_000  # moto serves about 4,000 records/s
+
+
+def _scrape(port: int, name: str) -> float | None:
+    """Sum of a metric's samples on the flow's /metrics; None while the endpoint is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")]
+    return sum(values) if values else None
+
+
+class _Sampler(threading.Thread):
+    """Scrapes a metric every 0.2 s, tagging each sample with whether the cut was in effect."""
+
+    def __init__(self, port: int, name: str, proxy: TcpProxy) -> None:
+        super().__init__(daemon=True)
+        self.port, self.name, self.proxy = port, name, proxy
+        self.samples: list[tuple[str, float]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            phase = "during" if self.proxy.cutting.is_set() else ("after" if self.proxy.restored.is_set() else "before")
+            value = _scrape(self.port, self.name)
+            # A sample is only "during" if the cut was in effect both before and after the scrape.
+            if value is not None and (phase != "during" or self.proxy.cutting.is_set()):
+                self.samples.append((phase, value))
+
+    def of(self, phase: str) -> list[float]:
+        return [value for p, value in self.samples if p == phase]
+
+
+def _kafka_lags(port: int) -> dict[str, float] | None:
+    """``paywatch_kafka_lag_records`` per partition on the flow's /metrics; None while the endpoint is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    prefix = 'paywatch_kafka_lag_records{partition="'
+    return {
+        line[len(prefix) :].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    }
+
+
+class _KafkaLagSampler(threading.Thread):
+    """Scrapes the per-partition Kafka lag every 0.05 s, tagging each sample with the cut's phase."""
+
+    def __init__(self, port: int, proxy: TcpProxy) -> None:
+        super().__init__(daemon=True)
+        self.port, self.proxy = port, proxy
+        self.samples: list[tuple[str, dict[str, float]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            phase = "during" if self.proxy.cutting.is_set() else ("after" if self.proxy.restored.is_set() else "before")
+            value = _kafka_lags(self.port)
+            # A sample is only "during" if the cut was in effect both before and after the scrape.
+            if value and (phase != "during" or self.proxy.cutting.is_set()):
+                self.samples.append((phase, value))
+
+    def of(self, phase: str, part: str) -> list[float]:
+        return [value[part] for p, value in self.samples if p == phase and part in value]
+
+    def rose_and_drained(self, parts: Iterable[str]) -> bool:
+        """After the restore, every partition's lag rose above what it held while cut, then came back to 0."""
+        for part in parts:
+            held, after = self.of("during", part), self.of("after", part)
+            peak = next((i for i, lag in enumerate(after) if lag > (held[-1] if held else 0)), None)
+            if peak is None or 0 not in after[peak:]:
+                return False
+        return True
+
+    def latest(self, phase: str) -> dict[str, float]:
+        return next((value for p, value in reversed(self.samples) if p == phase), {})
+
+
+class _Producer(threading.Thread):
+    """Sends ``events`` 250 at a time, every half second, while the cut lasts (on connections the cut spares),
+    the rest once it is over; counts per partition the records the broker took during the cut."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, proxy: TcpProxy, events: list[tuple[str, bytes]]) -> None:
+        super().__init__(daemon=True)
+        self.producer, self.topic, self.proxy, self.events = producer, topic, proxy, events
+        self.during: Counter[str] = Counter()
+
+    def run(self) -> None:
+        self.proxy.cutting.wait()
+        for i in range(0, len(self.events), 250):
+            cut = self.proxy.cutting.is_set()
+            futures = [self.producer.send(self.topic, key=k.encode(), value=v) for k, v in self.events[i : i + 250]]
+            self.producer.flush()
+            for future in futures:
+                meta = future.get(timeout=10)
+                if cut:
+                    self.during[f"{self.topic}/{meta.partition}"] += 1
+            self.proxy.restored.wait(0.5)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("client", ["kafka-python"])
+def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: Path, monkeypatch, client: str):
+    """Half the events, an unbounded run cut for 20 s while the other half is produced; the lag shows it."""
+    proxy_port = free_port()
+    broker = start_tansu(server_logs, advertised_port=proxy_port)  # every client is told the proxy's address
+    proxy = TcpProxy(broker.port, proxy_port).start()
+    producer = None
+    try:
+        address = f"127.0.0.1:{proxy_port}"
+        topic = f"o-{uuid.uuid4().hex[:10]}"
+        admin = KafkaAdminClient(bootstrap_servers=address)
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1), NewTopic(topic + "-warm", 1, 1)])
+        admin.close()
+        # Small fetches (16 KB per partition): with the slow link below, the backlog arrives a fetch at a time.
+        kafka = {
+            "brokers": [address],
+            "topic": topic,
+            "client": client,
+            "fetch_max_wait_ms": 50,
+            "max_partition_fetch_bytes": 16384,
+        }
+        settings = KafkaSourceSettings(**kafka)
+        events = _events(KAFKA_EVENTS)
+        first, second = events[: len(events) // 2], events[len(events) // 2 :]
+        publish_kafka(settings, first, linger_ms=5)
+        ends = Counter(f"{topic}/{(murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS}" for key, _ in first)
+        # The producer of the second half: its connections (opened by a record to another topic, while no
+        # other client is connected) are spared by the cut.
+        producer = KafkaProducer(**producer_config(settings, acks=1, linger_ms=5))
+        producer.send(topic + "-warm", value=b"{}").get(timeout=30)
+        proxy.spare_open()
+        writer = _Producer(producer, topic, proxy, second)
+        writer.start()
+
+        # Silent partitions must not close windows by wall-clock idleness during the cut:
+        # the reference run is never silent.
+        source = {"type": "kafka", "kafka": kafka, "batch_size": BATCH, "idle_partition_seconds": 3600}
+        recovery = tmp_path / "recovery"
+        recovery.mkdir()
+        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
+        metrics_port = free_port()
+        monkeypatch.setenv("PAYWATCH__METRICS__PORT", str(metrics_port))
+        cut = _config(tmp_path, "cut", source)
+        proc = start_flow(cut, recovery=recovery)
+        sampler = _KafkaLagSampler(metrics_port, proxy)
+        sampler.start()
+
+        def until(done: Callable[[], bool], what: str) -> None:
+            deadline = time.monotonic() + OUTAGE_SECONDS + 60  # a guard against a hang, not a measure
+            while not done():
+                assert proc.poll() is None, stderr_of(cut)  # the flow never exits
+                assert time.monotonic() < deadline, (
+                    f"{what}: {[x for x in sampler.samples if any(x[1].values())]}, produced {writer.during}"
+                )
+                threading.Event().wait(0.05)
+
+        # Cut once every partition has been built and has read data (the flow's own lag says so) ...
+        until(lambda: all(sampler.latest("before").get(part, end) < end for part, end in ends.items()), "read")
+        proxy.cut(OUTAGE_SECONDS)
+        # A slow link once restored (128 KB/s per connection): the backlog takes a second or two to arrive, so
+        # the scrapes see the lag that counts it (on a fast link the source drains it between two scrapes).
+        proxy.rate = 128_000
+        # ... and, once restored, wait for the flow's lag to count what was produced during the cut, then to drain.
+        until(lambda: proxy.restored.is_set() and not writer.is_alive(), "restore")
+        until(lambda: sampler.rose_and_drained(ends), "lag rising then draining")
+        sampler.done.set()
+        sampler.join()
+        proxy.rate = None
+        # An unbounded run ends only by a kill: a bounded resume then finishes the last minutes.
+        proc.kill()
+        proc.wait()
+        bounded = {**source, "kafka": {**kafka, "bounded": True}}
+        resumed = _config(tmp_path, "cut", bounded)
+        finish(start_flow(resumed, recovery=recovery), resumed)
+        reference = _config(tmp_path, "reference", bounded)
+        finish(start_flow(reference), reference)
+    finally:
+        if producer is not None:
+            producer.close()
+        proxy.stop()
+        broker.stop()
+
+    ref, out = tmp_path / "reference", tmp_path / "cut"
+    for kind in ("metrics", "alerts", "dead_letter"):
+        assert jsonl_lines(out, kind) == jsonl_lines(ref, kind), kind
+    assert len(jsonl_lines(out, "dead_letter")) == len(BAD)
+    assert len(jsonl_lines(out, "transactions")) == KAFKA_EVENTS  # it resumed reading and read everything once
+    assert set(writer.during) == set(ends)  # records went in during the cut, to every partition
+    for part in ends:
+        # While cut, nothing new reaches the flow: the lag never rises although records are being added.
+        held = sampler.of("during", part)
+        assert held and held == sorted(held, reverse=True), part
+        # Once restored, fetch answers carry the new high watermark: the lag rises by what came in meanwhile
+        # (the scrapes see it once the source has read a batch or more of it, so not always all of it) ...
+        after = sampler.of("after", part)
+        peak = after.index(max(after))
+        assert after[peak] > held[-1], part
+        # ... then drains back to 0 as the flow reads it.
+        assert after[peak:] == sorted(after[peak:], reverse=True) and after[-1] == 0, part
+
+
+@pytest.mark.integration
+def test_kinesis_flow_rides_out_a_cut_of_every_connection(moto, tmp_path: Path, monkeypatch):
+    stream = f"o-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("kinesis", endpoint_url=moto.url, region_name="us-east-1")
+    client.create_stream(StreamName=stream, ShardCount=2)
+    client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
+    kinesis = {
+        "stream_name": stream,
+        "bounded": True,
+        "min_poll_interval_seconds": 0.0,
+        "idle_poll_interval_seconds": 0.05,
+        "max_backoff_seconds": 2.0,  # keeps the wait after the restore short
+    }
+    publish_kinesis(
+        KinesisSourceSettings(**kinesis), AwsSettings(endpoint_url=moto.url), _events(KINESIS_EVENTS), client=client
+    )
+    proxy = TcpProxy(moto.port).start()  # the flow reaches moto only through the proxy
+    try:
+        monkeypatch.setenv("PAYWATCH__AWS__ENDPOINT_URL", proxy.url)
+        source = {"type": "kinesis", "kinesis": kinesis, "idle_partition_seconds": 3600}
+        reference = _config(tmp_path, "reference", source)
+        start = proxy.forwarded
+        finish(start_flow(reference), reference)
+        read_bytes = proxy.forwarded - start
+
+        metrics_port = free_port()
+        monkeypatch.setenv("PAYWATCH__METRICS__PORT", str(metrics_port))
+        cut = _config(tmp_path, "cut", source)
+        proxy.cut_after(read_bytes // 2, OUTAGE_SECONDS)
+        sampler = _Sampler(metrics_port, "paywatch_kinesis_millis_behind_latest", proxy)
+        proc = start_flow(cut)
+        sampler.start()
+        finish(proc, cut, timeout=OUTAGE_SECONDS + 120)
+        sampler.done.set()
+        sampler.join()
+    finally:
+        proxy.stop()
+
+    assert proxy.restored.is_set()
+    ref, out = tmp_path / "reference", tmp_path / "cut"
+    for kind in ("metrics", "alerts", "dead_letter"):
+        assert jsonl_lines(out, kind) == jsonl_lines(ref, kind), kind
+    assert len(jsonl_lines(out, "dead_letter")) == len(BAD)
+    assert len(jsonl_lines(out, "transactions")) == KINESIS_EVENTS
+    during = sampler.of("during")
+    assert len(set(during)) <= 1  # no GetRecords answered while cut: the lag stays where it was
+    assert during and during[0] > 0  # and shows records waiting
