@@ -28,41 +28,23 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
+from bench.traffic import payment
+
 ROOT = Path(__file__).resolve().parent.parent
-REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
-T0 = 1752087600
 
 
 def generate(path_all: Path, path_a: Path, path_b: Path, n: int) -> None:
     rng = random.Random(7)
     with open(path_all, "wb") as f_all, open(path_a, "wb") as f_a, open(path_b, "wb") as f_b:
         for i in range(n):
-            user = rng.randrange(50_000)
-            ts = datetime.fromtimestamp(T0 + i / 2000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            line = (
-                orjson.dumps(
-                    {
-                        "transaction_id": f"txn_{i:09d}",
-                        "user_id": f"u{user}",
-                        "timestamp": ts,
-                        "payment_status": "FAIL" if rng.random() < 0.01 else "SUCCESS",
-                        "region": REGIONS[user % 4],
-                        "amount": round(rng.uniform(5, 400), 2),
-                        "currency": "USD",
-                        "merchant_id": f"m{user % 97}",
-                        "merchant_name": f"Merchant {user % 97}",
-                        "device": "mobile",
-                    }
-                )
-                + b"\n"
-            )
+            event = payment(i, rng)
+            line = orjson.dumps(event) + b"\n"
             f_all.write(line)
-            (f_a if user % 2 == 0 else f_b).write(line)
+            (f_a if int(event["user_id"][1:]) % 2 == 0 else f_b).write(line)
 
 
 def orjson_rate(path: Path) -> float:

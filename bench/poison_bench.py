@@ -35,10 +35,11 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+
+from bench.traffic import RATE, T0, iso_ms, payment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,31 +48,8 @@ from config.loader import load_settings  # noqa: E402
 from operators.parse import ChunkParser  # noqa: E402
 from operators.records import RawChunk  # noqa: E402
 
-REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
-T0 = 1752087600  # 2025-07-09T19:00:00Z
-RATE = 2000  # events per second of event time
 POISON_EVERY = 100  # 1 %
 KINDS = ("future_2099", "future_hour", "skewed", "long_name", "long_id", "amount_1e300", "amount_10e30")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _event(i: int, rng: random.Random) -> dict:
-    user = rng.randrange(50_000)
-    return {
-        "transaction_id": f"txn_{i:09d}",
-        "user_id": f"u{user}",
-        "timestamp": _iso(T0 + i / RATE),
-        "payment_status": "FAIL" if rng.random() < 0.01 else "SUCCESS",
-        "region": REGIONS[user % 4],
-        "amount": round(rng.uniform(5, 400), 2),
-        "currency": "USD",
-        "merchant_id": f"m{user % 97}",
-        "merchant_name": f"Merchant {user % 97}",
-        "device": "mobile",
-    }
 
 
 def _poison(ev: dict, n: int, now: float) -> tuple[bytes, str]:
@@ -83,9 +61,9 @@ def _poison(ev: dict, n: int, now: float) -> tuple[bytes, str]:
     if kind == "future_2099":
         ev = {**ev, "timestamp": "2099-01-01T00:00:00Z"}
     elif kind == "future_hour":
-        ev = {**ev, "timestamp": _iso(now + 3600)}
+        ev = {**ev, "timestamp": iso_ms(now + 3600)}
     elif kind == "skewed":
-        ev = {**ev, "timestamp": _iso(ts + 3 * 3600)}
+        ev = {**ev, "timestamp": iso_ms(ts + 3 * 3600)}
     elif kind == "long_name":
         ev = {**ev, "merchant_name": "m" * 300}
     elif kind == "long_id":
@@ -105,7 +83,7 @@ def generate(base: Path, n: int) -> dict[str, int]:
     files = {name: open(base / f"{name}.jsonl", "wb") for name in ("clean_a", "clean_b", "poison_a", "poison_b")}
     try:
         for i in range(n):
-            ev = _event(i, rng)
+            ev = payment(i, rng)
             side = "a" if i % 2 == 0 else "b"
             line = orjson.dumps(ev)
             files[f"clean_{side}"].write(line + b"\n")

@@ -37,12 +37,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Optional
 
 import orjson
 
+from bench.traffic import RATE, T0, payment
 from config import load_settings
 from config.settings import PrivacySettings
 from operators.parse import ChunkParser
@@ -50,8 +50,6 @@ from operators.privacy import Redactor
 from operators.records import RawChunk
 
 ROOT = Path(__file__).resolve().parent.parent
-REGIONS = ("US-EAST", "US-WEST", "EU-WEST", "AP-SOUTH")
-T0 = 1752087600
 CARDS = ("4111111111111111", "5500 0000 0000 0004", "3782-822463-10005")
 KEY = b"bench-key-0123456789abcdef"
 
@@ -60,22 +58,7 @@ def events(n: int, kind: str) -> list[bytes]:
     rng = random.Random(7)
     lines = []
     for i in range(n):
-        user = rng.randrange(50_000)
-        at = T0 + i / 2000
-        ev: dict = {
-            "transaction_id": f"txn_{i:09d}",
-            "user_id": f"u{user}",
-            "timestamp": int(at * 1000)
-            if kind == "epoch_ms"
-            else datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "payment_status": "FAIL" if rng.random() < 0.01 else "SUCCESS",
-            "region": REGIONS[user % 4],
-            "amount": round(rng.uniform(5, 400), 2),
-            "currency": "USD",
-            "merchant_id": f"m{user % 97}",
-            "merchant_name": f"Merchant {user % 97}",
-            "device": "mobile",
-        }
+        ev = payment(i, rng, int((T0 + i / RATE) * 1000) if kind == "epoch_ms" else None)
         if kind == "cards_1pct" and i % 100 == 0:
             ev["card_number"] = CARDS[i // 100 % len(CARDS)]
             ev["cvv"] = "123"
