@@ -22,12 +22,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from config.settings import KafkaSourceSettings
 from connectors.kafka.client_config import librdkafka_config
-from connectors.kafka.source import part_name
+from connectors.kafka.source import KafkaSource, parse_part_name, part_name
 from observability.source_lag import clear_lag, set_lag
 from operators.records import RawChunk
 
@@ -57,42 +57,30 @@ def consumer_config(settings: KafkaSourceSettings) -> dict[str, Any]:
     return config
 
 
-class ConfluentKafkaSource(FixedPartitionedSource[RawChunk, int]):
-    """Reads the configured topic(s) as :class:`RawChunk` batches with librdkafka."""
+class ConfluentKafkaSource(KafkaSource):
+    """Reads the configured topic(s) as :class:`RawChunk` batches with librdkafka.
 
-    def __init__(self, settings: KafkaSourceSettings, batch_size: int, idle_seconds: float) -> None:
-        self._settings = settings
-        self._batch_size = batch_size
-        self._idle_seconds = idle_seconds
-        self._parts: Optional[list[str]] = None
+    Partition names, their listing and the snapshot are :class:`KafkaSource`'s;
+    only the client differs.
+    """
 
-    def list_parts(self) -> list[str]:
-        """One partition name per topic-partition.
+    def _topic_partitions(self) -> dict[str, set[int]]:
+        consumer = Consumer(consumer_config(self._settings))
+        try:
+            found: dict[str, set[int]] = {}
+            for topic in self._settings.topics:
+                meta = consumer.list_topics(topic, timeout=_METADATA_TIMEOUT_SECONDS).topics.get(topic)
+                found[topic] = set(meta.partitions) if meta is not None and meta.error is None else set()
+            return found
+        finally:
+            consumer.close()
 
-        :raises ValueError: a configured topic does not exist.
-        """
-        if self._parts is None:
-            consumer = Consumer(consumer_config(self._settings))
-            try:
-                parts: list[str] = []
-                for topic in self._settings.topics:
-                    meta = consumer.list_topics(topic, timeout=_METADATA_TIMEOUT_SECONDS).topics.get(topic)
-                    if meta is None or meta.error is not None or not meta.partitions:
-                        raise ValueError(
-                            f"source.kafka.topic: topic {topic!r} does not exist on {self._settings.brokers}"
-                        )
-                    parts.extend(part_name(topic, i) for i in sorted(meta.partitions))
-            finally:
-                consumer.close()
-            self._parts = parts
-        return list(self._parts)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> ConfluentKafkaPartition:
-        topic, _, index = for_part[len("kafka:") :].rpartition("/")
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> StatefulSourcePartition:
+        tp = parse_part_name(for_part)
         return ConfluentKafkaPartition(
             self._settings,
-            topic,
-            int(index),
+            tp.topic,
+            tp.partition,
             n_parts=len(self.list_parts()),
             resume_offset=resume_state,
             batch_size=self._batch_size,

@@ -46,7 +46,7 @@ def part_name(topic: str, partition: int) -> str:
     return f"kafka:{topic}/{partition}"
 
 
-def _parse_part_name(name: str) -> TopicPartition:
+def parse_part_name(name: str) -> TopicPartition:
     topic, _, index = name[len("kafka:") :].rpartition("/")
     return TopicPartition(topic, int(index))
 
@@ -71,25 +71,27 @@ class KafkaSource(FixedPartitionedSource[RawChunk, int]):
         :raises ValueError: a configured topic does not exist.
         """
         if self._parts is None:
-            consumer = KafkaConsumer(**consumer_config(self._settings, self._batch_size))
-            try:
-                parts: list[str] = []
-                for topic in self._settings.topics:
-                    indexes = consumer.partitions_for_topic(topic)
-                    if not indexes:
-                        raise ValueError(
-                            f"source.kafka.topic: topic {topic!r} does not exist on {self._settings.brokers}"
-                        )
-                    parts.extend(part_name(topic, i) for i in sorted(indexes))
-            finally:
-                consumer.close()
+            found = self._topic_partitions()
+            parts: list[str] = []
+            for topic in self._settings.topics:
+                if not found.get(topic):
+                    raise ValueError(f"source.kafka.topic: topic {topic!r} does not exist on {self._settings.brokers}")
+                parts.extend(part_name(topic, i) for i in sorted(found[topic]))
             self._parts = parts
         return list(self._parts)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> KafkaPartition:
+    def _topic_partitions(self) -> dict[str, set[int]]:
+        """Partition indexes of each configured topic (empty: no such topic), from the brokers' metadata."""
+        consumer = KafkaConsumer(**consumer_config(self._settings, self._batch_size))
+        try:
+            return {topic: set(consumer.partitions_for_topic(topic) or ()) for topic in self._settings.topics}
+        finally:
+            consumer.close()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> StatefulSourcePartition:
         return KafkaPartition(
             self._settings,
-            _parse_part_name(for_part),
+            parse_part_name(for_part),
             n_parts=len(self.list_parts()),
             resume_offset=resume_state,
             batch_size=self._batch_size,
