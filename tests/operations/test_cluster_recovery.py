@@ -111,12 +111,15 @@ def _valid_events(port: int) -> float | None:
             text = resp.read().decode()
     except (OSError, http.client.HTTPException):  # not up yet, or exiting mid-answer
         return None
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "paywatch_events_total" and sample.labels.get("outcome") == "valid":
-                total += sample.value
-    return total
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "paywatch_events_total" and sample.labels.get("outcome") == "valid"
+    ]
+    # No sample: nothing parsed yet, or a process exiting mid-scrape closed the
+    # answer early without an error. Either way, no reading.
+    return sum(values) if values else None
 
 
 def test_two_processes_sigkill_and_resume_give_the_one_process_minutes(tmp_path):
