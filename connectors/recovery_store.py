@@ -39,6 +39,11 @@ class RecoveryStore:
         return self.commit_epoch > 0 and bool(self.state_keys)
 
 
+def partition_files(directory: str | Path) -> list[Path]:
+    """The directory's recovery partitions, in order."""
+    return sorted(Path(directory).glob("part-*.sqlite3"))
+
+
 def read_recovery_store(directory: str | Path) -> RecoveryStore:
     """Read every partition of ``directory``.
 
@@ -48,7 +53,7 @@ def read_recovery_store(directory: str | Path) -> RecoveryStore:
     path = Path(directory)
     if not path.is_dir():
         raise RecoveryStoreError(f"recovery directory {path} does not exist")
-    files = sorted(path.glob("part-*.sqlite3"))
+    files = partition_files(path)
     if not files:
         raise RecoveryStoreError(f"recovery directory {path} holds no recovery partitions (part-*.sqlite3)")
     partitions = 0

@@ -36,6 +36,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import FixedPartitionedSink
 
 from connectors.preflight import StartError
+from connectors.recovery_store import RecoveryStoreError, partition_files, read_recovery_store
 from operators.state.snapshots import SnapshotError, SnapshotFormat
 
 _MOVED_STEPS = {"region_windows": "region_windows.windows", "user_risk": "user_risk.risk"}
@@ -111,10 +112,6 @@ def stateful_steps(flow: Dataflow) -> dict[str, Optional[SnapshotFormat]]:
     return found
 
 
-def _partitions(directory: Path) -> list[Path]:
-    return sorted(directory.glob("part-*.sqlite3"))
-
-
 def _rename(file: Path, flow_id: str) -> dict[str, str]:
     """Rename old step ids in one partition whose new id it does not hold yet.
 
@@ -141,20 +138,6 @@ def _rename(file: Path, flow_id: str) -> dict[str, str]:
     return renamed
 
 
-def _stored(files: list[Path]) -> tuple[set[str], int]:
-    """Step ids with a committed snapshot, and the epoch a resume starts from."""
-    steps: set[str] = set()
-    commits: list[int] = []
-    for file in files:
-        with sqlite3.connect(f"file:{file}?mode=ro", uri=True) as db:
-            commit = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0] or 0
-            commits.append(commit)
-            steps.update(
-                row[0] for row in db.execute("SELECT DISTINCT step_id FROM snaps WHERE snap_epoch <= ?", (commit,))
-            )
-    return steps, min(commits, default=0)
-
-
 def _sample(files: list[Path], step_id: str, epoch: int) -> Optional[bytes]:
     """One committed, non-empty snapshot of ``step_id`` (the smallest: a format check needs no more)."""
     for file in files:
@@ -175,15 +158,16 @@ def upgrade_recovery(directory: str | Path, flow: Dataflow) -> RecoveryUpgrade:
     :raises StartError: a stored snapshot this release cannot read (the
         message names the step and what to do), or the store cannot be read.
     """
-    files = _partitions(Path(directory))
+    files = partition_files(directory)
     steps = stateful_steps(flow)
     upgrade = RecoveryUpgrade()
     try:
         for file in files:
             upgrade.renamed.update(_rename(file, flow.flow_id))
-        stored, epoch = _stored(files)
-    except sqlite3.Error as exc:
+        store = read_recovery_store(directory)
+    except (sqlite3.Error, RecoveryStoreError) as exc:
         raise StartError(f"recovery directory {directory} cannot be upgraded: {exc}") from None
+    stored, epoch = set(store.state_keys), store.commit_epoch
     upgrade.unused = sorted(stored - set(steps))
     for step_id, snapshot_format in sorted(steps.items()):
         if snapshot_format is None or step_id not in stored:
