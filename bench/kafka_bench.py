@@ -51,27 +51,15 @@ import orjson  # noqa: E402
 import yaml  # noqa: E402
 
 from cli.producer import publish_kafka, publish_kinesis  # noqa: E402
-from config.loader import load_settings  # noqa: E402
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings  # noqa: E402
 from connectors.kafka.source import KafkaSource  # noqa: E402
 from connectors.kinesis.source import KinesisSource  # noqa: E402
-from connectors.simulator.source import iter_events  # noqa: E402
+from tests.support.events import simulated  # noqa: E402
 from tests.support.servers import free_port, start_moto, start_tansu  # noqa: E402
 
 
 def _events(n: int) -> list[tuple[str, bytes]]:
-    sim = load_settings(
-        overrides={
-            "simulator": {
-                "events": n,
-                "rate": 0,
-                "users": 50_000,
-                "start": "2025-07-09T19:00:00Z",
-                "event_rate": n / 1200,
-            }
-        }
-    ).simulator
-    return list(iter_events(sim))
+    return simulated(n, 1200)
 
 
 def _expected_minutes(events: list[tuple[str, bytes]]) -> Counter:

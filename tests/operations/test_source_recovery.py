@@ -25,11 +25,10 @@ import boto3
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cli.producer import publish_kafka, publish_kinesis
-from config.loader import load_settings
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings
-from connectors.simulator.source import iter_events
 from connectors.sources.parsing import SOURCE_FORMAT
 from tests.support.config import write_config
+from tests.support.events import simulated
 from tests.support.flow import finish, start_flow, stderr_of
 from tests.support.output import jsonl_lines
 
@@ -43,18 +42,7 @@ BAD = [(f"bad-{i}", [b"{not json %d", b"[%d]", b'{"transaction_id": %d}'][i % 3]
 
 def _events(n: int) -> list[tuple[str, bytes]]:
     """``n`` simulated events over 10 minutes of event time, with BAD spread through."""
-    sim = load_settings(
-        overrides={
-            "simulator": {
-                "events": n,
-                "rate": 0,
-                "users": 50_000,
-                "start": "2025-07-09T19:00:00Z",
-                "event_rate": n / 600,
-            }
-        }
-    ).simulator
-    events = list(iter_events(sim))
+    events = simulated(n, 600)
     step = len(events) // len(BAD)
     for i, bad in enumerate(BAD):  # spread through the stream, so some precede the kill
         events.insert(i * step + i, bad)

@@ -52,3 +52,16 @@ def write_jsonl(path, events: list) -> None:
     with open(path, "wb") as f:
         for e in events:
             f.write((e if isinstance(e, bytes) else line(e)) + b"\n")
+
+
+def simulated(n: int, seconds: float) -> list[tuple[str, bytes]]:
+    """``n`` simulator events (key, payload) spread over ``seconds`` of event time from T0.
+
+    The same events every call, so a producer and the flow reading them can be
+    compared with a reference run.
+    """
+    from config.loader import load_settings
+    from connectors.simulator.source import iter_events
+
+    overrides = {"events": n, "rate": 0, "users": 50_000, "start": iso(T0), "event_rate": n / seconds}
+    return list(iter_events(load_settings(overrides={"simulator": overrides}).simulator))
