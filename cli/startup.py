@@ -18,16 +18,15 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import FixedPartitionedSource
 
 from config import Settings, SettingsError, load_settings
 from connectors import shutdown
 from connectors.preflight import StartError, check_recovery, check_servers
 from connectors.recovery_store import RecoveryStore
-from connectors.recovery_upgrade import RecoveryUpgrade, upgrade_recovery
+from connectors.recovery_upgrade import RecoveryUpgrade, source_step_id, upgrade_recovery
 from connectors.sources import build_source
 
 GC_THRESHOLD = 10_000
@@ -43,7 +42,7 @@ def start(build_flow: FlowBuilder, argv: Optional[list[str]] = None) -> Dataflow
         source = build_source(settings)
         flow = build_flow(settings, source=source)
         recovery = recovery_directory(argv)
-        store = check_recovery(recovery, source.list_parts(), _source_step_id(flow)) if recovery else None
+        store = check_recovery(recovery, source.list_parts(), source_step_id(flow)) if recovery else None
         upgrade = upgrade_recovery(recovery, flow) if recovery else None
     except (SettingsError, StartError) as exc:
         _fail(str(exc))
@@ -63,17 +62,6 @@ def recovery_directory(argv: Optional[list[str]] = None) -> Optional[str]:
     parser.add_argument("-r", "--recovery-directory", default=os.environ.get("BYTEWAX_RECOVERY_DIRECTORY"))
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return args.recovery_directory
-
-
-def _source_step_id(flow: Dataflow) -> str:
-    """The id of the flow's input step, under which Bytewax keeps source positions."""
-    pending: list[Any] = list(flow.substeps)
-    while pending:
-        step = pending.pop(0)
-        if isinstance(getattr(step, "source", None), FixedPartitionedSource):
-            return str(step.step_id)
-        pending.extend(getattr(step, "substeps", []))
-    raise StartError("the flow has no partitioned input step")
 
 
 def _fail(message: str) -> None:

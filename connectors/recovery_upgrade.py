@@ -28,11 +28,13 @@ from __future__ import annotations
 import pickle
 import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import FixedPartitionedSink
 
 from connectors.preflight import StartError
@@ -96,9 +98,7 @@ def stateful_steps(flow: Dataflow) -> dict[str, Optional[SnapshotFormat]]:
     is built) keep state.
     """
     found: dict[str, Optional[SnapshotFormat]] = {}
-    pending: list[Any] = list(flow.substeps)
-    while pending:
-        step = pending.pop()
+    for step in _steps(flow):
         source = getattr(step, "source", None)
         sink = getattr(step, "sink", None)
         builder = getattr(step, "builder", None)
@@ -108,8 +108,27 @@ def stateful_steps(flow: Dataflow) -> dict[str, Optional[SnapshotFormat]]:
             found[step.step_id] = getattr(sink, "snapshot_format", None)
         elif builder is not None and type(step).__name__ == "stateful_batch":
             found[step.step_id] = getattr(builder, "snapshot_format", None)
-        pending.extend(getattr(step, "substeps", []))
     return found
+
+
+def source_step_id(flow: Dataflow) -> str:
+    """The id of the flow's input step, under which Bytewax keeps source positions.
+
+    :raises StartError: the flow has no partitioned input.
+    """
+    for step in _steps(flow):
+        if isinstance(getattr(step, "source", None), FixedPartitionedSource):
+            return str(step.step_id)
+    raise StartError("the flow has no partitioned input step")
+
+
+def _steps(flow: Dataflow) -> Iterator[Any]:
+    """Every step of ``flow``, composite steps' inner steps included, in declaration order."""
+    pending: list[Any] = list(flow.substeps)
+    while pending:
+        step = pending.pop(0)
+        yield step
+        pending.extend(getattr(step, "substeps", []))
 
 
 def _rename(file: Path, flow_id: str) -> dict[str, str]:
