@@ -22,6 +22,8 @@ record at ERROR, the last place left, and counts it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import threading
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 _SQS_BATCH = 10
 _SQS_MAX_BYTES = 256 * 1024
+# A part's base64 slice plus its envelope stays under the limit.
+_SQS_PART_BYTES = (_SQS_MAX_BYTES - 4096) * 3 // 4
 
 
 class DeadLetterWriter(Protocol):
@@ -190,8 +194,67 @@ class KafkaDeadLetterWriter:
                 self._producer = None
 
 
+def sqs_bodies(record: dict[str, Any]) -> list[str]:
+    """The SQS message bodies of one record: its JSON, or numbered parts when it is too long.
+
+    SQS refuses a message over 256 KiB (the limit of queues created before 2025,
+    and still a queue's choice), and a ``too_large`` dead letter carries a
+    payload of any size. Cutting the JSON would make it unreadable and lose the
+    rest, so a long record is split into parts instead: each a small JSON
+    envelope with the record's ``reason``, ``source`` and ``position``, the
+    part number, the number of parts, an id shared by the parts, and a base64
+    slice of the record's JSON. Concatenating the decoded slices in part order
+    gives the record back byte for byte (docs/sinks.md).
+    """
+    body = encode(record).rstrip(b"\n")
+    if len(body) <= _SQS_MAX_BYTES:
+        return [body.decode()]
+    record_id = hashlib.sha256(body).hexdigest()[:32]
+    slices = [body[start : start + _SQS_PART_BYTES] for start in range(0, len(body), _SQS_PART_BYTES)]
+    head = {key: record.get(key) for key in ("reason", "source", "position")}
+    return [
+        orjson.dumps(
+            {
+                **head,
+                "dead_letter_part": number,
+                "parts": len(slices),
+                "record_id": record_id,
+                "data_base64": base64.b64encode(piece).decode(),
+            },
+            default=_default,
+        ).decode()
+        for number, piece in enumerate(slices, 1)
+    ]
+
+
+def _sqs_batches(records: list[dict[str, Any]]) -> list[list[tuple[dict[str, Any], str]]]:
+    """(record, body) pairs grouped into SendMessageBatch calls: at most 10 entries and 256 KiB in all."""
+    batches: list[list[tuple[dict[str, Any], str]]] = []
+    batch: list[tuple[dict[str, Any], str]] = []
+    size = 0
+    for record in records:
+        for body in sqs_bodies(record):
+            length = len(body.encode())
+            if batch and (len(batch) == _SQS_BATCH or size + length > _SQS_MAX_BYTES):
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append((record, body))
+            size += length
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _records_of(pairs: list[tuple[dict[str, Any], str]]) -> list[dict[str, Any]]:
+    """The distinct records behind some entries (a long record's parts count once)."""
+    seen: dict[int, dict[str, Any]] = {}
+    for record, _ in pairs:
+        seen.setdefault(id(record), record)
+    return list(seen.values())
+
+
 class SqsDeadLetterWriter:
-    """SendMessageBatch in tens; retries the entries SQS failed a few times."""
+    """SendMessageBatch in tens (256 KiB at most per call); retries the entries SQS failed a few times."""
 
     def __init__(self, client: Any, queue_url: str, attempts: int = 5) -> None:
         self.queue_url = queue_url
@@ -200,20 +263,17 @@ class SqsDeadLetterWriter:
         self._lock = threading.Lock()
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        bodies = [encode(r).rstrip(b"\n").decode()[:_SQS_MAX_BYTES] for r in records]
         backoff = Backoff(0.1, 2.0)
         with self._lock:
-            for start in range(0, len(bodies), _SQS_BATCH):
-                entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + _SQS_BATCH])]
+            for batch in _sqs_batches(records):
+                entries = [{"Id": str(i), "MessageBody": body} for i, (_, body) in enumerate(batch)]
                 for attempt in range(1, self._attempts + 1):
                     try:
                         response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
                     except Exception as exc:  # noqa: BLE001
                         failure = classify(exc)
                         if not failure.transient or attempt == self._attempts:
-                            _log_lost(
-                                records[start : start + _SQS_BATCH], f"sqs {self.queue_url}: {failure.describe()}"
-                            )
+                            _log_lost(_records_of(batch), f"sqs {self.queue_url}: {failure.describe()}")
                             break
                         time.sleep(backoff.delay(attempt))
                         continue
@@ -222,10 +282,8 @@ class SqsDeadLetterWriter:
                     if not entries:
                         break
                     if attempt == self._attempts:
-                        _log_lost(
-                            [records[start + int(e["Id"])] for e in entries],
-                            f"sqs {self.queue_url}: batch entries failed",
-                        )
+                        lost = [batch[int(e["Id"])] for e in entries]
+                        _log_lost(_records_of(lost), f"sqs {self.queue_url}: batch entries failed")
                         break
                     time.sleep(backoff.delay(attempt))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections import defaultdict
@@ -291,6 +292,40 @@ def test_sqs_dead_letter_writer(settings):
     for _ in range(5):
         got += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
     assert sorted(orjson.loads(m["Body"])["n"] for m in got) == list(range(13))
+
+
+def _reassembled(bodies: list[str]) -> list[dict]:
+    """Whole records from SQS bodies: single ones as they are, parts joined by record_id in part order."""
+    whole, parts = [], {}
+    for body in bodies:
+        message = orjson.loads(body)
+        if "dead_letter_part" in message:
+            parts.setdefault(message["record_id"], []).append(message)
+        else:
+            whole.append(message)
+    for pieces in parts.values():
+        pieces.sort(key=lambda p: p["dead_letter_part"])
+        assert [p["dead_letter_part"] for p in pieces] == list(range(1, pieces[0]["parts"] + 1))
+        whole.append(orjson.loads(b"".join(base64.b64decode(p["data_base64"]) for p in pieces)))
+    return whole
+
+
+def test_sqs_dead_letters_over_the_message_limit_arrive_whole_in_parts(settings):
+    """A too_large payload is kept whole: split into parts under 256 KiB, never cut."""
+    sqs = client("sqs", settings)
+    url = sqs.create_queue(QueueName=f"dl-big-{settings.sinks.sns.topic_name}")["QueueUrl"]
+    huge = {"reason": "too_large", "source": "f.jsonl", "position": 7, "raw": '{"x":"' + 'é"\\' * 240_000 + '"}'}
+    mid = [{"reason": "invalid_json", "source": "f.jsonl", "position": i, "raw": "y" * 100_000} for i in range(5)]
+    SqsDeadLetterWriter(sqs, url).write([huge, *mid])
+    bodies = []
+    for _ in range(20):
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        bodies += [m["Body"] for m in batch]
+        if not batch and bodies:
+            break
+    assert max(len(b.encode()) for b in bodies) <= 256 * 1024
+    got = sorted(_reassembled(bodies), key=lambda r: r["position"])
+    assert got == sorted([huge, *mid], key=lambda r: r["position"])
 
 
 def test_outage_through_proxy_delivers_everything_once_by_key(moto, tmp_path):
