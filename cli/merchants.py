@@ -21,6 +21,7 @@ import sys
 from decimal import Decimal
 from typing import Any, Optional
 
+from cli.tool_settings import load_tool_settings
 from config.settings import Settings
 from connectors.reference.merchants import DYNAMODB_SCHEME, file_records, to_row
 
@@ -60,19 +61,14 @@ def load_file(path: str, table: str, settings: Settings, resource: Any = None) -
 
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point; prints the counts as JSON."""
-    from config import SettingsError, load_settings
-
     parser = argparse.ArgumentParser(prog="python -m cli.merchants", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     load = sub.add_parser("load", help="write a JSONL or CSV file of merchants into the DynamoDB table")
     load.add_argument("file", help="merchants as JSONL or CSV (by .csv suffix)")
     load.add_argument("--table", help="table name (default: reference.merchants.path's dynamodb://<table>)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"settings: {exc}", file=sys.stderr)
+    settings = load_tool_settings()
+    if settings is None:
         return 2
     table = args.table
     path = settings.reference.merchants.path

@@ -46,6 +46,7 @@ from typing import Any, Optional
 
 from botocore.exceptions import ClientError
 
+from cli.tool_settings import load_tool_settings
 from config.settings import Settings
 from connectors.aws.client import aws_client
 from connectors.aws.retry import NOT_FOUND_CODES, error_code
@@ -391,16 +392,11 @@ class Provisioner:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point; prints what was created or deleted as JSON."""
-    from config import SettingsError, load_settings
-
     parser = argparse.ArgumentParser(prog="python -m cli.provision", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["up", "down"])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"settings: {exc}", file=sys.stderr)
+    settings = load_tool_settings()
+    if settings is None:
         return 2
     provisioner = Provisioner(settings)
     result = provisioner.up() if args.action == "up" else provisioner.down()
