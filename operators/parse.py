@@ -128,12 +128,14 @@ def _without_enrichment(ev: dict) -> dict:
 class _Hooks:
     """Per-event lists that only some configurations need (None when off)."""
 
-    __slots__ = ("lake_times", "lake_valid", "event_keys", "event_failed", "valid_events")
+    __slots__ = ("lake_times", "lake_valid", "lake_keys", "event_keys", "event_failed", "valid_events")
 
     def __init__(self, n_lines: int, lake: bool, dimensions: bool) -> None:
         # The lake: every line's event time (NaN where it could not be read) and the valid lines.
         self.lake_times: Optional[list[float]] = [math.nan] * n_lines if lake else None
         self.lake_valid: list[int] = []
+        # ... and each valid line's enrichment suffix key (LakeChunk.enrichment_keys).
+        self.lake_keys: Optional[list[int]] = [] if lake else None
         # The dimension counts: for every valid event, its (region, second) counts list
         # (which names its bucket without hashing a key again), failed, and the event.
         self.event_keys: Optional[list[list[int]]] = [] if dimensions else None
@@ -266,6 +268,8 @@ class ChunkParser:
                 hooks.lake_times,
                 hooks.lake_valid,
                 out.transactions,
+                hooks.lake_keys,
+                dict(self._suffixes),
             )
         return clock, out
 
@@ -326,6 +330,7 @@ class ChunkParser:
         transaction_lines = self._transaction_lines
         lake_times = hooks.lake_times
         lake_valid = hooks.lake_valid if lake_times is not None else None
+        lake_keys = hooks.lake_keys
         event_keys, event_failed, valid_events = hooks.event_keys, hooks.event_failed, hooks.valid_events
 
         # The merchant join, per chunk (operators/reference/merchants.py): slots, then columns.
@@ -461,6 +466,8 @@ class ChunkParser:
                     suffix = self._enrichment_suffix(suffix_key, processed_tail)
                 append_line(head)
                 append_line(suffix)
+                if lake_keys is not None:
+                    lake_keys.append(suffix_key)
 
             region = ev.region
             key = (region, int(ts))

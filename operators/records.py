@@ -10,6 +10,7 @@ takes their minimum), whether the partition has ended, or is idle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -82,6 +83,15 @@ class LakeChunk:
         order of ``transactions``.
     :ivar transactions: the scored transactions as JSONL (the same bytes the
         transactions output gets).
+    :ivar enrichment_keys: per valid transaction (in the order of ``valid``),
+        the key of its enrichment suffix in ``enrichment_suffixes``; a list or
+        a numpy array.
+    :ivar enrichment_suffixes: key -> the bytes the transactions line has
+        after the event's own fields (``,"category":...,"processed_at":"..."}``
+        and its newline). With both, the lake reads the event's fields from
+        ``lines`` and the added ones from these few suffixes instead of
+        parsing the whole JSONL again; None (both optional): it reads
+        ``transactions``.
     """
 
     part: str
@@ -93,6 +103,8 @@ class LakeChunk:
     line_times: list[float]
     valid: list[int]
     transactions: bytes
+    enrichment_keys: Optional[Sequence[int]] = None
+    enrichment_suffixes: Optional[dict[int, bytes]] = None
 
     def position(self, index: int):
         """Source position of ``lines[index]``."""

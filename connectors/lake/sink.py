@@ -50,6 +50,7 @@ from connectors.lake.buckets import BucketFile, Buckets, BucketState
 from connectors.lake.rolling import FinishedFile, Roller, RollerState, Segment
 from connectors.lake.store import LocalStore, ObjectStore, S3Store
 from connectors.lake.tables import (
+    ChunkLines,
     EnrichedSource,
     RawSource,
     TableSource,
@@ -174,9 +175,9 @@ def _source_lines(segments: tuple[Segment, ...]) -> list[bytes]:
     lines: list[bytes] = []
     for source, index in segments:
         if isinstance(source, RawSource):
-            rows = source.chunk.lines
+            rows = source.lines.line_list()
         elif isinstance(source, EnrichedSource):
-            rows = source.chunk.transactions.splitlines()
+            rows = source.lines.line_list(source.index)
         else:
             rows = [orjson.dumps(row, default=str) for row in source.table().to_pylist()]
         lines.extend(rows if index is None else [rows[int(i)] for i in index])
@@ -241,14 +242,16 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
 
     def _chunk_files(self, chunk: LakeChunk) -> list[LakeFile]:
         files: list[FinishedFile] = []
-        if layout.RAW in self._zones and chunk.lines:
+        # The lines as Arrow buffers, shared by both zones: the chunk's Python objects go now.
+        lines = ChunkLines(chunk) if chunk.lines else None
+        if layout.RAW in self._zones and lines is not None:
             self._seen[chunk.part] = chunk.position(len(chunk.lines) - 1)
-            rows = raw_rows(chunk, self._timestamps, self._max_future)
+            rows = raw_rows(chunk, self._timestamps, self._max_future, lines)
             files += self._roller(layout.RAW, chunk.part).add(
                 rows.source, rows.hours, rows.clock, rows.sizes, chunk.position
             )
-        if layout.ENRICHED in self._zones and chunk.valid:
-            rows = enriched_rows(chunk)
+        if layout.ENRICHED in self._zones and chunk.valid and lines is not None:
+            rows = enriched_rows(chunk, lines)
             index = rows.index
             files += self._roller(layout.ENRICHED, chunk.part).add(
                 rows.source, rows.hours, rows.clock, rows.sizes, lambda i: chunk.position(int(index[i]))

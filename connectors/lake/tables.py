@@ -13,7 +13,6 @@ Alerts and per-minute metrics are small streams and converted per record.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -110,9 +109,12 @@ METRICS_SCHEMA = pa.schema(
         ("extra", pa.string()),
     ]
 )
-# One thread: a chunk is one block, and Arrow's thread pool only added CPU here (2.1 vs 1.6 us/event).
-_ONE_THREAD = pajson.ReadOptions(use_threads=False, block_size=1 << 24)
+#: The fields an event brings, and those the parse step adds (the enrichment suffix of its JSONL line).
+_OWN_FIELDS = pa.schema(list(_EVENT_FIELDS)[: _EVENT_FIELDS.get_field_index("region") + 1])
+_ADDED_FIELDS = pa.schema(list(_EVENT_FIELDS)[len(_OWN_FIELDS) :])
 _READ_OPTIONS = pajson.ParseOptions(explicit_schema=_EVENT_FIELDS, unexpected_field_behavior="ignore")
+_OWN_OPTIONS = pajson.ParseOptions(explicit_schema=_OWN_FIELDS, unexpected_field_behavior="ignore")
+_ADDED_OPTIONS = pajson.ParseOptions(explicit_schema=_ADDED_FIELDS, unexpected_field_behavior="ignore")
 _FAIL_SET = pa.array(sorted(FAIL_STATUSES))
 
 
@@ -153,29 +155,110 @@ class TableSource(RowSource):
         return self._given
 
 
+class ChunkLines:
+    """One chunk's lines and where they came from, as Arrow buffers instead of Python objects.
+
+    Built on the worker thread when the chunk reaches the sink, so the chunk's
+    thousand ``bytes`` objects (and its transactions JSONL) are released at
+    once: a file stays open for minutes, and holding every line as a Python
+    object for that long cost the flow more than converting it (measured in
+    docs/performance.md). Shared by the chunk's raw and enriched sources, so a
+    snapshot pickles the buffers once.
+    """
+
+    __slots__ = ("part", "origin", "first_position", "positions", "received_at", "lines")
+
+    def __init__(self, chunk: LakeChunk) -> None:
+        self.part = chunk.part
+        self.origin = chunk.origin
+        self.first_position = chunk.first_position
+        self.positions: Optional[pa.Array] = None if chunk.positions is None else pa.array(chunk.positions)
+        self.received_at = chunk.received_at
+        self.lines: pa.Array = pa.array(chunk.lines, pa.binary())
+
+    def __getstate__(self) -> tuple:
+        return (self.part, self.origin, self.first_position, self.positions, self.received_at, self.lines)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.part, self.origin, self.first_position, self.positions, self.received_at, self.lines = state
+
+    def sizes(self) -> np.ndarray:
+        """Each line's length in bytes, from the array's offsets (no pass over Python objects)."""
+        offsets = np.frombuffer(self.lines.buffers()[1], dtype=np.int32)
+        return np.diff(offsets[self.lines.offset : self.lines.offset + len(self.lines) + 1]).astype(np.int64)
+
+    def positions_column(self, index: Optional[np.ndarray]) -> pa.Array:
+        """The source positions of the rows (``index`` into the lines; None: all), as text."""
+        if self.positions is None:
+            first = self.first_position
+            n = len(self.lines)
+            numbers = np.arange(first, first + n, dtype=np.int64) if index is None else first + index.astype(np.int64)
+            return pa.array(numbers).cast(pa.string())
+        values = self.positions if index is None else self.positions.take(pa.array(index))
+        return values.cast(pa.string())
+
+    def line_list(self, index: Optional[np.ndarray] = None) -> list[bytes]:
+        """The lines as bytes (rare paths: dead letters, a chunk the JSON reader refuses)."""
+        lines = self.lines if index is None else self.lines.take(pa.array(index))
+        return lines.to_pylist()
+
+
+def _old_chunk_state(source: RowSource, state: dict[str, Any]) -> None:
+    """A source pickled by snapshot format 3 held the whole :class:`LakeChunk`."""
+    chunk = state.pop("chunk", None)
+    source.__dict__.update(state)
+    if chunk is not None:
+        source.lines = ChunkLines(chunk)  # type: ignore[attr-defined]
+        if isinstance(source, EnrichedSource):
+            source.keys, source.suffixes, source.transactions = None, None, chunk.transactions
+
+
 class RawSource(RowSource):
     """A chunk's lines as raw-zone rows."""
 
-    def __init__(self, chunk: LakeChunk, times: np.ndarray) -> None:
+    def __init__(self, lines: ChunkLines, times: np.ndarray) -> None:
         super().__init__()
-        self.chunk = chunk
+        self.lines = lines
         self.times = times
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _old_chunk_state(self, state)
+
     def _build(self) -> pa.Table:
-        return raw_table(self.chunk, self.times)
+        return raw_table(self.lines, self.times)
 
 
 class EnrichedSource(RowSource):
-    """A chunk's valid transactions as enriched-zone rows."""
+    """A chunk's valid transactions as enriched-zone rows.
 
-    def __init__(self, chunk: LakeChunk, times: np.ndarray, index: np.ndarray) -> None:
+    ``keys``/``suffixes`` (from the parse step, see :class:`LakeChunk`): the
+    event's own fields are read from the valid raw lines, the added ones from
+    the chunk's few distinct enrichment suffixes. Without them (an older parse
+    step, an old snapshot) ``transactions``, the scored JSONL, is read whole.
+    """
+
+    def __init__(
+        self,
+        lines: ChunkLines,
+        times: np.ndarray,
+        index: np.ndarray,
+        keys: Optional[np.ndarray],
+        suffixes: Optional[dict[int, bytes]],
+        transactions: Optional[bytes],
+    ) -> None:
         super().__init__()
-        self.chunk = chunk
+        self.lines = lines
         self.times = times
         self.index = index
+        self.keys = keys
+        self.suffixes = suffixes
+        self.transactions = transactions
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _old_chunk_state(self, state)
 
     def _build(self) -> pa.Table:
-        return enriched_table(self.chunk, self.times, self.index)
+        return enriched_table(self.lines, self.times, self.index, self.keys, self.suffixes, self.transactions)
 
 
 class ZoneRows:
@@ -207,27 +290,14 @@ def _constant(value: str, n: int) -> pa.Array:
     return pa.repeat(value, n)
 
 
-def _positions(chunk: LakeChunk, index: Optional[np.ndarray]) -> pa.Array:
-    if chunk.positions is None:
-        first = chunk.first_position
-        n = len(chunk.lines)
-        numbers = np.arange(first, first + n, dtype=np.int64) if index is None else first + index.astype(np.int64)
-        return pa.array(numbers).cast(pa.string())
-    values = pa.array(chunk.positions)
-    if index is not None:
-        values = values.take(pa.array(index))
-    return values.cast(pa.string())
-
-
-def _text_and_bytes(lines: list[bytes]) -> tuple[pa.Array, pa.Array]:
+def _text_and_bytes(lines: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Lines as UTF-8 text, with the bytes kept only for lines that are not UTF-8."""
-    binary = pa.array(lines, pa.binary())
     try:
-        return binary.cast(pa.string()), pa.nulls(len(lines), pa.binary())
+        return lines.cast(pa.string()), pa.nulls(len(lines), pa.binary())
     except pa.ArrowInvalid:
         text: list[Optional[str]] = []
         raw: list[Optional[bytes]] = []
-        for line in lines:
+        for line in lines.to_pylist():
             try:
                 text.append(line.decode())
                 raw.append(None)
@@ -255,29 +325,34 @@ def _reread_times(chunk: LakeChunk, times: np.ndarray, timestamps: TimestampPars
                 times[index] = ts
 
 
-def raw_rows(chunk: LakeChunk, timestamps: TimestampParser, max_future: float) -> ZoneRows:
-    """Every line of the chunk, under its event hour or, without one, the hour it was received."""
+def raw_rows(
+    chunk: LakeChunk, timestamps: TimestampParser, max_future: float, lines: Optional[ChunkLines] = None
+) -> ZoneRows:
+    """Every line of the chunk, under its event hour or, without one, the hour it was received.
+
+    :arg lines: the chunk's :class:`ChunkLines` if already built (the enriched zone shares it).
+    """
+    lines = ChunkLines(chunk) if lines is None else lines
     times = np.array(chunk.line_times, dtype=np.float64)
     valid = np.asarray(chunk.valid, dtype=np.int64)
     clock = np.full(len(times), np.nan)
     clock[valid] = times[valid]
     _reread_times(chunk, times, timestamps, max_future)
     hours = (np.where(np.isnan(times), chunk.received_at, times) // 3600).astype(np.int64)
-    # map(len) runs in C; converting the lines to Arrow here only to measure them cost twice as much.
-    sizes = np.fromiter(map(len, chunk.lines), dtype=np.int64, count=len(chunk.lines)) + _ROW_OVERHEAD
-    return ZoneRows(RawSource(chunk, times), hours, clock, sizes, None)
+    sizes = lines.sizes() + _ROW_OVERHEAD
+    return ZoneRows(RawSource(lines, times), hours, clock, sizes, None)
 
 
-def raw_table(chunk: LakeChunk, times: np.ndarray) -> pa.Table:
+def raw_table(lines: ChunkLines, times: np.ndarray) -> pa.Table:
     """The raw-zone table of a chunk's lines."""
-    n = len(chunk.lines)
-    text, raw = _text_and_bytes(chunk.lines)
-    received = pa.repeat(pa.scalar(int(chunk.received_at * 1000), UTC_MS), n)
-    table = pa.table(
+    n = len(lines.lines)
+    text, raw = _text_and_bytes(lines.lines)
+    received = pa.repeat(pa.scalar(int(lines.received_at * 1000), UTC_MS), n)
+    return pa.table(
         [
-            _constant(chunk.part, n),
-            _constant(chunk.origin, n),
-            _positions(chunk, None),
+            _constant(lines.part, n),
+            _constant(lines.origin, n),
+            lines.positions_column(None),
             received,
             _times_column(times),
             text,
@@ -285,11 +360,22 @@ def raw_table(chunk: LakeChunk, times: np.ndarray) -> pa.Table:
         ],
         schema=RAW_SCHEMA,
     )
-    return table
 
 
-def enriched_rows(chunk: LakeChunk) -> ZoneRows:
-    """The chunk's valid transactions, under their event hour."""
+def _usable_suffixes(chunk: LakeChunk, n_valid: int) -> bool:
+    """Whether the parse step's enrichment keys describe every valid event (else read the JSONL)."""
+    keys, suffixes = chunk.enrichment_keys, chunk.enrichment_suffixes
+    if keys is None or suffixes is None or len(keys) != n_valid:
+        return False
+    return all(s[:1] == b"," and s[-2:] == b"}\n" and s.count(b"\n") == 1 for s in suffixes.values())
+
+
+def enriched_rows(chunk: LakeChunk, lines: Optional[ChunkLines] = None) -> ZoneRows:
+    """The chunk's valid transactions, under their event hour.
+
+    :arg lines: the chunk's :class:`ChunkLines` if already built (the raw zone shares it).
+    """
+    lines = ChunkLines(chunk) if lines is None else lines
     index = np.asarray(chunk.valid, dtype=np.int64)
     times = np.asarray(chunk.line_times, dtype=np.float64)[index]
     ends = np.flatnonzero(np.frombuffer(chunk.transactions, dtype=np.uint8) == 10)
@@ -297,38 +383,97 @@ def enriched_rows(chunk: LakeChunk) -> ZoneRows:
         raise ValueError(f"{len(ends)} transaction lines for {len(index)} valid events in {chunk.part}")
     sizes = np.diff(ends, prepend=-1).astype(np.int64)
     hours = (times // 3600).astype(np.int64)
-    return ZoneRows(EnrichedSource(chunk, times, index), hours, times, sizes, index)
+    if _usable_suffixes(chunk, len(index)):
+        keys = np.asarray(chunk.enrichment_keys, dtype=np.int64)
+        source = EnrichedSource(lines, times, index, keys, dict(chunk.enrichment_suffixes or {}), None)
+    else:
+        source = EnrichedSource(lines, times, index, None, None, chunk.transactions)
+    return ZoneRows(source, hours, times, sizes, index)
 
 
-def enriched_table(chunk: LakeChunk, times: np.ndarray, index: np.ndarray) -> pa.Table:
-    """The enriched-zone table of a chunk's valid transactions, typed columns."""
-    blob = chunk.transactions
+def _read_json(data: pa.Buffer, options: pajson.ParseOptions) -> pa.Table:
+    """Arrow's JSON reader on one block, one thread (a chunk is one block; its pool only added CPU)."""
+    read = pajson.ReadOptions(use_threads=False, block_size=max(data.size + 1, 1 << 20))
+    return pajson.read_json(pa.BufferReader(data), read_options=read, parse_options=options)
+
+
+def _joined(lines: pa.Array) -> pa.Buffer:
+    """The lines of a binary array as one newline-terminated JSONL buffer, in C."""
+    joined = pc.binary_join_element_wise(lines, pa.scalar(b"", pa.binary()), pa.scalar(b"\n", pa.binary()))
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)
+    start, end = int(offsets[joined.offset]), int(offsets[joined.offset + len(joined)])
+    return joined.buffers()[2].slice(start, end - start)
+
+
+def _own_fields(lines: ChunkLines, index: np.ndarray) -> pa.Table:
+    """The event's own fields of the valid lines, read from the lines themselves."""
+    if len(index) == len(lines.lines) and np.array_equal(index, np.arange(len(index))):
+        valid = lines.lines  # every line valid: no take
+    else:
+        valid = lines.lines.take(pa.array(index))
     try:
-        events = pajson.read_json(io.BytesIO(blob), read_options=_ONE_THREAD, parse_options=_READ_OPTIONS)
+        events = _read_json(_joined(valid), _OWN_OPTIONS)
+        if events.num_rows == len(index):
+            return events
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        events = _events_line_by_line(blob)
-    if events.num_rows != len(index):
-        raise ValueError(f"{events.num_rows} transaction lines for {len(index)} valid events in {chunk.part}")
-    status = pc.utf8_upper(pc.utf8_trim_whitespace(events.column("payment_status")))
+        pass
+    return _events_line_by_line(valid.to_pylist(), _OWN_FIELDS)
+
+
+def _added_fields(keys: np.ndarray, suffixes: dict[int, bytes]) -> pa.Table:
+    """Paywatch's fields per row: the chunk's few distinct suffixes read once, then taken by key."""
+    order = np.array(sorted(suffixes), dtype=np.int64)
+    blob = b"".join(b"{" + suffixes[int(key)][1:] for key in order)
+    table = _read_json(pa.py_buffer(blob), _ADDED_OPTIONS)
+    codes = np.searchsorted(order, keys)
+    if len(keys) and (codes.max() >= len(order) or not np.array_equal(order[codes], keys)):
+        raise ValueError("an enrichment key without its suffix")
+    return table.take(pa.array(codes))
+
+
+def enriched_table(
+    lines: ChunkLines,
+    times: np.ndarray,
+    index: np.ndarray,
+    keys: Optional[np.ndarray] = None,
+    suffixes: Optional[dict[int, bytes]] = None,
+    transactions: Optional[bytes] = None,
+) -> pa.Table:
+    """The enriched-zone table of a chunk's valid transactions, typed columns.
+
+    With ``keys``/``suffixes``: own fields from the valid lines, added ones
+    from the suffixes (a third less to parse than the scored JSONL); else
+    ``transactions`` is read whole.
+    """
+    if keys is not None and suffixes is not None:
+        columns = [*_own_fields(lines, index).columns, *_added_fields(keys, suffixes).columns]
+    else:
+        blob = transactions or b""
+        try:
+            events = _read_json(pa.py_buffer(blob), _READ_OPTIONS)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            events = _events_line_by_line([line for line in blob.splitlines() if line], _EVENT_FIELDS)
+        columns = events.columns
+    if len(columns[0]) != len(index):
+        raise ValueError(f"{len(columns[0])} transaction lines for {len(index)} valid events in {lines.part}")
+    status = pc.utf8_upper(pc.utf8_trim_whitespace(columns[_EVENT_FIELDS.names.index("payment_status")]))
     return pa.table(
         [
-            *events.columns,
+            *columns,
             _times_column(times),
             pc.is_in(status, value_set=_FAIL_SET),
-            _constant(chunk.part, len(index)),
-            _positions(chunk, index),
+            _constant(lines.part, len(index)),
+            lines.positions_column(index),
         ],
         schema=ENRICHED_SCHEMA,
     )
 
 
-def _events_line_by_line(blob: bytes) -> pa.Table:
-    """The strict reader's columns for a chunk it refused: per line, the same types."""
-    names = _EVENT_FIELDS.names
+def _events_line_by_line(lines: list[bytes], schema: pa.Schema) -> pa.Table:
+    """The strict reader's columns for lines it refused: per line, the same types."""
+    names = schema.names
     rows = []
-    for line in blob.splitlines():
-        if not line:
-            continue
+    for line in lines:
         event = orjson.loads(line)
         row: dict[str, Any] = {}
         for name in names:
@@ -347,7 +492,7 @@ def _events_line_by_line(blob: bytes) -> pa.Table:
             else:
                 row[name] = str(value)
         rows.append(row)
-    return pa.Table.from_pylist(rows, schema=_EVENT_FIELDS)
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _epoch(iso: str) -> float:

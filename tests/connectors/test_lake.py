@@ -337,7 +337,6 @@ def test_snapshots_are_compressed_when_pickled_and_older_formats_still_load():
 
 def test_enriched_amount_from_the_parse_step_is_the_exact_decimal_of_its_text():
     """Nine decimals on a five-digit amount: 14 significant digits, which no float path guarantees."""
-    from connectors.lake.tables import enriched_table
     from operators.parse import ChunkParser
     from operators.records import RawChunk
 
@@ -349,6 +348,70 @@ def test_enriched_amount_from_the_parse_step_is_the_exact_decimal_of_its_text():
     _, parsed = ChunkParser(settings).parse(None, RawChunk("file:x", 1, [line], "x", 0))
     chunk = parsed.lake
     assert chunk is not None
-    rows = enriched_rows(chunk)
-    table = enriched_table(chunk, rows.source.times, rows.source.index)
-    assert table.column("amount").to_pylist() == [Decimal("98765.123456789")]
+    assert chunk.enrichment_keys is not None  # the own fields are read from the line itself
+    assert enriched_rows(chunk).source.table().column("amount").to_pylist() == [Decimal("98765.123456789")]
+    chunk.enrichment_keys = None  # and from the scored JSONL, without the parse step's keys
+    assert enriched_rows(chunk).source.table().column("amount").to_pylist() == [Decimal("98765.123456789")]
+
+
+_MIXED_LINES = [
+    b'{"transaction_id":"a1","timestamp":"2025-07-09T19:00:01Z","payment_status":"SUCCESS","amount":12.5,'
+    b'"currency":"USD","user_id":"u1","merchant_name":"Shop","device":"mobile","region":"EU"}',
+    # Fraud-looking: flagged, scored high.
+    b'{"transaction_id":"a2","timestamp":"2025-07-09T19:00:02Z","payment_status":"failed","amount":25000,'
+    b'"currency":"XXX","user_id":"u2","region":"US-EAST"}',
+    # Brings Paywatch's own fields: the parse step rewrites its JSONL line without them.
+    b'{"transaction_id":"a3","timestamp":"2025-07-09T19:00:03Z","payment_status":"SUCCESS","amount":1,'
+    b'"fraud_score":99,"category":"x","processed_at":"1999-01-01T00:00:00Z","region":"EU"}',
+    b'{"transaction_id":"a4","timestamp":"2025-07-09T19:00:04Z","payment_status":"DECLINED","amount":0.000000001,'
+    b'"merchant_name":"Caf\xc3\xa9 \\"Z\\"","merchant_id":"m9","region":"APAC"}  ',
+    b'{"transaction_id":"a5","timestamp":"2025-07-09T19:00:05Z","payment_status":"SUCCESS","amount":7,'
+    b'"card_number":"4111111111111111","region":"EU"}',
+    b"{broken",
+    b"\xff\xfe not utf-8",
+    b'{"transaction_id":"a6","timestamp":1752087606000,"amount":0.1,"user_id":7,"payment_status":"SUCCESS",'
+    b'"region":"EU"}',
+]
+
+
+@pytest.mark.parametrize("picks", [[0, 1, 2, 3, 4], [0, 5, 1, 6, 2, 3, 4], [4, 3, 2, 1, 0, 7, 6, 5], [5, 6], [0]])
+def test_enriched_columns_from_the_lines_and_suffixes_equal_those_read_from_the_scored_jsonl(picks):
+    """The fast path (own fields from the line, added ones from the parse step's few suffixes)
+    gives the very table the whole scored JSONL gives, whatever mix of lines a chunk holds."""
+    from operators.parse import ChunkParser
+    from operators.records import RawChunk
+
+    settings = load_settings(environ={}, overrides={"sinks": {"lake": {"enabled": True, "uri": "/tmp/unused"}}})
+    lines = [_MIXED_LINES[i] for i in picks]
+    _, parsed = ChunkParser(settings).parse(None, RawChunk("file:x", 1, lines, "x", 0))
+    chunk = parsed.lake
+    assert chunk is not None
+    fast = enriched_rows(chunk)
+    assert fast.source.keys is not None or not chunk.valid
+    chunk.enrichment_keys = None
+    slow = enriched_rows(chunk)
+    assert slow.source.keys is None
+    if chunk.valid:
+        assert fast.source.table().equals(slow.source.table())
+        assert fast.source.table().num_rows == parsed.n_transactions
+    raw = raw_rows(chunk, TimestampParser(2000, 2100), 300.0).source.table()
+    assert raw.num_rows == len(lines)
+
+
+def test_a_snapshot_of_format_3_holding_whole_chunks_still_resumes():
+    """Sources pickled before the lines became Arrow buffers held the LakeChunk itself."""
+    from connectors.lake.tables import EnrichedSource, RawSource
+
+    chunk = _lake_chunk()
+    chunk.transactions = chunk.transactions.replace(b'"user_id":7', b'"user_id":"7"')
+    expected_raw = raw_rows(chunk, TimestampParser(2000, 2100), 300.0)
+    expected_enriched = enriched_rows(chunk)
+    old_raw = RawSource.__new__(RawSource)
+    old_raw.__setstate__({"_table": None, "chunk": chunk, "times": expected_raw.source.times})
+    old_enriched = EnrichedSource.__new__(EnrichedSource)
+    old_enriched.__setstate__(
+        {"_table": None, "chunk": chunk, "times": expected_enriched.source.times, "index": expected_enriched.index}
+    )
+    restored_raw, restored_enriched = pickle.loads(pickle.dumps((old_raw, old_enriched)))
+    assert restored_raw.table().equals(expected_raw.source.table())
+    assert restored_enriched.table().equals(expected_enriched.source.table())
