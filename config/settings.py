@@ -86,10 +86,20 @@ class SourceSettings(_Section):
     type: Literal["simulator", "file", "kafka", "kinesis"] = "simulator"
     path: str = "events.jsonl"
     batch_size: int = Field(1000, gt=0, le=100_000)
+    max_batch_size: int = Field(20_000, gt=0, le=1_000_000)
     idle_partition_seconds: float = Field(30.0, gt=0)
     start_timeout_seconds: float = Field(25.0, gt=0, le=600)
     kafka: KafkaSourceSettings = KafkaSourceSettings()
     kinesis: KinesisSourceSettings = KinesisSourceSettings()
+
+    @model_validator(mode="after")
+    def _chunk_sizes(self) -> SourceSettings:
+        if self.max_batch_size < self.batch_size:
+            raise ValueError(
+                f"max_batch_size: {self.max_batch_size} is below batch_size {self.batch_size} "
+                "(chunks grow from batch_size up to max_batch_size while the source is behind)"
+            )
+        return self
 
 
 # The simulator's scenario catalogue (connectors/simulator/scenarios.py) by

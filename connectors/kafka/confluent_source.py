@@ -3,8 +3,17 @@
 kafka-python decodes every record in pure Python (10-15 us each), which in
 one process caps the flow at the serial bound 1/(1/consumer + 1/pipeline).
 librdkafka fetches and decodes in C threads outside the GIL; what is left in
-Python is one ``consume`` call per batch and one ``value()``/``offset()``
-per record. Selected with ``source.kafka.client: confluent-kafka``.
+Python is one ``consume`` call per chunk and C-level passes over its
+messages: ``map(Message.error, ...)`` to find errors, ``map(Message.value,
+...)`` for the lines, and the offsets of the first and last message only
+(the chunk's positions are implied when they are contiguous, the usual case;
+compacted or transactional topics take the per-message path). Selected with
+``source.kafka.client: confluent-kafka``.
+
+Chunk size (:mod:`connectors.sources.chunk_size`): a ``consume`` that came
+back full, or that leaves the partition behind its high watermark, doubles
+the next ``num_messages`` up to ``max_batch_size``; one that finds the
+partition caught up goes back to ``batch_size``.
 
 The partition names (``kafka:topic/N``) and the snapshot (the next offset to
 read) are the same as :mod:`connectors.kafka.source`'s, so a flow can switch
@@ -20,14 +29,15 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from bytewax.inputs import StatefulSourcePartition
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from config.settings import KafkaSourceSettings
 from connectors.kafka.client_config import librdkafka_config
 from connectors.kafka.source import KafkaSource, parse_part_name, part_name
+from connectors.sources.chunk_size import ChunkSize
 from observability.source_lag import clear_lag, set_lag
 from operators.records import RawChunk
 
@@ -83,7 +93,7 @@ class ConfluentKafkaSource(KafkaSource):
             tp.partition,
             n_parts=len(self.list_parts()),
             resume_offset=resume_state,
-            batch_size=self._batch_size,
+            sizes=ChunkSize(self._batch_size, self._max_batch_size),
             idle_seconds=self._idle_seconds,
         )
 
@@ -98,14 +108,14 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
         partition: int,
         n_parts: int,
         resume_offset: Optional[int],
-        batch_size: int,
+        sizes: ChunkSize,
         idle_seconds: float,
     ) -> None:
         self._topic, self._partition = topic, partition
         self._name = part_name(topic, partition)
         self._origin = f"{topic}/{partition}"
         self._n_parts = n_parts
-        self._batch_size = batch_size
+        self._sizes = sizes
         self._idle_seconds = idle_seconds
         self._end: Optional[int] = None
         self._pending: list[Any] = []
@@ -163,7 +173,10 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
                 raise TimeoutError(f"kafka {self._origin}: no fetch response within {_PROBE_TIMEOUT_SECONDS}s")
 
     def _consume(self, timeout: float) -> list[Any]:
-        messages = self._consumer.consume(self._batch_size, timeout)
+        messages = self._consumer.consume(self._sizes.size, timeout)
+        # One C-level pass: a KafkaError is always true, None (no error) false.
+        if not any(map(Message.error, messages)):
+            return messages
         good = []
         for message in messages:
             error = message.error()
@@ -183,19 +196,21 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
             set_lag("kafka", self._origin, 0)
             logger.info("kafka %s: bounded read done at offset %d", self._origin, self._offset)
             return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, done=True)]
+        asked = self._sizes.size
         if self._pending:
             messages, self._pending = self._pending, []
         else:
             messages = self._consume(timeout=0)
-        if messages:
-            offsets = [m.offset() for m in messages]
-            if offsets[0] < self._offset or (self._end is not None and offsets[-1] >= self._end):
-                end = self._end if self._end is not None else float("inf")
-                kept = [(m, o) for m, o in zip(messages, offsets, strict=True) if self._offset <= o < end]
-                messages, offsets = [m for m, _ in kept], [o for _, o in kept]
+        full = len(messages) >= asked
+        if messages and (
+            messages[0].offset() < self._offset or (self._end is not None and messages[-1].offset() >= self._end)
+        ):
+            end = self._end if self._end is not None else float("inf")
+            messages = [m for m in messages if self._offset <= m.offset() < end]
         highwater = self._highwater()
         now = time.monotonic()
         if not messages:
+            self._sizes.update(behind=False)
             if self._end is not None:
                 position = self._consumer.position([TopicPartition(self._topic, self._partition)])[0].offset
                 if position >= self._end:
@@ -211,12 +226,18 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
             return []
         self._awake = None
         self._last_data = now
-        first, last = offsets[0], offsets[-1]
-        positions = None if last - first == len(offsets) - 1 else offsets
-        lines = [m.value() or b"" for m in messages]
+        first, last = messages[0].offset(), messages[-1].offset()
+        # Offsets only grow within a partition: first..last holding exactly
+        # len(messages) offsets means every one is there.
+        positions = None if last - first == len(messages) - 1 else list(map(Message.offset, messages))
+        values = list(map(Message.value, messages))
+        # Tombstones (None) become b"", which the parse step dead-letters with its offset.
+        lines = [b"" if v is None else v for v in values] if None in values else cast(list[bytes], values)
         self._offset = last + 1
+        lag = max(0, highwater - self._offset) if highwater is not None else 0
         if highwater is not None:
-            set_lag("kafka", self._origin, max(0, highwater - self._offset))
+            set_lag("kafka", self._origin, lag)
+        self._sizes.update(behind=full or lag > 0)
         return [RawChunk(self._name, self._n_parts, lines, self._origin, first, positions)]
 
     def next_awake(self) -> Optional[datetime]:

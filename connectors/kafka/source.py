@@ -16,6 +16,11 @@ high watermark places ``starting_offset: latest`` exactly at the log end.
 
 Null values (tombstones) become ``b""`` lines, which the parse step
 dead-letters with their topic/partition/offset.
+
+Chunk size (:mod:`connectors.sources.chunk_size`): a poll that came back
+full, or that leaves the partition behind its high watermark, doubles the
+next poll's ``max_records`` up to ``max_batch_size``; a poll that finds the
+partition caught up goes back to ``batch_size``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from config.settings import KafkaSourceSettings
 from connectors.kafka.client_config import consumer_config
+from connectors.sources.chunk_size import ChunkSize
 from observability.source_lag import clear_lag, set_lag
 from operators.records import RawChunk
 
@@ -55,13 +61,17 @@ class KafkaSource(FixedPartitionedSource[RawChunk, int]):
     """Reads the configured topic(s) as :class:`RawChunk` batches.
 
     :arg settings: ``source.kafka`` settings.
-    :arg batch_size: most records per chunk (one ``poll``).
+    :arg batch_size: most records per chunk (one ``poll``) when caught up.
     :arg idle_seconds: a partition without data this long reports idle.
+    :arg max_batch_size: most records per chunk while behind (default ``batch_size``: no growth).
     """
 
-    def __init__(self, settings: KafkaSourceSettings, batch_size: int, idle_seconds: float) -> None:
+    def __init__(
+        self, settings: KafkaSourceSettings, batch_size: int, idle_seconds: float, max_batch_size: Optional[int] = None
+    ) -> None:
         self._settings = settings
         self._batch_size = batch_size
+        self._max_batch_size = max_batch_size or batch_size
         self._idle_seconds = idle_seconds
         self._parts: Optional[list[str]] = None
 
@@ -94,7 +104,7 @@ class KafkaSource(FixedPartitionedSource[RawChunk, int]):
             parse_part_name(for_part),
             n_parts=len(self.list_parts()),
             resume_offset=resume_state,
-            batch_size=self._batch_size,
+            sizes=ChunkSize(self._batch_size, self._max_batch_size),
             idle_seconds=self._idle_seconds,
         )
 
@@ -108,14 +118,14 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
         tp: TopicPartition,
         n_parts: int,
         resume_offset: Optional[int],
-        batch_size: int,
+        sizes: ChunkSize,
         idle_seconds: float,
     ) -> None:
         self._tp = tp
         self._name = part_name(tp.topic, tp.partition)
         self._origin = f"{tp.topic}/{tp.partition}"
         self._n_parts = n_parts
-        self._batch_size = batch_size
+        self._sizes = sizes
         self._idle_seconds = idle_seconds
         self._bounded = settings.bounded
         self._end: Optional[int] = None
@@ -124,7 +134,7 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
         self._awake: Optional[datetime] = None
         self._last_data = time.monotonic()
         self._last_idle_emit = 0.0
-        self._consumer = KafkaConsumer(**consumer_config(settings, batch_size))
+        self._consumer = KafkaConsumer(**consumer_config(settings, sizes.size))
         try:
             self._consumer.assign([tp])
             self._offset = self._start(settings, resume_offset)
@@ -165,7 +175,7 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
         """Fetch until a response carries the high watermark; keep what it read."""
         deadline = time.monotonic() + _PROBE_TIMEOUT_SECONDS
         while True:
-            records = self._consumer.poll(timeout_ms=100, max_records=self._batch_size)
+            records = self._consumer.poll(timeout_ms=100, max_records=self._sizes.size)
             self._pending.extend(records.get(self._tp, ()))
             highwater = self._consumer.highwater(self._tp)
             if highwater is not None:
@@ -181,10 +191,12 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
             set_lag("kafka", self._origin, 0)
             logger.info("kafka %s: bounded read done at offset %d", self._origin, self._offset)
             return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, done=True)]
+        asked = self._sizes.size
         if self._pending:
             records, self._pending = self._pending, []
         else:
-            records = self._consumer.poll(timeout_ms=0, max_records=self._batch_size).get(self._tp, [])
+            records = self._consumer.poll(timeout_ms=0, max_records=asked).get(self._tp, [])
+        full = len(records) >= asked
         if records and (
             records[0].offset < self._offset or (self._end is not None and records[-1].offset >= self._end)
         ):
@@ -193,6 +205,7 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
         highwater = self._consumer.highwater(self._tp)
         now = time.monotonic()
         if not records:
+            self._sizes.update(behind=False)
             if self._end is not None and self._consumer.position(self._tp, timeout_ms=0) >= self._end:
                 # Only control records or compacted-away offsets were left.
                 self._offset = self._end
@@ -210,8 +223,10 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
         positions = None if last - first == len(records) - 1 else [r.offset for r in records]
         lines = [r.value if r.value is not None else b"" for r in records]
         self._offset = last + 1
+        lag = max(0, highwater - self._offset) if highwater is not None else 0
         if highwater is not None:
-            set_lag("kafka", self._origin, max(0, highwater - self._offset))
+            set_lag("kafka", self._origin, lag)
+        self._sizes.update(behind=full or lag > 0)
         return [RawChunk(self._name, self._n_parts, lines, self._origin, first, positions)]
 
     def next_awake(self) -> Optional[datetime]:

@@ -18,6 +18,12 @@ shared :class:`~connectors.aws.retry.Backoff` (capped at
 ``max_backoff_seconds``) per shard. botocore's own retries are off for reads
 because they sleep inside the call.
 
+Chunk size (:mod:`connectors.sources.chunk_size`): each shard's GetRecords
+``Limit`` doubles from ``batch_size`` up to ``max_batch_size`` (both capped
+at GetRecords' 10,000) while an answer says the shard is behind
+(MillisBehindLatest > 0, or a full page), and goes back to ``batch_size`` at
+the first answer that finds it caught up.
+
 Bounded mode: a shard is done when a read returns no records with
 MillisBehindLatest 0, or when a closed shard's iterator ends (its children
 are then read too); the partition emits a ``done`` chunk and stops.
@@ -39,6 +45,7 @@ from config.settings import AwsSettings, KinesisSourceSettings
 from connectors.aws.client import ClientProfile, make_client
 from connectors.aws.retry import Backoff, classify, error_code
 from connectors.kinesis.shards import is_closed, lineage, lineage_roots, list_all_shards
+from connectors.sources.chunk_size import ChunkSize
 from observability.source_lag import clear_lag, set_lag
 from operators.records import RawChunk
 
@@ -73,10 +80,12 @@ class KinesisSource(FixedPartitionedSource[RawChunk, ShardPositions]):
 
     :arg settings: ``source.kinesis`` settings.
     :arg aws: region and endpoint (``endpoint_url`` for moto / LocalStack).
-    :arg batch_size: most records per GetRecords (capped at 10,000).
+    :arg batch_size: most records per GetRecords when caught up (capped at 10,000).
     :arg idle_seconds: a partition without data this long reports idle.
     :arg clients: factory of ``(reader, control)`` clients; tests replay
         recorded answers through it.
+    :arg max_batch_size: most records per GetRecords while behind (capped at
+        10,000; default ``batch_size``: no growth).
     """
 
     def __init__(
@@ -86,9 +95,11 @@ class KinesisSource(FixedPartitionedSource[RawChunk, ShardPositions]):
         batch_size: int,
         idle_seconds: float,
         clients: Optional[Callable[[], tuple[Any, Any]]] = None,
+        max_batch_size: Optional[int] = None,
     ) -> None:
         self._settings = settings
         self._batch_size = min(batch_size, _GET_RECORDS_LIMIT)
+        self._max_batch_size = max(self._batch_size, min(max_batch_size or batch_size, _GET_RECORDS_LIMIT))
         self._idle_seconds = idle_seconds
         self._clients = clients or (lambda: make_clients(aws))
 
@@ -112,6 +123,7 @@ class KinesisSource(FixedPartitionedSource[RawChunk, ShardPositions]):
             resume_state=resume_state,
             batch_size=self._batch_size,
             idle_seconds=self._idle_seconds,
+            max_batch_size=self._max_batch_size,
         )
 
 
@@ -120,6 +132,7 @@ class _Reader:
     """Runtime state of one shard being read (not snapshotted)."""
 
     shard_id: str
+    sizes: ChunkSize
     iterator: Optional[str] = None
     due: float = 0.0
     failures: int = 0
@@ -140,6 +153,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         resume_state: Optional[ShardPositions],
         batch_size: int,
         idle_seconds: float,
+        max_batch_size: Optional[int] = None,
     ) -> None:
         self._s = settings
         self._backoff = Backoff(base=0.5, cap=settings.max_backoff_seconds)
@@ -149,6 +163,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         self._root = root
         self._n_parts = n_parts
         self._batch_size = batch_size
+        self._max_batch_size = max_batch_size or batch_size
         self._idle_seconds = idle_seconds
         self._shards = lineage(root, shards)
         if root not in self._shards:
@@ -166,7 +181,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         if resume_state is None and settings.starting_position == "LATEST":
             # Take LATEST iterators now, so "latest" means "at start".
             for sid in self._active():
-                self._readers[sid] = _Reader(sid, self._get_iterator(sid, "LATEST"))
+                self._readers[sid] = _Reader(sid, self._sizes(), self._get_iterator(sid, "LATEST"))
         logger.info("kinesis %s: lineage of %d shard(s), positions %s", name, len(self._shards), self._positions)
 
     # -- positions -----------------------------------------------------
@@ -220,7 +235,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         active = self._active()
         chunks: list[RawChunk] = []
         for sid in active:
-            reader = self._readers.setdefault(sid, _Reader(sid))
+            reader = self._readers.get(sid) or self._readers.setdefault(sid, _Reader(sid, self._sizes()))
             if reader.due <= now:
                 chunk = self._read(reader, now)
                 if chunk is not None:
@@ -230,7 +245,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
             if sid not in still_active:
                 del self._readers[sid]
         for sid in still_active - set(self._readers):  # children just adopted
-            self._readers[sid] = _Reader(sid)
+            self._readers[sid] = _Reader(sid, self._sizes())
         if not self._readers and self._relist_due is None:
             self._finished = True
             logger.info("kinesis %s: lineage finished", self._name)
@@ -245,12 +260,16 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
         self._awake = datetime.now(UTC) + timedelta(seconds=delay) if delay > 0 else None
         return chunks
 
+    def _sizes(self) -> ChunkSize:
+        return ChunkSize(self._batch_size, self._max_batch_size)
+
     def _read(self, reader: _Reader, now: float) -> Optional[RawChunk]:
         sid = reader.shard_id
         try:
             if reader.iterator is None:
                 reader.iterator = self._get_iterator(sid)
-            response = self._client.get_records(ShardIterator=reader.iterator, Limit=self._batch_size)
+            asked = reader.sizes.size
+            response = self._client.get_records(ShardIterator=reader.iterator, Limit=asked)
         except ClientError as exc:
             code = error_code(exc)
             if code == "ExpiredIteratorException":
@@ -275,6 +294,7 @@ class KinesisPartition(StatefulSourcePartition[RawChunk, ShardPositions]):
             chunk = RawChunk(self._name, self._n_parts, [r["Data"] for r in records], sid, 0, positions)
             self._positions[sid] = _AFTER + positions[-1]
         caught_up = not records or behind == 0
+        reader.sizes.update(behind=len(records) >= asked or (behind is not None and behind > 0))
         interval = self._s.idle_poll_interval_seconds if caught_up else self._s.min_poll_interval_seconds
         reader.due = now + max(interval, self._s.min_poll_interval_seconds)
         if reader.iterator is None:

@@ -53,6 +53,7 @@ from connectors.simulator.scenarios import (
     plan_epoch,
     transaction_key,
 )
+from connectors.sources.chunk_size import ChunkSize
 from operators.records import RawChunk
 
 logger = logging.getLogger(__name__)
@@ -456,11 +457,19 @@ class SimulatorSource(FixedPartitionedSource[RawChunk, int]):
     partition is built, also after a resume; at full speed (``rate: 0``) it
     starts in the past so that it never runs ahead of the clock
     (:func:`default_start`).
+
+    Chunk size (:mod:`connectors.sources.chunk_size`): a chunk that came out
+    full (more events were due than it held: always at ``rate: 0``) doubles
+    the next one up to ``max_batch_size``; one that emptied what was due
+    goes back to ``batch_size``.
     """
 
-    def __init__(self, settings: SimulatorSettings, batch_size: int = 1000) -> None:
+    def __init__(
+        self, settings: SimulatorSettings, batch_size: int = 1000, max_batch_size: Optional[int] = None
+    ) -> None:
         self.settings = settings
         self.batch_size = batch_size
+        self.max_batch_size = max_batch_size or batch_size
 
     def list_parts(self) -> list[str]:
         return [f"{ORIGIN}/{k}" for k in range(self.settings.partitions)]
@@ -472,16 +481,15 @@ class SimulatorSource(FixedPartitionedSource[RawChunk, int]):
         if self.settings.start is None:
             start = default_start(self.settings, time.time(), next_index)
         gen = EventGenerator(self.settings, start)
-        return _SimulatorPartition(
-            gen, for_part, part, self.settings.partitions, next_index, self.settings.rate, self.batch_size
-        )
+        sizes = ChunkSize(self.batch_size, self.max_batch_size)
+        return _SimulatorPartition(gen, for_part, part, self.settings.partitions, next_index, self.settings.rate, sizes)
 
 
 class _SimulatorPartition(StatefulSourcePartition[RawChunk, int]):
     _TICK_SECONDS = 0.05
 
     def __init__(
-        self, gen: EventGenerator, name: str, part: int, n_parts: int, next_index: int, rate: float, batch_size: int
+        self, gen: EventGenerator, name: str, part: int, n_parts: int, next_index: int, rate: float, sizes: ChunkSize
     ) -> None:
         self._gen = gen
         self._name = name
@@ -491,8 +499,7 @@ class _SimulatorPartition(StatefulSourcePartition[RawChunk, int]):
         self._next = next_index
         self._first = next_index
         self._rate = rate
-        self._batch = batch_size
-        self._scan_cap = batch_size * n_parts * 4
+        self._sizes = sizes
         self._wall0 = time.time()
         self._done_sent = False
         self._awake: Optional[datetime] = None
@@ -504,7 +511,8 @@ class _SimulatorPartition(StatefulSourcePartition[RawChunk, int]):
                 raise StopIteration()
             self._done_sent = True
             return [RawChunk(self._name, self._n_parts, [], ORIGIN, first_position=self._next, done=True)]
-        stop = self._next + self._scan_cap
+        asked = self._sizes.size
+        stop = self._next + asked * self._n_parts * 4
         if self._rate > 0:
             due = self._first + int((time.time() - self._wall0) * self._rate)
             stop = min(stop, due)
@@ -514,7 +522,8 @@ class _SimulatorPartition(StatefulSourcePartition[RawChunk, int]):
         if stop <= self._next:
             self._schedule()
             return []
-        events, self._next = self._gen.scan(self._next, stop, self._part, self._n_parts, self._batch, self._owner)
+        events, self._next = self._gen.scan(self._next, stop, self._part, self._n_parts, asked, self._owner)
+        self._sizes.update(behind=len(events) >= asked)
         if self._rate > 0:
             self._schedule()
         if not events:

@@ -1,7 +1,10 @@
-"""The JSONL file source hands the flow payloads without line terminators, resumably."""
+"""The JSONL file source hands the flow payloads without line terminators, resumably, in growing chunks."""
 
 from __future__ import annotations
 
+import pytest
+
+from connectors.sources.chunk_size import ChunkSize
 from connectors.sources.file import JsonlFileSource
 
 
@@ -42,3 +45,41 @@ def test_resume_continues_after_the_snapshotted_line(tmp_path):
     assert first[0].lines == [b'{"n":0}', b'{"n":1}']
     assert [line for c in rest for line in c.lines] == [b'{"n":%d}' % i for i in range(2, 5)]
     assert rest[0].first_position == 3
+
+
+def test_chunks_double_while_reading_up_to_the_most_and_resume_small(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(b'{"n":%d}\n' % i for i in range(5_000)))
+    source = JsonlFileSource(str(path), batch_size=100, max_batch_size=800)
+    [part] = source.list_parts()
+    chunks = _read(source, part)
+    assert [len(c.lines) for c in chunks] == [100, 200, 400, 800, 800, 800, 800, 800, 300]
+    assert [c.first_position for c in chunks][:4] == [1, 101, 301, 701]
+    assert [line for c in chunks for line in c.lines] == [b'{"n":%d}' % i for i in range(5_000)]
+    assert [c.done for c in chunks] == [False] * 8 + [True]
+
+    partition = source.build_part("source", part, None)
+    for _ in range(4):
+        partition.next_batch()
+    state = partition.snapshot()  # after 1,500 lines, the size at 800
+    partition.close()
+    rest = _read(source, part, state)
+    assert [len(c.lines) for c in rest][:3] == [100, 200, 400]  # a resumed file starts small again
+    assert rest[0].first_position == 1_501
+    assert sum(len(c.lines) for c in rest) == 3_500
+
+
+def test_a_file_shorter_than_the_first_chunk_is_one_done_chunk(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"n":1}\n{"n":2}\n')
+    [chunk] = _read(JsonlFileSource(str(path), batch_size=100, max_batch_size=800), "file:" + str(path))
+    assert chunk.lines == [b'{"n":1}', b'{"n":2}'] and chunk.done
+
+
+def test_chunk_size_doubles_while_behind_and_falls_back_when_caught_up():
+    sizes = ChunkSize(100, 700)
+    assert [sizes.update(behind=True) for _ in range(4)] == [200, 400, 700, 700]
+    assert sizes.update(behind=False) == 100
+    assert sizes.size == 100
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ChunkSize(100, 99)

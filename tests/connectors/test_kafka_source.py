@@ -28,13 +28,16 @@ def _settings(broker, topic: str, client: str = "kafka-python", **extra) -> Kafk
     return KafkaSourceSettings(brokers=[broker.address], topic=topic, fetch_max_wait_ms=50, client=client, **extra)
 
 
-def KafkaSource(settings: KafkaSourceSettings, batch_size: int, idle_seconds: float):  # noqa: N802 - reads as the class
+def KafkaSource(  # noqa: N802 - reads as the class
+    settings: KafkaSourceSettings, batch_size: int, idle_seconds: float, max_batch_size: int = 20_000
+):
     """The source the settings' ``client`` selects, built the way the flow builds it."""
     return build_source(
         Settings(
             source={
                 "type": "kafka",
                 "batch_size": batch_size,
+                "max_batch_size": max_batch_size,
                 "idle_partition_seconds": idle_seconds,
                 "kafka": settings,
             }
@@ -205,3 +208,31 @@ def test_a_flow_can_switch_clients_and_resume_from_the_same_snapshot(kafka_broke
     rest = [line for cs in resumed.values() for line in lines_of(cs)]
     assert 0 < len(first) < len(sent)
     assert sorted(first + rest) == sorted(sent) and len(first) + len(rest) == len(sent)
+
+
+def _produce_to(broker, topic: str, partition: int, start: int, n: int) -> list[bytes]:
+    producer = KafkaProducer(bootstrap_servers=broker.address, linger_ms=5)
+    values = [b'{"n":%d}' % i for i in range(start, start + n)]
+    for value in values:
+        producer.send(topic, value=value, partition=partition)
+    producer.flush()
+    producer.close()
+    return values
+
+
+def test_chunks_grow_while_behind_and_shrink_once_caught_up(kafka_broker, topic, client):
+    sent = _produce_to(kafka_broker, topic, 0, 0, 3000)
+    source = KafkaSource(_settings(kafka_broker, topic, client), batch_size=50, idle_seconds=30, max_batch_size=400)
+    part = source.build_part("in", f"kafka:{topic}/0", None)
+    backlog = drain(part, until=count_lines(len(sent)))
+    sizes = [len(c.lines) for c in backlog if c.lines]
+    assert lines_of(backlog) == sent
+    assert sizes[0] <= 50 and max(sizes) == 400  # doubled 50 -> 100 -> 200 -> 400, no further
+    for _ in range(3):  # polls that find the partition caught up
+        assert lines_of(step(part) or []) == []
+
+    more = _produce_to(kafka_broker, topic, 0, 3000, 300)
+    after = drain(part, until=count_lines(len(more)))
+    assert lines_of(after) == more
+    assert len([c for c in after if c.lines][0].lines) <= 50  # back to batch_size
+    part.close()

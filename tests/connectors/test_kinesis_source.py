@@ -48,9 +48,10 @@ def _put(kinesis, stream: str, start: int, n: int) -> list[bytes]:
     return values
 
 
-def _source(moto, stream: str, batch_size: int = 1000, **extra) -> KinesisSource:
+def _source(moto, stream: str, batch_size: int = 1000, max_batch_size=None, **extra) -> KinesisSource:
     settings = KinesisSourceSettings(stream_name=stream, **{**FAST, **extra})
-    return KinesisSource(settings, AwsSettings(endpoint_url=moto.url), batch_size, idle_seconds=30)
+    aws = AwsSettings(endpoint_url=moto.url)
+    return KinesisSource(settings, aws, batch_size, idle_seconds=30, max_batch_size=max_batch_size)
 
 
 def test_bounded_reads_every_record_once_and_ends_with_done(moto, kinesis, stream):
@@ -88,6 +89,25 @@ def test_resume_from_snapshot_continues_exactly_after(moto, kinesis, stream):
     rest = [line for cs in resumed.values() for line in lines_of(cs)]
     assert len(first) + len(rest) == len(sent) + len(more)
     assert sorted(first + rest) == sorted(sent + more)
+
+
+def test_reads_grow_while_behind_and_shrink_once_caught_up(moto, kinesis):
+    stream = f"s-{uuid.uuid4().hex[:10]}"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
+    sent = _put(kinesis, stream, 0, 2000)
+    [name] = _source(moto, stream).list_parts()
+    part = _source(moto, stream, batch_size=50, max_batch_size=400).build_part("in", name, None)
+    backlog = drain(part, until=count_lines(len(sent)))
+    assert lines_of(backlog) == sent
+    sizes = [len(c.lines) for c in backlog if c.lines]
+    assert sizes[:4] == [50, 100, 200, 400] and max(sizes) == 400  # full pages: Limit doubles, no further
+    for _ in range(3):  # reads that find the shard caught up
+        assert lines_of(step(part) or []) == []
+    more = _put(kinesis, stream, 2000, 300)
+    after = [c for c in drain(part, until=count_lines(len(more))) if c.lines]
+    assert [len(c.lines) for c in after][:3] == [50, 100, 150]  # back to batch_size, then growing again
+    part.close()
 
 
 def test_latest_skips_what_was_there(moto, kinesis, stream):

@@ -218,3 +218,23 @@ def test_without_a_start_event_time_never_runs_ahead_of_the_wall_clock(events, r
     assert latest <= time.time() + (5_000 / 200 if rate else 0)
     if events and not rate:
         assert latest >= before - 2  # a bounded run at full speed ends now, not a week ago
+
+
+def test_chunks_grow_at_full_speed_and_shrink_once_the_rate_is_met():
+    full_speed = SimulatorSource(_settings(events=5_000, partitions=1), batch_size=100, max_batch_size=800)
+    chunks, _ = _drain(full_speed, "simulator/0")
+    assert [len(c.lines) for c in chunks] == [100, 200, 400, 800, 800, 800, 800, 800, 300, 0]
+    assert _lines(chunks) == [payload for _u, payload in iter_events(_settings(events=5_000))]
+
+    paced = SimulatorSource(_settings(events=0, rate=50), batch_size=100, max_batch_size=800)
+    part = paced.build_part("sim", "simulator/0", None)
+    part._wall0 -= 100  # as if built 100 s ago: 5,000 events are due at once
+    asked: list[int] = []
+    sizes: list[int] = []
+    while not sizes or sizes[-1] == asked[-1]:  # until a chunk comes out short of what it asked for
+        asked.append(part._sizes.size)
+        sizes.append(sum(len(c.lines) for c in part.next_batch()))
+    assert sizes[:4] == [100, 200, 400, 800] and max(asked) == 800
+    assert sum(sizes) >= 5_000  # the whole backlog came in grown chunks
+    assert part._sizes.size == 100  # so the next one asks for batch_size again
+    part.close()

@@ -56,6 +56,7 @@ def test_environment_overrides_single_keys(tmp_path):
         ("rules: {failure_rate: {hop_seconds: 7}}", "rules.failure_rate"),
         ("windows: {allowed_lateness_seconds: -2}", "windows.allowed_lateness_seconds"),
         ("source: {type: carrier-pigeon}", "source.type"),
+        ("source: {batch_size: 50000}", "max_batch_size"),
         ("simulator: {scenario: nope}", "simulator.scenario"),
         ("rules: {fraud: {currencies: [DOLLARS]}}", "rules.fraud.currencies"),
         ("sinks: {sns: {topic_name: alerts, sqs_subscription: q.fifo}}", "sqs_subscription"),
