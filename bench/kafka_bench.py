@@ -1,13 +1,15 @@
 """Sources benchmark: the whole flow reading Kafka next to a bare consumer, and Kinesis on moto.
 
     .venv/bin/python -m bench.kafka_bench [--events 200000] [--partitions 4] [--kinesis-events 20000]
+        [--rounds 2] [--max-batch-size N] [--skip-kinesis]
 
 Starts its own Tansu broker and moto_server (tests/support/servers.py), publishes
 simulator traffic, then measures in the same run:
 
 - bare: one kafka-python consumer (assign + seek, no group) reading every
   partition to its end, decoding nothing: the ceiling for our source;
-- source: :class:`KafkaSource` partitions drained in one thread, no flow;
+- source: :class:`KafkaSource` and :class:`ConfluentKafkaSource` partitions
+  drained in one thread, no flow;
 - pipeline: ``python -m bytewax.run dataflow`` in bounded Kafka mode with
   the JSONL sinks (scored transactions, per-minute metrics), wall clock
   from process start to exit 0, and the same minus the start-up of a run
@@ -23,6 +25,13 @@ simulator traffic, then measures in the same run:
   prints that bound as a share of the bare consumer next to the measured
   share;
 - kinesis: :class:`KinesisSource` and the bounded pipeline against moto.
+
+The whole-process runs (file; Kafka with each client, one process and two)
+are repeated ``--rounds`` times, interleaved so that a change in the shared
+machine's load hits every shape alike; each shape's best round counts, and
+the ratios to the file run are also printed per round. ``--max-batch-size``
+sets ``source.max_batch_size`` for every run (``--max-batch-size 1000``:
+fixed chunks of ``batch_size``, to measure what growing chunks buy).
 
 Prints a Markdown table (the figures in docs/performance.md come from it).
 """
@@ -52,6 +61,7 @@ import yaml  # noqa: E402
 
 from cli.producer import publish_kafka, publish_kinesis  # noqa: E402
 from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSettings  # noqa: E402
+from connectors.kafka.confluent_source import ConfluentKafkaSource  # noqa: E402
 from connectors.kafka.source import KafkaSource  # noqa: E402
 from connectors.kinesis.source import KinesisSource  # noqa: E402
 from tests.support.events import simulated  # noqa: E402
@@ -109,11 +119,16 @@ def _drain_source(source, n: int) -> float:
     return n / elapsed
 
 
+#: ``source.max_batch_size`` for every whole-process run (None: the settings' default).
+MAX_BATCH_SIZE: int | None = None
+
+
 def _pipeline(tmp: Path, name: str, source: dict, env: dict | None = None, processes: int = 1) -> tuple[float, Path]:
     """Wall seconds of ``bytewax.run dataflow`` as ``processes`` processes (``-i/-a``)."""
     out = tmp / name
+    sizes = {"batch_size": 1000} | ({"max_batch_size": MAX_BATCH_SIZE} if MAX_BATCH_SIZE else {})
     cfg = {
-        "source": {"batch_size": 1000, **source},
+        "source": {**sizes, **source},
         "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}},
     }
     path = tmp / f"{name}.yaml"
@@ -155,7 +170,11 @@ def main() -> int:
     parser.add_argument("--kinesis-events", type=int, default=20_000)
     parser.add_argument("--kinesis-shards", type=int, default=2)
     parser.add_argument("--skip-kinesis", action="store_true", help="measure Kafka only")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the whole-process runs")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="source.max_batch_size of every run")
     args = parser.parse_args()
+    global MAX_BATCH_SIZE
+    MAX_BATCH_SIZE = args.max_batch_size
 
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
@@ -178,36 +197,66 @@ def main() -> int:
         producer.close()
 
         bare = _bare_consumer(broker.address, topic, args.partitions, args.events)
-        source = _drain_source(KafkaSource(settings, 1000, 30), args.events)
+        most = args.max_batch_size or 20_000
+        source = _drain_source(KafkaSource(settings, 1000, 30, max_batch_size=most), args.events)
+        source_rd = _drain_source(ConfluentKafkaSource(settings, 1000, 30, max_batch_size=most), args.events)
         kafka = {"brokers": [broker.address], "topic": topic, "bounded": True}
-        wall, out = _pipeline(tmp, "kafka", {"type": "kafka", "kafka": kafka})
-        _check_minutes(out, expected)
-        startup, _ = _pipeline(tmp, "kafka-tiny", {"type": "kafka", "kafka": {**kafka, "topic": tiny}})
-        wall2, out2 = _pipeline(tmp, "kafka-2", {"type": "kafka", "kafka": kafka}, processes=2)
-        _check_minutes(out2, expected)
-        startup2, _ = _pipeline(tmp, "kafka-tiny-2", {"type": "kafka", "kafka": {**kafka, "topic": tiny}}, processes=2)
+        rdkafka = {**kafka, "client": "confluent-kafka"}
         events_file, empty_file = tmp / "events.jsonl", tmp / "empty.jsonl"
         events_file.write_bytes(b"".join(payload + b"\n" for _, payload in events))
         empty_file.write_bytes(b"")
-        wall_file, out_file = _pipeline(tmp, "file", {"type": "file", "path": str(events_file)})
-        _check_minutes(out_file, expected)
-        startup_file, _ = _pipeline(tmp, "file-empty", {"type": "file", "path": str(empty_file)})
-        wall_rdkafka, out_rdkafka = _pipeline(
-            tmp, "kafka-confluent", {"type": "kafka", "kafka": {**kafka, "client": "confluent-kafka"}}
+        shapes = {
+            "file": ({"type": "file", "path": str(events_file)}, 1),
+            "kafka": ({"type": "kafka", "kafka": kafka}, 1),
+            "rdkafka": ({"type": "kafka", "kafka": rdkafka}, 1),
+            "kafka-2": ({"type": "kafka", "kafka": kafka}, 2),
+            "rdkafka-2": ({"type": "kafka", "kafka": rdkafka}, 2),
+        }
+        walls: dict[str, list[float]] = {name: [] for name in shapes}
+        for round_no in range(args.rounds):
+            for name, (src, processes) in shapes.items():
+                wall_s, out = _pipeline(tmp, f"{name}-{round_no}", src, processes=processes)
+                _check_minutes(out, expected)
+                walls[name].append(wall_s)
+        startup, _ = _pipeline(tmp, "kafka-tiny", {"type": "kafka", "kafka": {**kafka, "topic": tiny}})
+        startup2, _ = _pipeline(tmp, "kafka-tiny-2", {"type": "kafka", "kafka": {**kafka, "topic": tiny}}, processes=2)
+        startup_rd, _ = _pipeline(tmp, "rdkafka-tiny", {"type": "kafka", "kafka": {**rdkafka, "topic": tiny}})
+        startup_rd2, _ = _pipeline(
+            tmp, "rdkafka-tiny-2", {"type": "kafka", "kafka": {**rdkafka, "topic": tiny}}, processes=2
         )
-        _check_minutes(out_rdkafka, expected)
-        net = args.events / max(wall - startup, 1e-9)
-        net2 = args.events / max(wall2 - startup2, 1e-9)
-        net_file = args.events / max(wall_file - startup_file, 1e-9)
+        startup_file, _ = _pipeline(tmp, "file-empty", {"type": "file", "path": str(empty_file)})
+        best = {name: min(w) for name, w in walls.items()}
+        wall, wall2, wall_file, wall_rdkafka, wall_rd2 = (
+            best[k] for k in ("kafka", "kafka-2", "file", "rdkafka", "rdkafka-2")
+        )
+
+        def per_round(name: str) -> str:
+            return ", ".join(f"{f / k:.2f}" for f, k in zip(walls["file"], walls[name], strict=True))
+
+        def net_of(wall_s: float, start_s: float) -> float:
+            return args.events / max(wall_s - start_s, 1e-9)
+
+        net, net2 = net_of(wall, startup), net_of(wall2, startup2)
+        net_rd, net_rd2 = net_of(wall_rdkafka, startup_rd), net_of(wall_rd2, startup_rd2)
+        net_file = net_of(wall_file, startup_file)
         bound = 1 / (1 / bare + 1 / net_file)
         rows += [
             (f"bare kafka-python consumer, {args.partitions} partitions", f"{bare:,.0f}"),
-            ("KafkaSource alone (no flow)", f"{source:,.0f}"),
-            ("pipeline from Kafka, wall clock incl. start-up", f"{args.events / wall:,.0f}"),
-            (f"pipeline from Kafka, minus start-up ({startup:.2f} s)", f"{net:,.0f} ({net / bare:.0%} of bare)"),
+            ("KafkaSource alone (no flow), kafka-python", f"{source:,.0f}"),
+            ("KafkaSource alone (no flow), confluent-kafka", f"{source_rd:,.0f}"),
+            ("pipeline from Kafka, kafka-python, wall clock incl. start-up", f"{args.events / wall:,.0f}"),
             (
-                f"pipeline from Kafka, 2 processes, minus start-up ({startup2:.2f} s)",
-                f"{net2:,.0f} ({net2 / bare:.0%} of bare)",
+                f"pipeline from Kafka, kafka-python, minus start-up ({startup:.2f} s)",
+                f"{net:,.0f} ({net / bare:.0%} of bare)",
+            ),
+            (
+                f"pipeline from Kafka, kafka-python, 2 processes, minus start-up ({startup2:.2f} s)",
+                f"{net2:,.0f} ({net2 / bare:.0%} of bare; **{net2 / net:.2f}x** one process)",
+            ),
+            (f"pipeline from Kafka, confluent-kafka, minus start-up ({startup_rd:.2f} s)", f"{net_rd:,.0f}"),
+            (
+                f"pipeline from Kafka, confluent-kafka, 2 processes, minus start-up ({startup_rd2:.2f} s)",
+                f"{net_rd2:,.0f} (**{net_rd2 / net_rd:.2f}x** one process)",
             ),
             (
                 f"pipeline from a file, same events, 1 process, minus start-up ({startup_file:.2f} s)",
@@ -217,11 +266,12 @@ def main() -> int:
             ("whole process from a file, start-up included", f"{args.events / wall_file:,.0f}"),
             (
                 "whole process from Kafka, kafka-python, start-up included",
-                f"{args.events / wall:,.0f} ({wall_file / wall:.2f} of the file run)",
+                f"{args.events / wall:,.0f} (**{wall_file / wall:.2f}** of the file run; rounds {per_round('kafka')})",
             ),
             (
                 "whole process from Kafka, confluent-kafka, start-up included",
-                f"{args.events / wall_rdkafka:,.0f} ({wall_file / wall_rdkafka:.2f} of the file run)",
+                f"{args.events / wall_rdkafka:,.0f} (**{wall_file / wall_rdkafka:.2f}** of the file run;"
+                f" rounds {per_round('rdkafka')})",
             ),
         ]
     finally:
@@ -267,7 +317,10 @@ def main() -> int:
 
 
 def _print(rows: list[tuple[str, str]], kinesis_events: int = 0) -> None:
-    print(f"kinesis events: {kinesis_events:,}; per-minute counts checked exact in every pipeline run\n")
+    print(
+        f"kinesis events: {kinesis_events:,}; source.max_batch_size: {MAX_BATCH_SIZE or 'default'}; "
+        "per-minute counts checked exact in every pipeline run\n"
+    )
     print("| measurement | events/s |\n|---|---:|")
     for name, value in rows:
         print(f"| {name} | {value} |")
