@@ -8,8 +8,9 @@ of each ``(region, hop_start)`` of the chunk, as ``Counter`` objects.
 sliding window starts and ends on a hop, so a window is an exact sum of hops
 and the counts stay ten times smaller than per second.
 
-The counting is per chunk, not per event: ``map(attrgetter(field))`` reads a
-column of values, one sort of small ints groups it by (region, hop), and
+The counting is per chunk, not per event: the parse step hands each field as
+a column of values, one stable numpy sort of the events' (region, hop) slots
+(from the parse step's bucket numbers) groups it, and
 ``collections.Counter`` counts each group in C, so each field costs a few
 tens of nanoseconds per event (bench/dimension_counts_bench.py,
 docs/performance.md). A value that is missing (``None``) is not counted; a
@@ -21,9 +22,11 @@ reads the same in an alert.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from itertools import compress
-from operator import attrgetter
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 _SCALARS = (str, int, float, bool)
 
@@ -47,53 +50,53 @@ class DimensionCounter:
 
     def __init__(self, fields: list[str], hop_seconds: int, typed_fields: frozenset[str]) -> None:
         self.fields = tuple(fields)
-        self._getters = [(name, attrgetter(name), name in typed_fields) for name in fields]
+        self._typed = [(name, name in typed_fields) for name in fields]
         self._hop = hop_seconds
 
     def count(
-        self, region_counts: dict[tuple[str, int], list[int]], owners: list[list[int]], failed: list[bool], events: list
+        self, buckets: list[tuple[str, int]], bucket: np.ndarray, failed: np.ndarray, columns: Mapping[str, Sequence]
     ) -> dict[tuple[str, int], dict[str, tuple[Counter, Counter]]]:
         """Counts for one chunk: ``{(region, hop_start): {field: (events, failures)}}``.
 
-        The events are grouped by (region, hop) with one sort of small ints,
-        so each group's values are counted by ``Counter`` over plain strings
-        (whose hashes Python caches), and the region windows can keep a hop's
-        counts apart without looking at its entries.
+        The events are grouped by (region, hop) with one stable numpy sort of
+        small ints, so each group's values are counted by ``Counter`` over
+        plain strings (whose hashes Python caches), and the region windows
+        can keep a hop's counts apart without looking at its entries.
 
-        :arg region_counts: the chunk's ``(region, second)`` buckets.
-        :arg owners: for every valid event, its bucket (a value of ``region_counts``).
-        :arg failed: whether each of those events failed.
-        :arg events: the decoded events (attributes named like the fields).
+        :arg buckets: the chunk's ``(region, second)`` buckets, in the order
+            of the parse step's ``region_counts``.
+        :arg bucket: for every valid event, the index of its bucket in ``buckets``.
+        :arg failed: whether each of those events failed (bool array).
+        :arg columns: each field's values, one per valid event.
         """
-        if not self._getters or not owners:
+        if not self._typed or not len(bucket):
             return {}
         hop = self._hop
         slot_keys: list[tuple[str, int]] = []
         slot_of_key: dict[tuple[str, int], int] = {}
-        slot_of_bucket: dict[int, int] = {}
-        for (region, second), bucket in region_counts.items():
+        slot_of_bucket: list[int] = []
+        for region, second in buckets:
             key = (region, second - second % hop)
             slot = slot_of_key.get(key)
             if slot is None:
                 slot = slot_of_key[key] = len(slot_keys)
                 slot_keys.append(key)
-            slot_of_bucket[id(bucket)] = slot
-        slots = list(map(slot_of_bucket.__getitem__, map(id, owners)))
+            slot_of_bucket.append(slot)
+        order: Optional[list[int]] = None
         if len(slot_keys) == 1:
-            order = None
-            bounds = [(0, len(slots))]
+            bounds = [(0, len(bucket))]
+            fails = failed.tolist()
         else:
-            order = sorted(range(len(slots)), key=slots.__getitem__)
-            sizes = Counter(slots)
-            bounds, start = [], 0
-            for slot in range(len(slot_keys)):
-                bounds.append((start, start + sizes[slot]))
-                start += sizes[slot]
-            failed = list(map(failed.__getitem__, order))
-        any_failed = any(failed)
+            slots = np.asarray(slot_of_bucket, dtype=np.int64)[bucket]
+            sorted_slots = np.argsort(slots, kind="stable")
+            ends = np.cumsum(np.bincount(slots, minlength=len(slot_keys))).tolist()
+            bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+            fails = failed[sorted_slots].tolist()
+            order = sorted_slots.tolist()
+        any_failed = any(fails)
         out: dict[tuple[str, int], dict[str, tuple[Counter, Counter]]] = {key: {} for key in slot_keys}
-        for name, getter, typed in self._getters:
-            values = list(map(getter, events))
+        for name, typed in self._typed:
+            values = columns[name]
             if not typed:
                 values = [_text(v) for v in values]
             if order is not None:
@@ -101,9 +104,9 @@ class DimensionCounter:
             for slot, (begin, end) in enumerate(bounds):
                 group = values[begin:end]
                 seen = Counter(group)
-                fails = Counter(compress(group, failed[begin:end])) if any_failed else Counter()
+                failures = Counter(compress(group, fails[begin:end])) if any_failed else Counter()
                 if None in seen:
                     del seen[None]
-                    fails.pop(None, None)
-                out[slot_keys[slot]][name] = (seen, fails)
+                    failures.pop(None, None)
+                out[slot_keys[slot]][name] = (seen, failures)
         return out

@@ -27,17 +27,19 @@ import base64
 import copy
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any, Optional, Union
 from zlib import crc32
 
 import msgspec
+import numpy as np
 import orjson
 from msgspec import UNSET
+from msgspec.structs import astuple
 
 from config.settings import Settings
 from operators import alerts
@@ -60,7 +62,7 @@ from operators.privacy import Redactor
 from operators.records import LakeChunk, RawChunk
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import NOT_LOADED, STATUS_NAMES
-from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, REVIEW_REQUIRED, FraudScorer
+from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, FraudScorer
 
 # orjson and msgspec disagree on a line (e.g. nesting deeper than one allows).
 UNDECODABLE = "the event could not be decoded"
@@ -68,7 +70,61 @@ UNDECODABLE = "the event could not be decoded"
 _SHARD_CACHE_LIMIT = 500_000
 _STATUS_CACHE_LIMIT = 10_000
 
-_merchant_id = attrgetter("merchant_id")
+
+_STATUS_CODES = {True: 1, False: 0, None: -1}
+_STR_OR_NONE = frozenset((str, type(None)))
+#: Integers from here on may not be exact as floats: their amount checks are made on the int.
+_EXACT_FLOATS = 2.0**53
+_before_brace = itemgetter(slice(None, -1))
+_last_byte = itemgetter(-1)
+_BRACE = {125}  # "}"
+
+
+def _float_column(values: Sequence) -> np.ndarray:
+    """Numbers (or None) as float64, None as NaN; an integer beyond any float as inf (over every limit)."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except OverflowError:
+        return np.array(
+            [math.inf if type(value) is int and value > _EXACT_FLOATS else value for value in values], dtype=np.float64
+        )
+
+
+def _head(raw: bytes) -> bytes:
+    """The raw object up to its closing brace (the usual line ends with it: no search needed)."""
+    return raw[:-1] if raw[-1] == 125 else raw[: raw.rindex(b"}")]
+
+
+def _needs_rewrite(ev: Any, raw: bytes) -> bool:
+    """The input already carries a field Paywatch adds, or a raw newline: its line is rewritten."""
+    return any(getattr(ev, name) is not UNSET for name in ADDED_FIELDS) or b"\n" in _head(raw)
+
+
+def _picker(rows: list[int], whole: bool) -> Callable[[Sequence], Sequence]:
+    """Selects the valid rows from a column (the column itself when every row is valid)."""
+    if whole:
+        return lambda column: column
+    return lambda column: list(map(column.__getitem__, rows))
+
+
+def _buckets(regions: Sequence[str], seconds: np.ndarray) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """Each event's (region, second) bucket, numbered in order of first appearance, and the buckets.
+
+    Regions are interned to small codes per chunk, so a bucket is one int64
+    key and ``np.unique`` groups the chunk in one call.
+    """
+    code_of = {name: code for code, name in enumerate(dict.fromkeys(regions))}
+    codes = np.fromiter(map(code_of.__getitem__, regions), np.int64, len(regions))
+    low = int(seconds.min())
+    keys = codes * (int(seconds.max()) - low + 1) + (seconds - low)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    firsts = first[order]
+    return rank[inverse.ravel()], list(
+        zip(map(regions.__getitem__, firsts.tolist()), seconds[firsts].tolist(), strict=True)
+    )
 
 
 @dataclass(slots=True)
@@ -125,22 +181,18 @@ def _without_enrichment(ev: dict) -> dict:
     return {k: v for k, v in ev.items() if k not in ADDED_FIELDS}
 
 
-class _Hooks:
-    """Per-event lists that only some configurations need (None when off)."""
+class _Rows:
+    """The rows of a chunk that a check rejected, for the dead letters (line indices)."""
 
-    __slots__ = ("lake_times", "lake_valid", "lake_keys", "event_keys", "event_failed", "valid_events")
+    __slots__ = ("dropped", "known", "late")
 
-    def __init__(self, n_lines: int, lake: bool, dimensions: bool) -> None:
-        # The lake: every line's event time (NaN where it could not be read) and the valid lines.
-        self.lake_times: Optional[list[float]] = [math.nan] * n_lines if lake else None
-        self.lake_valid: list[int] = []
-        # ... and each valid line's enrichment suffix key (LakeChunk.enrichment_keys).
-        self.lake_keys: Optional[list[int]] = [] if lake else None
-        # The dimension counts: for every valid event, its (region, second) counts list
-        # (which names its bucket without hashing a key again), failed, and the event.
-        self.event_keys: Optional[list[list[int]]] = [] if dimensions else None
-        self.event_failed: list[bool] = []
-        self.valid_events: list[Any] = []
+    def __init__(self) -> None:
+        # Lines a check found invalid, for the contract's slow path to explain.
+        self.dropped: list[int] = []
+        # Lines a check found invalid and knows the contract's answer for.
+        self.known: list[tuple[int, Violation]] = []
+        # (line index, event time, horizon)
+        self.late: list[tuple[int, float, float]] = []
 
 
 class ChunkParser:
@@ -171,6 +223,8 @@ class ChunkParser:
         self.contract = Contract(settings.validation)
         explain = settings.rules.failure_rate
         self._decoder = EventDecoder(self.contract, tuple(explain.explain_by))
+        # Both structs the decoder yields (operators/events/decoder.py) declare their fields in this order.
+        self._fields: tuple[str, ...] = self.contract.event_struct(False, tuple(explain.explain_by)).__struct_fields__
         self._dimensions = DimensionCounter(explain.explain_by, explain.hop_seconds, STRING_FIELDS)
         self._timestamps = TimestampParser(*self.contract.years)
         self._event_time = EventTimeRule(settings.windows)
@@ -182,8 +236,8 @@ class ChunkParser:
         self._enrichment = settings.enrichment
         self._reference = reference or ReferenceHolder(LiveReference.of(settings.rules))
         self._live: Optional[LiveReference] = None
-        self._named_points: tuple[int, ...] = ()
-        self._anonymous_points: tuple[int, ...] = ()
+        self._named_points = np.zeros(8, dtype=np.int64)
+        self._anonymous_points = np.zeros(8, dtype=np.int64)
         self._version_field = ""
         self._use(self._reference.current)
 
@@ -196,8 +250,10 @@ class ChunkParser:
         # (active, inactive, unknown, not_loaded) + 4 when the table's name is
         # suspicious, which counts only for an event without a name of its own.
         by_status = (0, fraud.inactive_merchant_points, fraud.unknown_merchant_points, 0)
-        self._named_points = by_status * 2
-        self._anonymous_points = by_status + tuple(points + fraud.merchant_points for points in by_status)
+        self._named_points = np.array(by_status * 2, dtype=np.int64)
+        self._anonymous_points = np.array(
+            by_status + tuple(points + fraud.merchant_points for points in by_status), dtype=np.int64
+        )
         self._version_field = f',"rules_version":"{live.version}"'
 
     def for_partition(self) -> ChunkParser:
@@ -231,33 +287,16 @@ class ChunkParser:
         lines, array = self._redact(chunk.lines)
         events, indices, rejected, plain = self._decoder.decode(lines, array)
         out = ParsedChunk(chunk.part, chunk.n_parts, chunk.done, chunk.idle, None)
-        dropped: list[int] = []  # lines the loop found invalid, for the contract's slow path to explain
-        known: list[tuple[int, Violation]] = []  # lines the loop found invalid and knows why
-        late: list[tuple[int, float, float]] = []  # (line index, event time, horizon)
-        hooks = _Hooks(len(lines), self._lake, bool(self._dimensions.fields))
-        clock = self._scan(
-            PartitionTime.restore(state),
-            lines,
-            events,
-            range(len(lines)) if indices is None else indices,
-            plain,
-            now,
-            out,
-            dropped,
-            known,
-            late,
-            hooks,
-            live,
+        rows = _Rows()
+        lake_times = np.full(len(lines), math.nan) if self._lake else None
+        clock, valid_lines, suffix_keys = self._scan(
+            PartitionTime.restore(state), lines, events, indices, plain, now, out, rows, lake_times, live
         )
         out.watermark = clock.watermark(self._event_time.lateness)
-        out.n_late = len(late)
-        if rejected or dropped or known or late:
-            out.dead_letters = self._dead_letters(chunk, lines, now, rejected, dropped, known, late)
-        if hooks.event_keys is not None:
-            out.dimension_counts = self._dimensions.count(
-                out.region_counts, hooks.event_keys, hooks.event_failed, hooks.valid_events
-            )
-        if hooks.lake_times is not None:
+        out.n_late = len(rows.late)
+        if rejected or rows.dropped or rows.known or rows.late:
+            out.dead_letters = self._dead_letters(chunk, lines, now, rejected, rows.dropped, rows.known, rows.late)
+        if lake_times is not None:
             out.lake = LakeChunk(
                 chunk.part,
                 chunk.origin,
@@ -265,10 +304,10 @@ class ChunkParser:
                 chunk.first_position,
                 chunk.positions,
                 now,
-                hooks.lake_times,
-                hooks.lake_valid,
+                lake_times.tolist(),
+                valid_lines,
                 out.transactions,
-                hooks.lake_keys,
+                [] if suffix_keys is None else suffix_keys.tolist(),
                 dict(self._suffixes),
             )
         return clock, out
@@ -278,227 +317,302 @@ class ChunkParser:
         clock: PartitionTime,
         lines: list[bytes],
         events: list,
-        indices: Any,
+        indices: Optional[list[int]],
         plain: bool,
         now: float,
         out: ParsedChunk,
-        dropped: list[int],
-        known: list[tuple[int, Violation]],
-        late: list[tuple[int, float, float]],
-        hooks: _Hooks,
+        rows: _Rows,
+        lake_times: Optional[np.ndarray],
         live: LiveReference,
-    ) -> PartitionTime:
-        """The per-event loop: accept or reject, score, count, write.
+    ) -> tuple[PartitionTime, list[int], Optional[np.ndarray]]:
+        """Accept or reject, score, count and write a chunk's events, a column at a time.
 
-        It inlines the cached fast paths of timestamp parsing, scoring
-        (:meth:`FraudScorer.score`, with the merchant table joined per chunk),
-        the partition's high mark
-        (:meth:`EventTimeRule.observe`) and the shard lookup: at well under
-        a microsecond per event for decoding, a Python call (~0.1 us) per
-        helper would be a visible share of the budget. Every rare case calls
-        out. Rejected lines are only noted here and explained after the loop
-        by the contract: by its slow path (``dropped``), or, where the loop
-        already knows the first broken rule (future, amount, merchant_name),
-        by the contract's answer for that rule (``known``).
+        Each field is read as a column (``map(attrgetter)``, in C), checked
+        and scored with numpy or a per-chunk dict of its distinct values; the
+        checks are the contract's, made in the order the per-event reference
+        (``tests/support/parse_reference.py``) makes them, so that a row fails
+        the same first check there and here. Rejected rows are only noted and
+        explained afterwards by the contract: by its slow path
+        (``rows.dropped``), or, where the check already knows the first
+        broken rule (future, amount, merchant_name), by the contract's answer
+        for that rule (``rows.known``). Rows that need the event as a dict
+        (flagged ones, inputs that carry an added field) take a per-row path.
+
+        :returns: the partition's new event-time state, the line index of
+            every valid event, in order, and each one's enrichment suffix key
+            (None without transaction lines).
         """
-        timestamps = self._timestamps
-        parse_ts = timestamps.parse
-        ts_prefixes, ts_suffixes = timestamps.prefixes, timestamps.suffixes
-        ts_lo, ts_hi = self.contract.timestamp_bounds(now)
-        statuses = self._statuses
+        self._suffixes.clear()  # they end with this chunk's processed_at
+        n = len(events)
+        if n == 0:
+            return clock, [], None
+        line_of = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+        contract = self.contract
         scorer = self._scorer
         rules = scorer.rules
-        high_amount, high_points = rules.high_amount, rules.high_amount_points
-        round_amount, round_points = rules.round_amount, rules.round_amount_points
-        currencies, currency_points = scorer.currencies, rules.currency_points
-        merchant_hits, merchant_points = scorer.merchant_hits, rules.merchant_points
-        high_value, medium_value = scorer.high_value, scorer.medium_value
-        contract = self.contract
-        max_amount, max_name = contract.max_amount, contract.max_name_length
-        ts_latest = contract.latest_timestamp
-        flag_score = scorer.review_score
-        suffixes = self._suffixes
-        suffixes.clear()  # they end with this chunk's processed_at
-        shard_of = self._shard_of
-        event_time = self._event_time
-        lateness = event_time.lateness
-        max_skew = event_time.max_skew
-        high, ahead, ahead_min = clock
-        horizon = high - lateness
-        skew_limit = event_time.skew_limit(high)
-        unset = UNSET
-        transaction_lines = self._transaction_lines
-        lake_times = hooks.lake_times
-        lake_valid = hooks.lake_valid if lake_times is not None else None
-        lake_keys = hooks.lake_keys
-        event_keys, event_failed, valid_events = hooks.event_keys, hooks.event_failed, hooks.valid_events
 
-        # The merchant join, per chunk (operators/reference/merchants.py): slots, then columns.
+        # Event time: unreadable (NaN), outside the years, or too far ahead of the wall clock.
+        # Every field as a column: one C-level tuple per event, transposed (cheaper than a getattr per field).
+        column = dict(zip(self._fields, zip(*map(astuple, events), strict=True), strict=True))
+        times = self._timestamps.parse_many(column["timestamp"])
+        ts_lo, ts_hi = contract.timestamp_bounds(now)
+        with np.errstate(invalid="ignore"):
+            ok = (times >= ts_lo) & (times <= ts_hi)
+        if lake_times is not None:
+            lake_times[line_of[ok]] = times[ok]
+        alive = ok
+        if not ok.all():
+            with np.errstate(invalid="ignore"):
+                future = ~ok & (times >= ts_lo) & (times <= contract.latest_timestamp)
+            self._reject(rows, line_of, ~ok & ~future)
+            for row in np.flatnonzero(future).tolist():
+                value = column["timestamp"][row]
+                rows.known.append((int(line_of[row]), contract.future_violation(value, float(times[row]), now)))
+
+        # Status spellings, then alphabetic currency codes (their points are judged with them).
+        failed = self._failures(column["payment_status"])
+        currencies = column["currency"]
+        currency_points = self._currency_points(currencies)
+        alive = self._check(rows, line_of, alive, (failed >= 0) & (currency_points >= 0))
+
+        # Amounts: over the contract's maximum is known; None is NaN, which no rule matches.
+        amounts = column["amount"]
+        amount = _float_column(amounts)
+        over_max = amount > contract.max_amount
+        for row in np.flatnonzero(amount >= _EXACT_FLOATS).tolist():
+            over_max[row] = amounts[row] > contract.max_amount  # exactly, for an integer beyond a float's
+        for row in np.flatnonzero(alive & over_max).tolist():
+            rows.known.append((int(line_of[row]), contract.amount_violation(amounts[row])))
+        alive &= ~over_max
+
+        # Merchant names: 0 none, 1 fine, 2 suspicious, 3 too long (a name the verdict cache misses).
+        names = column["merchant_name"]
+        verdicts = self._merchant_verdicts(names)
+        for row in np.flatnonzero(alive & (verdicts == 3)).tolist():
+            rows.known.append((int(line_of[row]), contract.text_violation("merchant_name", names[row])))
+        alive &= verdicts != 3
+
+        # FraudScorer.score and .category, by column (tests/rules/test_scoring.py compares them).
         merchants = live.merchants
-        variants: Iterable[int]
-        limits: Iterable[float]
         if merchants.loaded:
-            slots, limit_column = merchants.join(map(_merchant_id, events))
-            variants = live.variants[slots].tolist()
-            limits = limit_column.tolist()
+            slots, limits = merchants.join(column["merchant_id"])
+            variants = live.variants[slots].astype(np.int64)
         else:
-            variants, limits = repeat(NOT_LOADED), repeat(math.inf)
-        named_points, anonymous_points = self._named_points, self._anonymous_points
-        over_points = rules.over_limit_points
+            variants, limits = np.full(n, NOT_LOADED, dtype=np.int64), np.full(n, math.inf)
+        has_name = verdicts > 0
+        score = np.where(has_name, self._named_points[variants], self._anonymous_points[variants])
+        over = amount > limits
+        score += over * rules.over_limit_points
+        score += (amount > rules.high_amount) * rules.high_amount_points
+        with np.errstate(invalid="ignore"):
+            round_amount = (amount > 0) & (np.fmod(amount, rules.round_amount) == 0)
+        score += round_amount * rules.round_amount_points
+        score += np.maximum(currency_points, 0)
+        score += (verdicts == 2) * rules.merchant_points
+        category = np.where(amount >= scorer.high_value, 0, np.where(amount >= scorer.medium_value, 1, 2))
+        flagged = score >= scorer.review_score
+
+        # The transaction lines: the raw object up to its closing brace, or a rewrite.
+        transaction_lines = self._transaction_lines
+        heads: dict[int, bytes] = {}  # rewritten heads, by row
+        records: dict[int, dict] = {}  # the event as a dict, by row, where a rare path needs it
+        rewrites = set(self._rewrites(lines, events, line_of, alive)) if transaction_lines and not plain else set()
+        for row in sorted(rewrites.union(np.flatnonzero(alive & flagged).tolist())):
+            record = _as_dict(lines[line_of[row]])
+            if record is None:
+                rows.dropped.append(int(line_of[row]))
+                alive[row] = False
+                continue
+            records[row] = record
+            if row in rewrites:
+                heads[row] = orjson.dumps(_without_enrichment(record))[:-1]
+
+        # Event time: late against the partition's high mark, which the accepted events move.
+        accepted = np.flatnonzero(alive)
+        clock, late, horizons = self._event_time.observe_many(clock, times[accepted])
+        if late.any():
+            for row, ts, horizon in zip(
+                accepted[late].tolist(), times[accepted[late]].tolist(), horizons[late].tolist(), strict=True
+            ):
+                rows.late.append((int(line_of[row]), ts, horizon))
+            accepted = accepted[~late]
+        if not accepted.size:
+            return clock, [], None
+        valid = accepted.tolist()
+        valid_lines = line_of[accepted].tolist()
 
         processed_tail = (datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
-        out_lines: list[bytes] = []
-        append_line = out_lines.append
-        region_counts: dict[tuple[str, int], list[int]] = out.region_counts
-        by_shard: list[list] = [[] for _ in range(self._shards)]
-        n_valid = 0
+        merchant = variants & 3
+        suffix_keys = None
+        if transaction_lines:
+            suffix_keys = (score * 24 + category * 8 + merchant * 2 + over)[accepted]
+            out.transactions = self._transactions(lines, valid_lines, valid, heads, suffix_keys, processed_tail)
+        out.n_transactions = len(valid)
 
-        for index, ev, variant, limit in zip(indices, events, variants, limits, strict=False):
-            raw = lines[index]
-            # Types, lengths and ranges are checked; what remains is syntax and the clock.
-            ts_value = ev.timestamp
-            if type(ts_value) is str:
-                base = ts_prefixes.get(ts_value[:19])
-                shift = ts_suffixes.get(ts_value[19:])
-                ts = base + shift if base is not None and shift is not None else parse_ts(ts_value)
-            else:
-                ts = parse_ts(ts_value)
-            if ts is None or ts < ts_lo or ts > ts_hi:
-                if ts is not None and ts_lo <= ts <= ts_latest:  # future: the contract's answer, known here
-                    known.append((index, contract.future_violation(ts_value, ts, now)))
-                else:
-                    dropped.append(index)
-                continue
-            if lake_times is not None:
-                lake_times[index] = ts
-            status = ev.payment_status
-            failed = statuses.get(status)
-            if failed is None:
-                failed = self._status_is_failure(status)
-                if failed is None:
-                    dropped.append(index)
-                    continue
-            currency = ev.currency
-            if currency is not None and not currency.isalpha():
-                dropped.append(index)
-                continue
+        # The (region, second) counts, with the failures and flags of each.
+        whole = len(valid) == n
+        pick = _picker(valid, whole)
+        regions = pick(column["region"])
+        valid_times = times[accepted]
+        seconds = valid_times.astype(np.int64)
+        suspected = flagged[accepted] & (score[accepted] >= scorer.suspected_score)
+        bucket, bucket_keys = _buckets(regions, seconds)
+        size = len(bucket_keys)
+        valid_failed = failed[accepted] == 1
+        columns = (
+            np.bincount(bucket, minlength=size),
+            np.bincount(bucket, weights=valid_failed, minlength=size).astype(np.int64),
+            np.bincount(bucket, weights=suspected, minlength=size).astype(np.int64),
+            np.bincount(bucket, weights=flagged[accepted] & ~suspected, minlength=size).astype(np.int64),
+        )
+        out.region_counts = dict(
+            zip(bucket_keys, map(list, zip(*(c.tolist() for c in columns), strict=True)), strict=True)
+        )
+        if self._dimensions.fields:
+            dimensions = {name: pick(column[name]) for name in self._dimensions.fields}
+            out.dimension_counts = self._dimensions.count(bucket_keys, bucket, valid_failed, dimensions)
 
-            # FraudScorer.score and .category, inline.
-            amount = ev.amount
-            merchant_name = ev.merchant_name
-            merchant = variant & 3
-            fraud_score = named_points[variant] if merchant_name else anonymous_points[variant]
-            over = 0
-            if amount is not None:
-                if amount > max_amount:
-                    known.append((index, contract.amount_violation(amount)))
-                    continue
-                if amount > limit:
-                    over = 1
-                    fraud_score += over_points
-                if amount > high_amount:
-                    fraud_score += high_points
-                if amount > 0 and amount % round_amount == 0:
-                    fraud_score += round_points
-                category = 0 if amount >= high_value else 1 if amount >= medium_value else 2
-            else:
-                category = 2
-            if currency is not None and currency not in currencies and currency.upper() not in currencies:
-                fraud_score += currency_points
-            if merchant_name:
-                hit = merchant_hits.get(merchant_name)
-                if hit is None:
-                    # The contract's limit, on a cache miss only: the cache holds checked names.
-                    if len(merchant_name) > max_name:
-                        known.append((index, contract.text_violation("merchant_name", merchant_name)))
-                        continue
-                    hit = scorer.merchant_is_suspicious(merchant_name)
-                if hit:
-                    fraud_score += merchant_points
-
-            # The raw object up to its closing brace, then the enrichment.
-            record: Any = None
-            head = b""
-            rewrite = False
-            if transaction_lines:
-                # The usual line ends at its closing brace: no search needed.
-                head = raw[:-1] if raw[-1] == 125 else raw[: raw.rindex(b"}")]
-                rewrite = not plain and (
-                    ev.category is not unset
-                    or ev.fraud_score is not unset
-                    or ev.fraud_status is not unset
-                    or ev.processed_at is not unset
-                    or ev.merchant_status is not unset
-                    or ev.over_merchant_limit is not unset
-                    or ev.rules_version is not unset
-                    or b"\n" in head
-                )
-            if rewrite or fraud_score >= flag_score:
-                # The rare paths need the event as a dict.
-                record = _as_dict(raw)
-                if record is None:
-                    dropped.append(index)
-                    continue
-                if rewrite:
-                    head = orjson.dumps(_without_enrichment(record))[:-1]
-
-            # Event time: EventTimeRule.observe, inline.
-            if ts < horizon:
-                late.append((index, ts, horizon))
-                continue
-            if ts > high:
-                if ts <= skew_limit:
-                    high, ahead = ts, 0
-                    horizon = ts - lateness
-                    skew_limit = ts + max_skew
-                else:
-                    high, ahead, ahead_min = event_time.ahead(PartitionTime(high, ahead, ahead_min), ts)
-                    horizon = high - lateness
-                    skew_limit = event_time.skew_limit(high)
-
-            n_valid += 1
-            if lake_valid is not None:
-                lake_valid.append(index)
-            if transaction_lines:
-                suffix_key = fraud_score * 24 + category * 8 + merchant * 2 + over
-                suffix = suffixes.get(suffix_key)
-                if suffix is None:
-                    suffix = self._enrichment_suffix(suffix_key, processed_tail)
-                append_line(head)
-                append_line(suffix)
-                if lake_keys is not None:
-                    lake_keys.append(suffix_key)
-
-            region = ev.region
-            key = (region, int(ts))
-            counts = region_counts.get(key)
-            if counts is None:
-                counts = region_counts[key] = [0, 0, 0, 0]
-            counts[0] += 1
-            if failed:
-                counts[1] += 1
-            if event_keys is not None:
-                event_keys.append(counts)
-                event_failed.append(failed)
-                valid_events.append(ev)
-            user_id = ev.user_id
-            if type(user_id) is int:
-                user_id = str(user_id)
-            txn = ev.transaction_id
-            if fraud_score >= flag_score:
+        # The user rules' tuples, per shard; flagged rows and their alerts, per row.
+        user_ids = pick(column["user_id"])
+        transaction_ids = pick(column["transaction_id"])
+        time_list = valid_times.tolist()
+        self._user_events(out, user_ids, time_list, pick(amounts), regions, transaction_ids)
+        if flagged[accepted].any():
+            for k in np.flatnonzero(flagged[accepted]).tolist():
+                row = valid[k]
+                user_id = user_ids[k]
                 self._flag(
-                    out, counts, record, txn, ts, region, user_id, fraud_score, category, merchant, over, processed_tail
+                    out,
+                    records[row],
+                    transaction_ids[k],
+                    time_list[k],
+                    regions[k],
+                    str(user_id) if type(user_id) is int else user_id,
+                    int(score[row]),
+                    int(category[row]),
+                    int(merchant[row]),
+                    int(over[row]),
+                    processed_tail,
                 )
-            if user_id is not None:
-                shard = shard_of.get(user_id)
-                if shard is None:
-                    shard = self._shard(user_id)
-                by_shard[shard].append((user_id, ts, amount, region, txn))
+        return clock, valid_lines, suffix_keys
 
-        out.transactions = b"".join(out_lines)
-        out.n_transactions = n_valid
-        out.user_events = {shard: users for shard, users in enumerate(by_shard) if users}
-        return PartitionTime(high, ahead, ahead_min if ahead else math.inf)
+    # -- the columns ---------------------------------------------------------
+
+    @staticmethod
+    def _reject(rows: _Rows, line_of: np.ndarray, mask: np.ndarray) -> None:
+        """Rows for the contract's slow path to explain."""
+        if mask.any():
+            rows.dropped += line_of[mask].tolist()
+
+    def _check(self, rows: _Rows, line_of: np.ndarray, alive: np.ndarray, passed: np.ndarray) -> np.ndarray:
+        """``alive`` narrowed to the rows that pass; the others it held go to the slow path."""
+        self._reject(rows, line_of, alive & ~passed)
+        return alive & passed
+
+    def _failures(self, statuses: Sequence) -> np.ndarray:
+        """1 for a failure spelling, 0 for a success one, -1 for anything else, per row."""
+        failed = list(map(self._statuses.get, statuses))
+        if None in failed:
+            for row in [row for row, value in enumerate(failed) if value is None]:
+                failed[row] = self._status_is_failure(statuses[row])
+        return np.fromiter(map(_STATUS_CODES.__getitem__, failed), np.int8, len(failed))
+
+    def _currency_points(self, currencies: Sequence) -> np.ndarray:
+        """The currency rule's points per row (0 for none), -1 for a code that is not alphabetic."""
+        scorer = self._scorer
+        known, points = scorer.currencies, scorer.rules.currency_points
+        verdict: dict[Optional[str], int] = {}
+        for code in dict.fromkeys(currencies):
+            if code is None:
+                verdict[code] = 0
+            elif not code.isalpha():
+                verdict[code] = -1
+            else:
+                verdict[code] = 0 if code in known or code.upper() in known else points
+        return np.fromiter(map(verdict.__getitem__, currencies), np.int64, len(currencies))
+
+    def _merchant_verdicts(self, names: Sequence) -> np.ndarray:
+        """Per row: 0 no name, 1 a name, 2 a suspicious name, 3 a name over the contract's length.
+
+        Judged once per distinct name of the chunk; the verdict cache holds
+        checked names only, so a name it holds needs no length check.
+        """
+        scorer = self._scorer
+        hits, max_name = scorer.merchant_hits, self.contract.max_name_length
+        verdict: dict[Optional[str], int] = {}
+        for name in dict.fromkeys(names):
+            if not name:
+                verdict[name] = 0
+                continue
+            hit = hits.get(name)
+            if hit is None:
+                if len(name) > max_name:
+                    verdict[name] = 3
+                    continue
+                hit = scorer.merchant_is_suspicious(name)
+            verdict[name] = 2 if hit else 1
+        return np.fromiter(map(verdict.__getitem__, names), np.int8, len(names))
+
+    @staticmethod
+    def _rewrites(lines: list[bytes], events: list, line_of: np.ndarray, alive: np.ndarray) -> list[int]:
+        """Rows of a chunk that is not plain whose line must be rewritten before it is enriched."""
+        return [row for row in np.flatnonzero(alive).tolist() if _needs_rewrite(events[row], lines[line_of[row]])]
+
+    def _transactions(
+        self,
+        lines: list[bytes],
+        valid_lines: list[int],
+        valid: list[int],
+        rewritten: dict[int, bytes],
+        keys: np.ndarray,
+        processed_tail: bytes,
+    ) -> bytes:
+        """The JSONL of the valid events: each raw object up to its brace, then its suffix."""
+        suffixes = self._suffixes
+        key_list = keys.tolist()
+        for key in dict.fromkeys(key_list):
+            self._enrichment_suffix(key, processed_tail)
+        raws = lines if len(valid_lines) == len(lines) else list(map(lines.__getitem__, valid_lines))
+        if set(map(_last_byte, raws)) == _BRACE:
+            heads = list(map(_before_brace, raws))
+        else:
+            heads = list(map(_head, raws))
+        if rewritten:
+            position = {row: k for k, row in enumerate(valid)}
+            for row, head in rewritten.items():
+                k = position.get(row)
+                if k is not None:
+                    heads[k] = head
+        parts: list[bytes] = [b""] * (2 * len(heads))
+        parts[::2] = heads
+        parts[1::2] = map(suffixes.__getitem__, key_list)
+        return b"".join(parts)
+
+    def _user_events(
+        self,
+        out: ParsedChunk,
+        user_ids: Sequence,
+        times: list[float],
+        amounts: Sequence,
+        regions: Sequence,
+        txns: Sequence,
+    ) -> None:
+        """``(user_id, ts, amount, region, transaction_id)`` per shard, in event order, for events with a user."""
+        if not _STR_OR_NONE.issuperset(map(type, user_ids)):
+            user_ids = [str(user_id) if type(user_id) is int else user_id for user_id in user_ids]
+        shards = np.fromiter(map(self._shard_of.get, user_ids, repeat(-1)), np.int64, len(user_ids))
+        for k in np.flatnonzero(shards < 0).tolist():
+            if user_ids[k] is not None:
+                shards[k] = self._shard(user_ids[k])
+        order = np.argsort(shards, kind="stable")
+        sizes = np.bincount(shards + 1, minlength=self._shards + 1).tolist()
+        tuples = list(zip(user_ids, times, amounts, regions, txns, strict=True))
+        ordered = list(map(tuples.__getitem__, order[sizes[0] :].tolist()))
+        start = 0
+        for shard, size in enumerate(sizes[1:]):
+            if size:
+                out.user_events[shard] = ordered[start : start + size]
+                start += size
 
     # -- helpers kept off the hot path -------------------------------------
 
@@ -536,7 +650,6 @@ class ChunkParser:
     def _flag(
         self,
         out: ParsedChunk,
-        counts: list[int],
         record: dict,
         txn: str,
         ts: float,
@@ -548,14 +661,10 @@ class ChunkParser:
         over: int,
         processed_tail: bytes,
     ) -> None:
-        """A REVIEW_REQUIRED or FRAUD_SUSPECTED event: count it, keep it, alert on suspicion."""
-        fraud_status = self._scorer.status(fraud_score)
+        """A REVIEW_REQUIRED or FRAUD_SUSPECTED event (counted by column): keep it, alert on suspicion."""
         merchant_status = STATUS_NAMES[merchant]
-        if fraud_status == FRAUD_SUSPECTED:
-            counts[2] += 1
+        if self._scorer.status(fraud_score) == FRAUD_SUSPECTED:
             out.alerts.append(self._fraud_alert(record, txn, ts, region, user_id, fraud_score, merchant_status))
-        elif fraud_status == REVIEW_REQUIRED:
-            counts[3] += 1
         out.flagged.append(
             self._enriched(record, CATEGORIES[category], fraud_score, processed_tail, merchant_status, over)
         )

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from operators.dimension_counts import DimensionCounter
@@ -102,11 +103,11 @@ def test_dimension_counts_per_chunk_are_exact_per_hop():
         _Ev(device="mobile", payment_method=None),
         _Ev(device=None, payment_method=3),
     ]
-    region_counts = {("EU", 1000): [1, 1, 0, 0], ("US", 1003): [1, 1, 0, 0], ("EU", 1009): [1, 0, 0, 0]}
-    region_counts[("EU", 1010)] = [1, 1, 0, 0]
-    owners = [region_counts[k] for k in (("EU", 1000), ("US", 1003), ("EU", 1009), ("EU", 1010))]
-    failed = [True, True, False, True]
-    counts = counter.count(region_counts, owners, failed, events)
+    buckets = [("EU", 1000), ("US", 1003), ("EU", 1009), ("EU", 1010)]
+    bucket = np.array([0, 1, 2, 3])
+    failed = np.array([True, True, False, True])
+    columns = {name: [getattr(ev, name) for ev in events] for name in ("device", "payment_method")}
+    counts = counter.count(buckets, bucket, failed, columns)
     assert set(counts) == {("EU", 1000), ("US", 1000), ("EU", 1010)}
     assert counts[("EU", 1000)]["device"] == ({"mobile": 2}, {"mobile": 1})
     assert counts[("US", 1000)]["device"] == ({"web": 1}, {"web": 1})
@@ -114,7 +115,19 @@ def test_dimension_counts_per_chunk_are_exact_per_hop():
     assert counts[("EU", 1000)]["payment_method"] == ({"card": 1}, {"card": 1})
     assert counts[("US", 1000)]["payment_method"][0] == {"{'odd': 1}": 1}
     assert counts[("EU", 1010)]["payment_method"] == ({"3": 1}, {"3": 1})
-    assert DimensionCounter([], 10, frozenset()).count(region_counts, owners, failed, events) == {}
+    assert DimensionCounter([], 10, frozenset()).count(buckets, bucket, failed, columns) == {}
+
+
+def test_dimension_counts_group_events_by_hop_in_event_order():
+    """Events of one hop, interleaved with another's, are counted together, in the order they came."""
+    counter = DimensionCounter(["device"], 10, frozenset({"device"}))
+    devices = {"device": ["a", "b", "c", "a", "b"]}
+    buckets = [("EU", 1000), ("EU", 1011), ("EU", 1005)]
+    counts = counter.count(buckets, np.array([0, 1, 2, 1, 0]), np.array([False, True, True, True, False]), devices)
+    assert list(counts) == [("EU", 1000), ("EU", 1010)]
+    assert list(counts[("EU", 1000)]["device"][0].items()) == [("a", 1), ("c", 1), ("b", 1)]
+    assert counts[("EU", 1000)]["device"][1] == {"c": 1}
+    assert counts[("EU", 1010)]["device"] == ({"b": 1, "a": 1}, {"b": 1, "a": 1})
 
 
 def test_contributors_reach_dynamodb_as_a_list_of_maps():
