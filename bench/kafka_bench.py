@@ -121,10 +121,17 @@ def _drain_source(source, n: int) -> float:
 
 #: ``source.max_batch_size`` for every whole-process run (None: the settings' default).
 MAX_BATCH_SIZE: int | None = None
+#: CPU seconds (user + system, all its processes) of every whole-process run, by run name.
+CPU_SECONDS: dict[str, float] = {}
 
 
 def _pipeline(tmp: Path, name: str, source: dict, env: dict | None = None, processes: int = 1) -> tuple[float, Path]:
-    """Wall seconds of ``bytewax.run dataflow`` as ``processes`` processes (``-i/-a``)."""
+    """Wall seconds of ``bytewax.run dataflow`` as ``processes`` processes (``-i/-a``).
+
+    Their CPU seconds go to :data:`CPU_SECONDS`: CPU per event moves less than
+    wall clock with the shared machine's load, and tells what a second
+    process costs in work (state and batches crossing between processes).
+    """
     out = tmp / name
     sizes = {"batch_size": 1000} | ({"max_batch_size": MAX_BATCH_SIZE} if MAX_BATCH_SIZE else {})
     cfg = {
@@ -145,9 +152,14 @@ def _pipeline(tmp: Path, name: str, source: dict, env: dict | None = None, proce
         )
         for args in cluster
     ]
+    cpu = 0.0
     for proc in procs:
-        if proc.wait() != 0:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu += usage.ru_utime + usage.ru_stime
+        if proc.returncode != 0:
             raise SystemExit(f"pipeline {name} failed with {proc.returncode}")
+    CPU_SECONDS[name] = cpu
     return time.perf_counter() - start, out
 
 
@@ -236,6 +248,15 @@ def main() -> int:
         def net_of(wall_s: float, start_s: float) -> float:
             return args.events / max(wall_s - start_s, 1e-9)
 
+        def per_cpu(name: str, tiny_run: str) -> float:
+            """Events per CPU-second of the shape's leanest round, net of its start-up's CPU."""
+            cpu = min(CPU_SECONDS[f"{name}-{r}"] for r in range(args.rounds))
+            return args.events / max(cpu - CPU_SECONDS[tiny_run], 1e-9)
+
+        cpu1, cpu2 = per_cpu("kafka", "kafka-tiny"), per_cpu("kafka-2", "kafka-tiny-2")
+        cpu_rd1, cpu_rd2 = per_cpu("rdkafka", "rdkafka-tiny"), per_cpu("rdkafka-2", "rdkafka-tiny-2")
+        cpu_file = per_cpu("file", "file-empty")
+
         net, net2 = net_of(wall, startup), net_of(wall2, startup2)
         net_rd, net_rd2 = net_of(wall_rdkafka, startup_rd), net_of(wall_rd2, startup_rd2)
         net_file = net_of(wall_file, startup_file)
@@ -261,6 +282,18 @@ def main() -> int:
             (
                 f"pipeline from a file, same events, 1 process, minus start-up ({startup_file:.2f} s)",
                 f"{net_file:,.0f}",
+            ),
+            (
+                "2 processes / 1 process, wall clock incl. start-up: kafka-python / confluent-kafka",
+                f"{wall / wall2:.2f}x / {wall_rdkafka / wall_rd2:.2f}x",
+            ),
+            (
+                "events per CPU-second net of start-up: file / kafka-python / confluent-kafka, 1 process",
+                f"{cpu_file:,.0f} / {cpu1:,.0f} / {cpu_rd1:,.0f}",
+            ),
+            (
+                "the same, 2 processes: kafka-python / confluent-kafka (ceiling of 2 processes on 2 free cores)",
+                f"{cpu2:,.0f} ({2 * cpu2 / cpu1:.2f}x) / {cpu_rd2:,.0f} ({2 * cpu_rd2 / cpu_rd1:.2f}x)",
             ),
             ("one-process bound from Kafka, 1/(1/bare + 1/file)", f"{bound:,.0f} ({bound / bare:.0%} of bare)"),
             ("whole process from a file, start-up included", f"{args.events / wall_file:,.0f}"),

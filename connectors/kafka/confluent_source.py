@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 _IDLE_EMIT_SECONDS = 1.0
 _EMPTY_POLL_PAUSE = timedelta(milliseconds=20)
 _PROBE_TIMEOUT_SECONDS = 30.0
+# One wait of the probe: consume() waits out its whole timeout unless a full
+# chunk arrives, so a short step ends the probe soon after the first fetch
+# response (a 100 ms step cost 100 ms per partition at every bounded start).
+_PROBE_STEP_SECONDS = 0.005
 _METADATA_TIMEOUT_SECONDS = 30.0
 
 
@@ -165,7 +169,7 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
         """Fetch until a response carries the high watermark; keep what it read."""
         deadline = time.monotonic() + _PROBE_TIMEOUT_SECONDS
         while True:
-            self._pending.extend(self._consume(timeout=0.1))
+            self._pending.extend(self._consume(timeout=_PROBE_STEP_SECONDS))
             highwater = self._highwater()
             if highwater is not None:
                 return highwater
