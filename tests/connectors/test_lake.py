@@ -394,6 +394,11 @@ def test_enriched_columns_from_the_lines_and_suffixes_equal_those_read_from_the_
     if chunk.valid:
         assert fast.source.table().equals(slow.source.table())
         assert fast.source.table().num_rows == parsed.n_transactions
+        # Row sizes (where files roll) from the line and its suffix: the JSONL line's length,
+        # for every line the parse step copies as it is (ends at its brace, no added fields).
+        plain = [chunk.lines[i].endswith(b"}") and b'"category"' not in chunk.lines[i] for i in chunk.valid]
+        assert any(plain)
+        assert fast.sizes[plain].tolist() == slow.sizes[plain].tolist()
     raw = raw_rows(chunk, TimestampParser(2000, 2100), 300.0).source.table()
     assert raw.num_rows == len(lines)
 
