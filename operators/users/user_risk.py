@@ -6,15 +6,19 @@ that shard's events of the chunk as one list, and the partition's progress.
 Keying by user would cost one Bytewax item (routing, Python call) per
 event; keying by shard costs one per shard per chunk.
 
-A shard's state is a plain dict of user -> list of fields, and lists of
-floats inside: the cheapest things to update per event and to pickle at
-every epoch's snapshot (a deque pickles through ``copyreg`` in Python, five
-times slower). Users expire after ``idle_seconds`` of event time without a
+A shard's state is columns (:mod:`operators.users.user_table`): users interned
+to slots, one float64 row per slot, so a released batch is judged with numpy
+calls per batch instead of Python per event, and a snapshot pickles arrays.
+A batch is judged in rounds: round k takes every user's k-th event of the
+batch, vectorised across users (a user appears at most once per round, so the
+gathered rows can be updated as a matrix and scattered back). Batches and
+rounds smaller than ``SCALAR_BELOW`` events take a per-event Python path over
+the same rows (fields read and written through a memoryview), where numpy's
+fixed cost per call would exceed the work. Users expire after ``idle_seconds`` of event time without a
 payment: a user whose next payment comes later than that starts afresh, and
 a sweep that runs once per eighth of ``idle_seconds`` of event time (or when
 the shard is 10 % over its cap) frees the idle ones and then the least
-recently seen beyond the cap: amortised O(1) per event, where keeping the
-dict in recency order would cost a reordering per event.
+recently seen beyond the cap.
 
 Rules, each with a cooldown so a burst raises one alert, not one per event
 (a burst lasts while the condition keeps holding within the cooldown):
@@ -41,38 +45,46 @@ against the state as it is.
 
 from __future__ import annotations
 
-import heapq
 import math
 import pickle
-from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from functools import reduce
+from operator import add, itemgetter
+from typing import Any, NamedTuple, Optional, Union
+
+import numpy as np
 
 from config.settings import RuleSettings, UserSettings
 from operators import alerts
 from operators.partition_clock import PartitionClock
 from operators.state.snapshots import SnapshotError
 from operators.users.event_order import EventTimeBuffer
-
-# Per-user state is a list (cheaper than an object; pickled at snapshots).
-_LAST_TS = 0  # newest event time seen for the user
-_LAST_REGION = 1
-_WINDOW_TS = 2  # event times within the velocity window, sorted
-_WINDOW_AMOUNTS = 3  # their amounts, in the same order
-_WINDOW_SUM = 4
-_AMOUNTS = 5  # the last history_size amounts, oldest first
-_SORTED = 6  # the same amounts, sorted: the median in O(1), updates by bisection
-_VELOCITY_UNTIL = 7  # cooldown ends (event time)
-_SPIKE_UNTIL = 8
-_TRAVEL_UNTIL = 9
+from operators.users.user_table import (
+    HISTORY,
+    HISTORY_LEN,
+    HISTORY_POS,
+    LAST_REGION,
+    LAST_TS,
+    SPIKE_UNTIL,
+    TRAVEL_UNTIL,
+    VELOCITY_UNTIL,
+    WINDOW_ORDERED,
+    WINDOW_POS,
+    UserTable,
+    relayout,
+    ring_for,
+)
 
 _NEVER = float("-inf")
 _SWEEPS_PER_IDLE_TIME = 8
 _CAP_SLACK = 1.1
+SCALAR_BELOW = 48
+"""Batches (and rounds) with fewer events than this are judged per event in Python (measured:
+bench/user_rules_bench.py; numpy costs about a microsecond per call whatever the length)."""
 
-
-def _last_ts(item: tuple[str, list]) -> float:
-    return item[1][_LAST_TS]
+# Rule order of the alerts one event raises.
+_TRAVEL, _VELOCITY, _SPIKE = 0, 1, 2
+_ALERT_ORDER = itemgetter(0, 1)
 
 
 @dataclass(slots=True)
@@ -121,13 +133,32 @@ def upgrade_snapshot(snapshot: bytes) -> bytes:
     return pickle.dumps(upgraded, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def upgrade_to_columns(snapshot: bytes) -> bytes:
+    """Migration of the ``user_risk`` step's snapshot from format 2 to format 3.
+
+    Format 3 is format 2 with the rules' users in columns (:class:`UserTable`'s
+    state) instead of a dict of per-user lists; the partition clock and the held
+    events are unchanged. The users keep their order, history, window and
+    cooldowns, so a resumed flow judges their next events as the old release would.
+    """
+    risk_state, clock_state, buffer_state = pickle.loads(snapshot)
+    users, newest, next_sweep = risk_state
+    if not isinstance(users, dict):
+        raise SnapshotError(
+            f"step user_risk: a format 2 snapshot whose users are a {type(users).__name__}, not a dict. "
+            "Move the recovery directory aside to start afresh."
+        )
+    upgraded = ((UserTable.from_users(users).state(), newest, next_sweep), clock_state, buffer_state)
+    return pickle.dumps(upgraded, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class UserShard:
     """One user shard: partition frontier, held events and the rules, with one snapshot.
 
     :arg allowed_lateness: ``windows.allowed_lateness_seconds``, the lag of the
         partition watermarks behind each partition's newest event.
-    :arg state: what :meth:`snapshot` returned (format 2 of the ``user_risk``
-        step; :func:`upgrade_snapshot` brings older ones to it).
+    :arg state: what :meth:`snapshot` returned (format 3 of the ``user_risk``
+        step; :func:`upgrade_snapshot` and :func:`upgrade_to_columns` bring older ones to it).
     """
 
     def __init__(
@@ -169,32 +200,77 @@ class UserShard:
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+class Columns(NamedTuple):
+    """A released batch as columns: the one place that turns event tuples into them.
+
+    Tuples of the original objects: the alerts quote them as they came.
+    """
+
+    users: tuple
+    times: tuple
+    amounts: tuple  # None where the event had no amount
+    regions: tuple
+    txns: tuple
+
+
+def columns(events: list[tuple]) -> Columns:
+    """``(user_id, ts, amount, region, txn)`` tuples to :class:`Columns` (one C-level transpose)."""
+    return Columns(*zip(*events, strict=False))  # 5-tuples; strict=True doubles the cost
+
+
+class _Batch:
+    """What both judging paths need of one batch: its columns, slots and region ids,
+    and (built once, for the rounds only) the same as numpy arrays."""
+
+    __slots__ = ("cols", "slots", "region_ids", "slot", "ts", "amount", "paid", "region")
+
+    def __init__(self, cols: Columns, slots: list[int], region_ids: list[int]) -> None:
+        self.cols, self.slots, self.region_ids = cols, slots, region_ids
+
+    def arrays(self) -> None:
+        self.slot = np.array(self.slots, dtype=np.intp)
+        self.ts = np.array(self.cols.times, dtype=np.float64)
+        self.amount = np.array(self.cols.amounts, dtype=np.float64)  # None -> NaN
+        self.paid = np.fmax(self.amount, 0.0)  # NaN -> 0.0
+        self.region = np.array(self.region_ids, dtype=np.float64)  # rows hold floats
+
+
 class UserRisk:
     """The users of one shard and the rules applied to them."""
 
     def __init__(self, rules: RuleSettings, users: UserSettings, state: Union[bytes, tuple, None] = None) -> None:
-        self.velocity = rules.velocity
-        self.spike = rules.amount_spike
-        self.travel = rules.impossible_travel
+        self.use_rules(rules)
         self.idle_seconds = users.idle_seconds
         self.max_users = max(1, users.max_users // users.shards)
         self._sweep_above = int(self.max_users * _CAP_SLACK)
-        self.users: dict[str, list] = {}
+        self.scalar_below = SCALAR_BELOW
+        history = rules.amount_spike.history_size
+        self.table = UserTable(history, ring_for(rules.velocity.max_count))
         self.newest = _NEVER
         self.next_sweep = _NEVER
         if state is not None:
-            self.users, self.newest, self.next_sweep = pickle.loads(state) if isinstance(state, bytes) else state
+            table, self.newest, self.next_sweep = pickle.loads(state) if isinstance(state, bytes) else state
+            if isinstance(table, dict):  # format 2: a dict of per-user lists
+                table = UserTable.from_users(table, ring_for(rules.velocity.max_count)).state()
+            self.table = UserTable.from_state(table)
+            self.table.set_history(history)
+            self.table.reserve_ring(ring_for(rules.velocity.max_count))
+
+    @property
+    def users(self) -> dict[str, int]:
+        """User id -> slot, least recently arrived (or least recently seen after a cap sweep) first."""
+        return self.table.slot_of
 
     def state(self) -> tuple:
-        """The users and sweep clock (live objects: pickle before mutating again)."""
-        return (self.users, self.newest, self.next_sweep)
+        """The users' columns and the sweep clock (arrays copied: safe to pickle later)."""
+        return (self.table.state(), self.newest, self.next_sweep)
 
     def snapshot(self) -> bytes:
         """Pickled now, so later mutation cannot leak into the snapshot."""
         return pickle.dumps(self.state(), protocol=pickle.HIGHEST_PROTOCOL)
 
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.table)
 
     def use_rules(self, rules: RuleSettings) -> None:
         """Judge the next events by new thresholds (live rules; window lengths unchanged)."""
@@ -204,104 +280,264 @@ class UserRisk:
 
     def process(self, events: list[tuple]) -> list[dict[str, Any]]:
         """Apply the rules to ``(user_id, ts, amount, region, txn)`` events in order."""
-        users = self.users
-        out: list[dict[str, Any]] = []
-        spike_factor = self.spike.factor
-        min_history = self.spike.min_history
-        history_size = self.spike.history_size
-        velocity_window = self.velocity.window_seconds
-        max_count = self.velocity.max_count
-        max_amount = self.velocity.max_amount
-        travel_window = self.travel.window_seconds
-        idle_seconds = self.idle_seconds
-        newest = self.newest
+        if not events:
+            return []
+        return self.process_columns(columns(events))
 
-        for user_id, ts, amount, region, txn in events:
-            if ts > newest:
-                newest = ts
-            paid = amount or 0.0
-            user = users.get(user_id)
-            if user is None or ts - user[_LAST_TS] > idle_seconds:
-                # First payment (or first after an idle time): only the
-                # velocity amount limit can fire.
-                history = [] if amount is None else [amount]
-                user = [ts, region, [ts], [paid], paid, history, history[:], _NEVER, _NEVER, _NEVER]
-                users[user_id] = user
-                if paid > max_amount:
-                    out.append(self._velocity_alert(user_id, txn, ts, region, 1, paid))
-                    user[_VELOCITY_UNTIL] = ts + self.velocity.cooldown_seconds
-                continue
-            last_ts, last_region, times, amounts, total, history, ordered, _, _, _ = user
-
-            # Impossible travel: against the previous payment's region and time.
-            if region != last_region and abs(ts - last_ts) <= travel_window:
-                if ts > user[_TRAVEL_UNTIL]:
-                    out.append(self._travel_alert(user_id, txn, ts, region, last_region, abs(ts - last_ts)))
-                user[_TRAVEL_UNTIL] = ts + self.travel.cooldown_seconds
-            if ts >= last_ts:
-                user[_LAST_TS] = ts
-                user[_LAST_REGION] = region
-
-            # Velocity over the trailing window (relative to the newest event).
-            if ts >= times[-1]:
-                if times[-1] <= ts - velocity_window:
-                    # The usual case: everything before has left the window.
-                    times = user[_WINDOW_TS] = [ts]
-                    amounts = user[_WINDOW_AMOUNTS] = [paid]
-                    total = 0.0
-                else:
-                    times.append(ts)
-                    amounts.append(paid)
+    def process_columns(self, cols: Columns) -> list[dict[str, Any]]:
+        """:meth:`process` for a batch already in columns."""
+        table = self.table
+        n = len(cols.users)
+        if not n:
+            return []
+        slots = table.slots(cols.users)
+        batch = _Batch(cols, slots, table.region_ids(cols.regions))
+        out: list[tuple[int, int, dict]] = []
+        if n < self.scalar_below:
+            self._scalar(batch, range(n), out)
+        else:
+            batch.arrays()
+            if len(set(slots)) == n:
+                self._vector(batch, None, out)
             else:
-                index = bisect_right(times, ts)
-                times.insert(index, ts)
-                amounts.insert(index, paid)
-            total += paid
-            cutoff = times[-1] - velocity_window
-            if times[0] <= cutoff:
-                expired = bisect_right(times, cutoff)
-                for old in amounts[:expired]:
-                    total -= old
-                del times[:expired], amounts[:expired]
-            user[_WINDOW_SUM] = total
-            count = len(times)
-            if count > max_count or total > max_amount:
-                if ts > user[_VELOCITY_UNTIL]:
-                    out.append(self._velocity_alert(user_id, txn, ts, region, count, total))
-                user[_VELOCITY_UNTIL] = ts + self.velocity.cooldown_seconds
-
-            # Amount spike against the median of the user's recent amounts.
-            if amount is not None:
-                size = len(ordered)
-                if size >= min_history:
-                    mid = size // 2
-                    typical = ordered[mid] if size % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
-                    if typical > 0 and amount >= spike_factor * typical:
-                        if ts > user[_SPIKE_UNTIL]:
-                            out.append(self._spike_alert(user_id, txn, ts, region, amount, typical))
-                        user[_SPIKE_UNTIL] = ts + self.spike.cooldown_seconds
-                if size == history_size:
-                    del ordered[bisect_left(ordered, history.pop(0))]
-                history.append(amount)
-                insort(ordered, amount)
-
-        self.newest = newest
-        if newest >= self.next_sweep or len(users) > self._sweep_above:
+                self._rounds(batch, out)
+        self.newest = max(self.newest, max(cols.times))
+        if self.newest >= self.next_sweep or len(table) > self._sweep_above:
             self._sweep()
-        return out
+        if not out:
+            return []
+        out.sort(key=_ALERT_ORDER)
+        return [alert for _, _, alert in out]
+
+    def _rounds(self, batch: _Batch, out: list) -> None:
+        """Rank each event within its user; round k judges every user's k-th event."""
+        n = len(batch.slots)
+        order = np.argsort(batch.slot, kind="stable")
+        ordered = batch.slot[order]
+        position = np.arange(n)
+        starts = np.empty(n, dtype=bool)
+        starts[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+        rank = np.empty(n, dtype=np.intp)
+        rank[order] = position - np.maximum.accumulate(np.where(starts, position, 0))
+        for k in range(int(rank.max()) + 1):
+            chosen = np.flatnonzero(rank == k)
+            if len(chosen) < self.scalar_below:
+                # Fewer users left than a round is worth: the rest in order, per event.
+                self._scalar(batch, np.flatnonzero(rank >= k).tolist(), out)
+                return
+            self._vector(batch, chosen, out)
+
+    def _vector(self, batch: _Batch, chosen: Optional[np.ndarray], out: list) -> None:
+        """Judge events of distinct users (``chosen``; None: the whole batch) as one matrix."""
+        table = self.table
+        if chosen is None:
+            slot, ts, region, amount, paid = batch.slot, batch.ts, batch.region, batch.amount, batch.paid
+        else:
+            slot, ts, region = batch.slot[chosen], batch.ts[chosen], batch.region[chosen]
+            amount, paid = batch.amount[chosen], batch.paid[chosen]
+        rows = table.rows[slot]
+        n = len(slot)
+        every = np.arange(n)
+
+        # First payment, or the first after idle_seconds: the user starts afresh
+        # (a new slot's last time is -inf). Only the velocity amount limit can fire then.
+        fresh = ts - rows[:, LAST_TS] > self.idle_seconds
+        if np.count_nonzero(fresh):
+            rows[fresh] = table.blank
+            rows[fresh, LAST_TS] = ts[fresh]
+            rows[fresh, LAST_REGION] = region[fresh]
+        last_ts = rows[:, LAST_TS].copy()
+        last_region = rows[:, LAST_REGION].copy()
+
+        # Impossible travel: against the previous payment's region and time.
+        gap = np.abs(ts - last_ts)
+        travel = (region != last_region) & (gap <= self.travel.window_seconds)
+        if np.count_nonzero(travel):
+            until = rows[:, TRAVEL_UNTIL]
+            for i in np.flatnonzero(travel & (ts > until)).tolist():
+                e = i if chosen is None else int(chosen[i])
+                previous = table.regions[int(last_region[i])]
+                out.append((e, _TRAVEL, self._travel_alert(batch, e, previous, float(gap[i]))))
+            rows[:, TRAVEL_UNTIL] = np.where(travel, ts + self.travel.cooldown_seconds, until)
+        newer = ts >= last_ts
+        newest = np.where(newer, ts, last_ts)
+        rows[:, LAST_TS] = newest
+        rows[:, LAST_REGION] = np.where(newer, region, last_region)
+
+        # Velocity: the ring's entries after the user's newest time minus the window.
+        # The ring is transposed (one row per ring position) so that the reductions
+        # run along whole rows of users, and the sum adds positions in ring order.
+        # Where the entry goes: operators/users/user_table.py (the same rules as _scalar).
+        cutoff = newest - self.velocity.window_seconds
+        start = table.window_ts
+        times = rows[:, start : start + table.ring].T.copy()
+        pos = rows[:, WINDOW_POS].astype(np.intp)
+        in_order = (rows[:, WINDOW_ORDERED] > 0) & (ts >= times[(pos - 1) % table.ring, every])
+        write = np.where(in_order, pos, times.argmin(axis=0))
+        if np.count_nonzero(times[write, every] > cutoff):  # a full window: room for everyone
+            before = table.ring
+            table.grow_ring()
+            rows = relayout(rows, (table.history, table.history), (before, table.ring))
+            start = table.window_ts
+            times = rows[:, start : start + table.ring].T.copy()
+            pos = rows[:, WINDOW_POS].astype(np.intp)
+            in_order = (rows[:, WINDOW_ORDERED] > 0) & (ts >= times[(pos - 1) % table.ring, every])
+            write = np.where(in_order, pos, times.argmin(axis=0))
+        times[write, every] = ts
+        rows[every, start + write] = ts
+        rows[every, table.window_amount + write] = paid
+        amounts = rows[:, table.window_amount : table.window_amount + table.ring].T
+        live = times > cutoff
+        count = np.add.reduce(live, axis=0, dtype=np.intp)
+        total = np.where(live, amounts, 0.0).sum(axis=0)
+        rows[:, WINDOW_POS] = (write + 1) % table.ring
+        # A run again when the new entry is the only live one (not when it came dead, behind the window).
+        rows[:, WINDOW_ORDERED] = in_order | ((count == 1) & (ts > cutoff))
+        velocity = (count > self.velocity.max_count) | (total > self.velocity.max_amount)
+        if np.count_nonzero(velocity):
+            until = rows[:, VELOCITY_UNTIL]
+            for i in np.flatnonzero(velocity & (ts > until)).tolist():
+                e = i if chosen is None else int(chosen[i])
+                out.append((e, _VELOCITY, self._velocity_alert(batch, e, int(count[i]), float(total[i]))))
+            rows[:, VELOCITY_UNTIL] = np.where(velocity, ts + self.velocity.cooldown_seconds, until)
+
+        # Amount spike against the median of the user's recent amounts.
+        has = amount == amount  # not NaN: the event has an amount
+        held = rows[:, HISTORY_LEN]
+        size = table.history
+        judged = np.flatnonzero(has & (held >= self.spike.min_history))
+        if len(judged):
+            ordered = np.sort(rows[judged, HISTORY : HISTORY + size], axis=1)  # NaN (empty) last
+            k = held[judged].astype(np.intp)
+            at = np.arange(len(judged))
+            typical = (ordered[at, (k - 1) // 2] + ordered[at, k // 2]) / 2.0
+            spike = (typical > 0) & (amount[judged] >= self.spike.factor * typical)
+            if np.count_nonzero(spike):
+                spiking = judged[spike]
+                until = rows[:, SPIKE_UNTIL]
+                for i, median in zip(spiking.tolist(), typical[spike].tolist(), strict=True):
+                    if ts[i] > until[i]:
+                        e = i if chosen is None else int(chosen[i])
+                        out.append((e, _SPIKE, self._spike_alert(batch, e, median)))
+                until[spiking] = ts[spiking] + self.spike.cooldown_seconds
+        adds = every if np.count_nonzero(has) == n else np.flatnonzero(has)
+        if len(adds):
+            pos = rows[adds, HISTORY_POS].astype(np.intp)
+            rows[adds, HISTORY + pos] = amount[adds]
+            rows[adds, HISTORY_POS] = (pos + 1) % size
+            rows[adds, HISTORY_LEN] = np.minimum(held[adds] + 1, size)
+        table.rows[slot] = rows
+
+    def _scalar(self, batch: _Batch, chosen: Any, out: list) -> None:
+        """Judge events ``chosen`` (indices, in order) one by one, in place in the rows.
+
+        Fields are read and written through the table's flat memoryview: Python
+        floats, no per-row conversion, so a handful of events costs what their
+        bytecode costs.
+        """
+        table = self.table
+        flat, width, ring = table.flat, table.width, table.ring
+        window_ts, window_amount = table.window_ts, table.window_amount
+        slots, region_ids, cols = batch.slots, batch.region_ids, batch.cols
+        times, amounts = cols.times, cols.amounts
+        idle_seconds = self.idle_seconds
+        travel_window = self.travel.window_seconds
+        velocity_window = self.velocity.window_seconds
+        max_count, max_amount = self.velocity.max_count, self.velocity.max_amount
+        factor, min_history, size = self.spike.factor, self.spike.min_history, table.history
+        for e in chosen:
+            base = slots[e] * width
+            ts = times[e]
+            region = region_ids[e]
+            amount = amounts[e]
+            if ts - flat[base + LAST_TS] > idle_seconds:
+                flat[base : base + width] = table.blank_view
+                flat[base + LAST_TS] = ts
+                flat[base + LAST_REGION] = region
+            last_ts, last_region = flat[base + LAST_TS], flat[base + LAST_REGION]
+            if region != last_region and abs(ts - last_ts) <= travel_window:
+                if ts > flat[base + TRAVEL_UNTIL]:
+                    previous = table.regions[int(last_region)]
+                    out.append((e, _TRAVEL, self._travel_alert(batch, e, previous, abs(ts - last_ts))))
+                flat[base + TRAVEL_UNTIL] = ts + self.travel.cooldown_seconds
+            if ts >= last_ts:
+                flat[base + LAST_TS] = ts
+                flat[base + LAST_REGION] = region
+                cutoff = ts - velocity_window
+            else:
+                cutoff = last_ts - velocity_window
+
+            # Velocity: the entry goes after the previous one while payments come in
+            # time order (then the live ones are the run ending there), else in the
+            # oldest; the ring doubles when every entry is live.
+            start = base + window_ts
+            at = base + window_amount
+            for _ in range(2):
+                write = int(flat[base + WINDOW_POS])
+                in_order = flat[base + WINDOW_ORDERED] > 0 and ts >= flat[start + (write - 1) % ring]
+                if not in_order:
+                    window = flat[start : start + ring].tolist()
+                    write = window.index(min(window))
+                if flat[start + write] <= cutoff:
+                    break
+                # Every entry is live: every user's ring doubles (then there is room).
+                table.grow_ring()
+                flat, width, ring = table.flat, table.width, table.ring
+                window_ts, window_amount = table.window_ts, table.window_amount
+                base = slots[e] * width
+                start, at = base + window_ts, base + window_amount
+            if not in_order:
+                window[write] = ts
+            flat[start + write] = ts
+            flat[at + write] = amount or 0.0
+            flat[base + WINDOW_POS] = (write + 1) % ring
+            if in_order:
+                count, back = 1, write - 1
+                while count < ring and flat[start + back % ring] > cutoff:
+                    count += 1
+                    back -= 1
+                first = write - count + 1  # the run is first..write, wrapping below 0
+                if first >= 0:
+                    total = reduce(add, flat[at + first : at + write + 1].tolist(), 0.0)
+                else:  # in ring order: 0..write, then first + ring..ring - 1
+                    total = reduce(add, flat[at : at + write + 1].tolist(), 0.0)
+                    total = reduce(add, flat[at + first + ring : at + ring].tolist(), total)
+            else:
+                live = [a for t, a in zip(window, flat[at : at + ring].tolist(), strict=True) if t > cutoff]
+                count, total = len(live), reduce(add, live, 0.0)
+                flat[base + WINDOW_ORDERED] = 1.0 if count == 1 and ts > cutoff else 0.0
+            if count > max_count or total > max_amount:
+                if ts > flat[base + VELOCITY_UNTIL]:
+                    out.append((e, _VELOCITY, self._velocity_alert(batch, e, count, total)))
+                flat[base + VELOCITY_UNTIL] = ts + self.velocity.cooldown_seconds
+
+            if amount is not None:
+                history = base + HISTORY
+                held = int(flat[base + HISTORY_LEN])
+                if held >= min_history:
+                    ordered = sorted(flat[history : history + held].tolist())
+                    typical = (ordered[(held - 1) // 2] + ordered[held // 2]) / 2.0
+                    if typical > 0 and amount >= factor * typical:
+                        if ts > flat[base + SPIKE_UNTIL]:
+                            out.append((e, _SPIKE, self._spike_alert(batch, e, typical)))
+                        flat[base + SPIKE_UNTIL] = ts + self.spike.cooldown_seconds
+                pos = int(flat[base + HISTORY_POS])
+                flat[history + pos] = amount
+                flat[base + HISTORY_POS] = (pos + 1) % size
+                if held < size:
+                    flat[base + HISTORY_LEN] = held + 1
 
     def _sweep(self) -> None:
         """Drop users idle for ``idle_seconds`` of event time, then the least recent beyond the cap."""
-        horizon = self.newest - self.idle_seconds
-        users = {user_id: user for user_id, user in self.users.items() if user[_LAST_TS] >= horizon}
-        if len(users) > self.max_users:
-            users = dict(heapq.nlargest(self.max_users, users.items(), key=_last_ts)[::-1])
-        self.users = users
+        self.table.sweep(self.newest - self.idle_seconds, self.max_users)
         self.next_sweep = self.newest + self.idle_seconds / _SWEEPS_PER_IDLE_TIME
 
     # -- alert records ---------------------------------------------------------
 
-    def _velocity_alert(self, user_id: str, txn: str, ts: float, region: str, count: int, total: float) -> dict:
+    def _velocity_alert(self, batch: _Batch, e: int, count: int, total: float) -> dict:
+        cols = batch.cols
+        user_id, txn, ts, region = cols.users[e], cols.txns[e], cols.times[e], cols.regions[e]
         rule = self.velocity
         by_count = count > rule.max_count
         value, threshold = (float(count), float(rule.max_count)) if by_count else (round(total, 2), rule.max_amount)
@@ -326,7 +562,10 @@ class UserRisk:
             },
         )
 
-    def _spike_alert(self, user_id: str, txn: str, ts: float, region: str, amount: float, typical: float) -> dict:
+    def _spike_alert(self, batch: _Batch, e: int, typical: float) -> dict:
+        cols = batch.cols
+        user_id, txn, ts, region = cols.users[e], cols.txns[e], cols.times[e], cols.regions[e]
+        amount = cols.amounts[e]
         factor = amount / typical
         return alerts.make_alert(
             alerts.AMOUNT_SPIKE,
@@ -343,7 +582,9 @@ class UserRisk:
             details={"amount": amount, "typical_amount": typical},
         )
 
-    def _travel_alert(self, user_id: str, txn: str, ts: float, region: str, previous: str, gap: float) -> dict:
+    def _travel_alert(self, batch: _Batch, e: int, previous: str, gap: float) -> dict:
+        cols = batch.cols
+        user_id, txn, ts, region = cols.users[e], cols.txns[e], cols.times[e], cols.regions[e]
         return alerts.make_alert(
             alerts.IMPOSSIBLE_TRAVEL,
             alerts.OPEN,

@@ -12,6 +12,7 @@ from operators.state.snapshots import MARK, SnapshotError
 from operators.steps import USER_RISK_FORMAT
 from operators.users.user_risk import UserEvents, UserRisk, UserShard
 from tests.support.events import T0
+from tests.support.legacy_user_risk import UserRisk as LegacyUserRisk
 
 S = load_settings(environ={})
 
@@ -298,7 +299,7 @@ def _resume(snapshot):
 
 def test_arrival_order_snapshots_migrate_with_their_users():
     """Unversioned (before the envelope) and format 1 snapshots of the rules' state alone."""
-    old = risk()
+    old = LegacyUserRisk(S.rules, S.users)  # the rules' state as those releases wrote it
     old.process([ev(i, i * 100, amount=20.0) for i in range(5)])
     for snapshot in (old.snapshot(), (MARK, "user_risk", 1, old.snapshot())):
         s = _resume(snapshot)
@@ -311,7 +312,9 @@ def test_inner_tagged_snapshots_migrate_with_what_they_held():
     """Format 1 of the first event-time release: the shard's triple behind a tag of its own."""
     s = shard()
     s.add([chunk("a", [ev(0, 0, region="EU"), ev(1, 60, region="US")], n_parts=1)], now=0)
-    tagged = pickle.dumps(("paywatch.user_shard", 2, s.risk.state(), s.clock.state(), s.held.state()))
+    legacy = LegacyUserRisk(ORDERED.rules, ORDERED.users)  # the users as that release held them
+    legacy.process([ev(0, 0, region="EU")])
+    tagged = pickle.dumps(("paywatch.user_shard", 2, legacy.state(), s.clock.state(), s.held.state()))
     resumed = _resume((MARK, "user_risk", 1, tagged))
     assert len(resumed.held) == 1 and set(resumed.clock.parts) == {"a"}  # the first was judged
     assert keys(resumed.flush()) == [("IMPOSSIBLE_TRAVEL", "u1", "t1")]
