@@ -1,0 +1,166 @@
+"""User rules on columns against the per-user implementation they replaced (issue 14).
+
+Simulator-like traffic (bench/traffic.py: 50,000 users over four regions, 2,000
+events per second of event time) is split over the ``users.shards`` shards as
+the parse step splits it (crc32 of the user id), and each shard's events are
+handed to ``UserRisk.process`` in batches of a given size: the size of what a
+shard's event-time buffer releases at once (a chunk's share of one shard: a
+1,000-line chunk over 64 shards is ~16 events, a 20,000-line chunk ~300).
+
+For each batch size, in the same process and run, it times (CPU seconds per
+event):
+
+- ``columns``: today's :class:`operators.users.user_risk.UserRisk` (rounds of
+  numpy across users, per-event Python under ``SCALAR_BELOW``);
+- ``vector`` / ``scalar``: the same with one path forced (what tunes ``SCALAR_BELOW``);
+- ``per-user``: the implementation before issue 14 (tests/support/legacy_user_risk.py);
+
+and checks that columns and per-user raised the same alerts. Then the snapshot of
+every shard's users (pickled as the step pickles it) for the whole user pool:
+seconds and bytes, both implementations.
+
+The shards are first warmed with ``--warm`` events (a million: twenty per
+user, so every history is full and the spike rule judges every payment, the
+steady state of a long run), in batches of 300, once per implementation; each
+measurement then times ``--events`` more from those snapshots, ``--repeat``
+times, the implementations interleaved; the best pass of each counts (the
+machine is shared).
+
+Usage (from the repository root): .venv/bin/python -m bench.user_rules_bench
+[--events 200000] [--warm 1000000] [--sizes 16 64 300 1000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import pickle
+import random
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from bench.traffic import RATE, REGIONS, T0
+
+USERS = 50_000
+
+
+def traffic(n: int, seed: int = 7) -> list[tuple]:
+    """``n`` events ``(user_id, ts, amount, region, txn)`` shaped as bench/traffic.py's payments."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        user = rng.randrange(USERS)
+        amount = round(rng.uniform(5, 400), 2)
+        if rng.random() < 0.002:  # a few spikes, so that the alert paths run too
+            amount *= 40
+        events.append((f"u{user}", T0 + i / RATE, amount, REGIONS[user % 4], f"txn_{i:09d}"))
+    return events
+
+
+def by_shard(events: list[tuple], shards: int) -> list[list[tuple]]:
+    out: list[list[tuple]] = [[] for _ in range(shards)]
+    for event in events:
+        out[zlib.crc32(event[0].encode()) % shards].append(event)
+    return out
+
+
+def warm_states(make: Callable[[Any], Any], warm: list[list[tuple]], size: int) -> list[bytes]:
+    """Each shard's snapshot after the warm-up events, so that every timed pass starts alike."""
+    risks = [make(None) for _ in warm]
+    for risk, events in zip(risks, warm, strict=True):
+        for start in range(0, len(events), size):
+            risk.process(events[start : start + size])
+    return [risk.snapshot() for risk in risks]
+
+
+def timed_pass(make: Callable[[Any], Any], states: list[bytes], timed: list[list[tuple]], size: int) -> tuple:
+    """CPU seconds spent in ``process`` over ``timed``, the shards, and the alerts raised."""
+    risks = [make(state) for state in states]
+    alerts: list = []
+    spent = 0.0
+    for risk, events in zip(risks, timed, strict=True):
+        for start in range(0, len(events), size):
+            batch = events[start : start + size]
+            began = time.process_time()
+            out = risk.process(batch)
+            spent += time.process_time() - began
+            alerts += out
+    return spent, risks, alerts
+
+
+def snapshot_seconds(risks: list) -> tuple[float, int]:
+    began = time.process_time()
+    blobs = [pickle.dumps(risk.snapshot(), protocol=pickle.HIGHEST_PROTOCOL) for risk in risks]
+    return time.process_time() - began, sum(map(len, blobs))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--warm", type=int, default=1_000_000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 300, 1000])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    from cli.startup import GC_THRESHOLD
+    from config import load_settings
+    from operators.users.user_risk import UserRisk
+    from tests.support.legacy_user_risk import UserRisk as LegacyUserRisk
+
+    settings = load_settings(environ={})
+    rules, users = settings.rules, settings.users
+    events = traffic(args.warm + args.events)
+    # The collector as the flow process sets it (cli/startup.py): the replayed events are
+    # frozen, and young collections run every 10,000 allocations, not 700.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    warm, timed = by_shard(events[: args.warm], users.shards), by_shard(events[args.warm :], users.shards)
+
+    def columns(path: int | None = None) -> Callable[[Any], Any]:
+        def make(state: Any) -> Any:
+            risk = UserRisk(rules, users, state)
+            if path is not None:
+                risk.scalar_below = path
+            return risk
+
+        return make
+
+    makers: dict[str, Callable[[Any], Any]] = {
+        "columns": columns(),
+        "vector": columns(0),
+        "scalar": columns(10**9),
+        "per-user": lambda state: LegacyUserRisk(rules, users, state),
+    }
+    report: dict[str, Any] = {"events": args.events, "warm": args.warm, "shards": users.shards, "sizes": {}}
+    kept: dict[str, list] = {}
+    warmed = {name: warm_states(makers[name], warm, 300) for name in ("columns", "per-user")}
+    states = {name: warmed["per-user" if name == "per-user" else "columns"] for name in makers}
+    for size in args.sizes:
+        best: dict[str, float] = {}
+        alerts: dict[str, list] = {}
+        for _ in range(args.repeat):  # interleaved, best of: the machine is shared
+            for name, make in makers.items():
+                spent, risks, out = timed_pass(make, states[name], timed, size)
+                best[name] = min(best.get(name, spent), spent)
+                alerts[name] = out
+                kept[name] = risks
+        row: dict[str, Any] = {f"{name}_us": round(best[name] / args.events * 1e6, 3) for name in makers}
+        row["ratio_columns_to_per_user"] = round(best["columns"] / best["per-user"], 3)
+        row["alerts"] = len(alerts["per-user"])
+        row["same_alerts"] = all(alerts[name] == alerts["per-user"] for name in ("columns", "vector", "scalar"))
+        report["sizes"][size] = row
+        print(json.dumps({size: row}), flush=True)
+    held = sum(len(risk) for risk in kept["columns"])
+    for name in ("columns", "per-user"):
+        seconds, size = snapshot_seconds(kept[name])
+        report[f"snapshot_{name}"] = {"users": held, "ms": round(seconds * 1e3, 1), "bytes": size}
+    report["snapshot_ratio"] = round(report["snapshot_columns"]["ms"] / report["snapshot_per-user"]["ms"], 3)
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
