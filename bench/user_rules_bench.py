@@ -26,8 +26,16 @@ measurement then times ``--events`` more from those snapshots, ``--repeat``
 times, the implementations interleaved; the best pass of each counts (the
 machine is shared).
 
+``--flow`` measures the whole flow instead: ``--flow-events`` payments of
+bench/traffic.py as a JSONL file, read by the file source in fixed chunks of each
+``--chunks`` size (0: the default source settings, 1,000-line chunks that double
+up to 20,000 while the source is behind; no stdout sinks), in fresh processes alternating the two
+implementations (the per-user one swapped in for ``UserRisk``), ``--repeat``
+times; each child reports the CPU seconds of ``run_main`` (start-up excluded).
+
 Usage (from the repository root): .venv/bin/python -m bench.user_rules_bench
 [--events 200000] [--warm 1000000] [--sizes 16 64 300 1000] [--repeat 3]
+[--flow [--flow-events 400000] [--chunks 0 1000 20000]]
 """
 
 from __future__ import annotations
@@ -37,9 +45,14 @@ import gc
 import json
 import pickle
 import random
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.traffic import RATE, REGIONS, T0
@@ -97,13 +110,75 @@ def snapshot_seconds(risks: list) -> tuple[float, int]:
     return time.process_time() - began, sum(map(len, blobs))
 
 
+def flow_child(implementation: str, path: str, chunk: int) -> None:
+    """One whole flow over ``path`` in this process; prints its CPU seconds as JSON."""
+    import operators.users.user_risk as user_risk
+
+    if implementation == "per-user":
+        from tests.support.legacy_user_risk import UserRisk as LegacyUserRisk
+
+        user_risk.UserRisk = LegacyUserRisk  # type: ignore[misc,assignment]
+    from bytewax.testing import run_main
+
+    from cli.startup import _tune_garbage_collector
+    from config import load_settings
+    from dataflow import build_flow
+
+    quiet = {"alerts": False, "metrics": False, "dead_letters": False}
+    source: dict[str, Any] = {"type": "file", "path": path}
+    if chunk:  # 0: the configured chunks (batch_size, doubling up to max_batch_size while behind)
+        source.update(batch_size=chunk, max_batch_size=chunk)
+    settings = load_settings(environ={}, overrides={"source": source, "sinks": {"stdout": quiet}})
+    flow = build_flow(settings)
+    _tune_garbage_collector()
+    began = time.process_time()
+    run_main(flow)
+    print(json.dumps({"cpu_s": round(time.process_time() - began, 3)}))
+
+
+def flow(events: int, chunks: list[int], repeat: int) -> dict:
+    """The whole flow (file in, no stdout sinks) with each implementation, alternating fresh processes."""
+    import orjson
+
+    from bench.traffic import payment
+
+    folder = Path(tempfile.mkdtemp(prefix="paywatch-user-rules-"))
+    path = folder / "events.jsonl"
+    rng = random.Random(3)
+    with path.open("wb") as out:
+        for i in range(events):
+            out.write(orjson.dumps(payment(i, rng)) + b"\n")
+    report: dict[str, Any] = {"events": events, "chunks": {}}
+    for chunk in chunks:
+        runs: dict[str, list[float]] = {"per-user": [], "columns": []}
+        for _ in range(repeat):
+            for name in runs:
+                command = [sys.executable, "-m", "bench.user_rules_bench", "--child", name, str(path), str(chunk)]
+                done = subprocess.run(command, capture_output=True, text=True, check=True)
+                runs[name].append(json.loads(done.stdout.strip().splitlines()[-1])["cpu_s"])
+        row = {**runs, "ratio_best": round(min(runs["columns"]) / min(runs["per-user"]), 3)}
+        report["chunks"][chunk] = row
+        print(json.dumps({chunk: row}), flush=True)
+    shutil.rmtree(folder)
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--warm", type=int, default=1_000_000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 300, 1000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--flow", action="store_true", help="the whole flow instead (file in), per --chunks")
+    parser.add_argument("--flow-events", type=int, default=400_000)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[0, 1000, 20000])
+    parser.add_argument("--child", nargs=3, metavar=("IMPLEMENTATION", "PATH", "CHUNK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        flow_child(args.child[0], args.child[1], int(args.child[2]))
+        return {}
+    if args.flow:
+        return flow(args.flow_events, args.chunks, args.repeat)
 
     from cli.startup import GC_THRESHOLD
     from config import load_settings
