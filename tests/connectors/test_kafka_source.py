@@ -6,11 +6,13 @@ import time
 import uuid
 
 import pytest
+from confluent_kafka import Message
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from config.settings import KafkaSourceSettings, Settings
 from connectors.kafka.client_config import client_config, librdkafka_config
+from connectors.kafka.confluent_source import ConfluentKafkaPartition
 from connectors.sources import build_source
 from observability.source_lag import lags
 from tests.support.source_helpers import count_lines, drain, lines_of, read_all, step
@@ -236,3 +238,55 @@ def test_chunks_grow_while_behind_and_shrink_once_caught_up(kafka_broker, topic,
     assert lines_of(after) == more
     assert len([c for c in after if c.lines][0].lines) <= 50  # back to batch_size
     part.close()
+
+
+def test_chunks_larger_than_one_consume_step_stay_exact(kafka_broker, topic, client):
+    sent = _produce_to(kafka_broker, topic, 0, 0, 7000)
+    settings = _settings(kafka_broker, topic, client, bounded=True)
+    part = KafkaSource(settings, batch_size=1000, idle_seconds=30, max_batch_size=8000).build_part(
+        "in", f"kafka:{topic}/0", None
+    )
+    chunks = drain(part)
+    data = [c for c in chunks if c.lines]
+    assert lines_of(chunks) == sent and chunks[-1].done
+    assert [c.position(i) for c in data for i in range(len(c.lines))] == list(range(7000))
+    assert max(len(c.lines) for c in data) == 4000  # 1,000 -> 2,000 -> 4,000: two consume steps for librdkafka
+    assert part.snapshot() == 7000
+    part.close()
+
+
+class _Consumer:
+    """Answers consume() with the given batches of messages, one per call."""
+
+    def __init__(self, batches: list[list[Message]]) -> None:
+        self.batches, self.asked = list(batches), []
+
+    def consume(self, count: int, timeout: float) -> list[Message]:
+        self.asked.append(count)
+        return self.batches.pop(0) if self.batches else []
+
+
+def _messages(offsets, tombstone_at=None) -> list[Message]:
+    return [Message(topic="t", partition=0, offset=o, value=None if o == tombstone_at else b"%d" % o) for o in offsets]
+
+
+def _partition(batches, offset: int, end=None) -> ConfluentKafkaPartition:
+    part = ConfluentKafkaPartition.__new__(ConfluentKafkaPartition)
+    part._consumer, part._pending, part._offset, part._end, part._origin = _Consumer(batches), [], offset, end, "t/0"
+    return part
+
+
+def test_librdkafka_steps_keep_offsets_exact():
+    contiguous = _partition([_messages(range(0, 2000)), _messages(range(2000, 4000)), _messages(range(4000, 5000))], 0)
+    first, lines, positions = contiguous._take(5000)
+    assert (first, len(lines), positions, contiguous._offset) == (0, 5000, None, 5000)
+    assert contiguous._consumer.asked == [2000, 2000, 1000] and lines[4999] == b"4999"
+
+    gap_between = _partition([_messages([10, 11]), _messages([15, 16])], 10)
+    assert gap_between._take(4) == (10, [b"10", b"11", b"15", b"16"], [10, 11, 15, 16])
+    gap_within = _partition([_messages([10, 12, 13], tombstone_at=12), _messages([14])], 10)
+    assert gap_within._take(4) == (10, [b"10", b"", b"13", b"14"], [10, 12, 13, 14])
+
+    bounded = _partition([_messages(range(8, 17))], 10, end=13)  # 8, 9 read before; 13.. past the end
+    assert bounded._take(100) == (10, [b"10", b"11", b"12"], None)
+    assert bounded._offset == 13 and bounded._consumer.asked == [100]
