@@ -304,10 +304,10 @@ class ChunkParser:
                 chunk.first_position,
                 chunk.positions,
                 now,
-                lake_times.tolist(),
+                lake_times,  # arrays, not lists: the lake works on them with numpy
                 valid_lines,
                 out.transactions,
-                [] if suffix_keys is None else suffix_keys.tolist(),
+                suffix_keys,
                 dict(self._suffixes),
             )
         return clock, out

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
+
+import numpy as np
 
 
 @dataclass(slots=True)
@@ -78,7 +80,8 @@ class LakeChunk:
     :ivar lines: every line as the parse step saw it (after masking), valid or not.
     :ivar received_at: epoch seconds when the parse step received the chunk.
     :ivar line_times: event time (epoch seconds) of each line, NaN where it
-        could not be read.
+        could not be read; a list or a numpy array (the parse step hands its
+        array: the lake reads it with numpy).
     :ivar valid: indices into ``lines`` of the valid transactions, in the
         order of ``transactions``.
     :ivar transactions: the scored transactions as JSONL (the same bytes the
@@ -100,10 +103,10 @@ class LakeChunk:
     first_position: int
     positions: Optional[list]
     received_at: float
-    line_times: list[float]
+    line_times: Union[Sequence[float], np.ndarray]
     valid: list[int]
     transactions: bytes
-    enrichment_keys: Optional[Sequence[int]] = None
+    enrichment_keys: Union[Sequence[int], np.ndarray, None] = None
     enrichment_suffixes: Optional[dict[int, bytes]] = None
 
     def position(self, index: int):
