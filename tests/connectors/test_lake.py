@@ -388,6 +388,12 @@ def test_enriched_columns_from_the_lines_and_suffixes_equal_those_read_from_the_
     assert chunk is not None
     fast = enriched_rows(chunk)
     assert fast.source.keys is not None or not chunk.valid
+    keys, times = chunk.enrichment_keys, chunk.line_times
+    chunk.line_times = [float(t) for t in times]  # lists do as well as arrays
+    chunk.enrichment_keys = None if keys is None else [int(k) for k in keys]
+    as_lists = enriched_rows(chunk)
+    if chunk.valid:
+        assert as_lists.source.table().equals(fast.source.table())
     chunk.enrichment_keys = None
     slow = enriched_rows(chunk)
     assert slow.source.keys is None
