@@ -307,7 +307,7 @@ class ChunkParser:
                 lake_times,  # arrays, not lists: the lake works on them with numpy
                 valid_lines,
                 out.transactions,
-                suffix_keys,
+                np.zeros(0, dtype=np.int64) if suffix_keys is None else suffix_keys,
                 dict(self._suffixes),
             )
         return clock, out
