@@ -228,11 +228,12 @@ class _Batch:
         self.cols, self.slots, self.region_ids = cols, slots, region_ids
 
     def arrays(self) -> None:
-        self.slot = np.array(self.slots, dtype=np.intp)
-        self.ts = np.array(self.cols.times, dtype=np.float64)
+        n = len(self.slots)
+        self.slot = np.fromiter(self.slots, np.intp, n)
+        self.ts = np.fromiter(self.cols.times, np.float64, n)
         self.amount = np.array(self.cols.amounts, dtype=np.float64)  # None -> NaN
         self.paid = np.fmax(self.amount, 0.0)  # NaN -> 0.0
-        self.region = np.array(self.region_ids, dtype=np.float64)  # rows hold floats
+        self.region = np.fromiter(self.region_ids, np.float64, n)  # rows hold floats
 
 
 class UserRisk:
@@ -262,7 +263,7 @@ class UserRisk:
         return self.table.slot_of
 
     def state(self) -> tuple:
-        """The users' columns and the sweep clock (arrays copied: safe to pickle later)."""
+        """The users' columns and the sweep clock (live objects: pickle before the next batch)."""
         return (self.table.state(), self.newest, self.next_sweep)
 
     def snapshot(self) -> bytes:

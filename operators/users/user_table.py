@@ -252,7 +252,10 @@ class UserTable:
     # -- snapshots -------------------------------------------------------------
 
     def state(self) -> tuple:
-        """What a snapshot holds: shape, user ids with their slots, free slots, regions, rows."""
+        """What a snapshot holds: shape, user ids with their slots, free slots, regions, rows.
+
+        Live objects (the rows are a view): pickle before the next batch, as the shard does.
+        """
         slots = np.fromiter(self.slot_of.values(), np.intp, len(self.slot_of))
         return (
             self.history,
@@ -261,7 +264,7 @@ class UserTable:
             slots,
             self.free,
             self.regions,
-            self.rows[: self.used].copy(),
+            self.rows[: self.used],
         )
 
     @classmethod
