@@ -57,6 +57,7 @@ HISTORY = 9  # first column of the history ring
 
 _NEVER = float("-inf")
 _MIN_CAPACITY = 64
+_REGIONS_KEPT = 256  # interned region names beyond this are pruned at the next sweep
 
 # The legacy (format 2) per-user list: see tests/support/legacy_user_risk.py.
 _LEGACY_LAST_TS, _LEGACY_REGION, _LEGACY_TIMES, _LEGACY_AMOUNTS = 0, 1, 2, 3
@@ -241,13 +242,25 @@ class UserTable:
         keep = np.flatnonzero(last >= horizon)
         if len(keep) > max_users:
             keep = keep[np.lexsort((keep, -last[keep]))[:max_users]][::-1]
-        elif len(keep) == len(ids):
-            return
-        gone = np.ones(len(ids), dtype=bool)
-        gone[keep] = False
-        self.free.extend(slots[gone].tolist())
-        self.slot_of = dict(zip(map(ids.__getitem__, keep.tolist()), slots[keep].tolist(), strict=True))
-        self.rows[slots[gone]] = self.blank
+        if len(keep) < len(ids):
+            gone = np.ones(len(ids), dtype=bool)
+            gone[keep] = False
+            self.free.extend(slots[gone].tolist())
+            self.slot_of = dict(zip(map(ids.__getitem__, keep.tolist()), slots[keep].tolist(), strict=True))
+            self.rows[slots[gone]] = self.blank
+        if len(self.regions) > _REGIONS_KEPT:
+            self._forget_regions(slots[keep])
+
+    def _forget_regions(self, live: np.ndarray) -> None:
+        """Intern again only the regions the live users last paid from (region names are
+        input: without this, a stream of distinct ones would grow the list for ever)."""
+        used = np.unique(self.rows[live, LAST_REGION]).astype(np.intp)
+        used = used[used >= 0]
+        renumber = np.full(len(self.regions), -1.0)
+        renumber[used] = np.arange(len(used))
+        self.rows[live, LAST_REGION] = renumber[self.rows[live, LAST_REGION].astype(np.intp)]
+        self.regions = [self.regions[i] for i in used.tolist()]
+        self.region_of = {name: i for i, name in enumerate(self.regions)}
 
     # -- snapshots -------------------------------------------------------------
 

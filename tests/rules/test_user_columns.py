@@ -23,7 +23,7 @@ from config import load_settings
 from operators.state.snapshots import MARK
 from operators.steps import USER_RISK_FORMAT
 from operators.users.user_risk import UserRisk, UserShard
-from operators.users.user_table import HISTORY, HISTORY_LEN, HISTORY_POS, UserTable
+from operators.users.user_table import HISTORY, HISTORY_LEN, HISTORY_POS, LAST_REGION, UserTable
 from tests.support.events import T0
 from tests.support.legacy_user_risk import UserRisk as LegacyUserRisk
 
@@ -243,3 +243,17 @@ def test_freed_slots_are_reused_and_start_blank():
     out = r.process([("new", float(T0) + 10, 20000.0, "US", "t9")])  # first payment: only the amount limit
     assert [a["type"] for a in out] == ["VELOCITY"] and out[0]["details"]["count"] == 1
     assert r.table.used == used  # a freed slot, not a new one
+
+
+def test_region_names_of_users_gone_are_forgotten():
+    """Regions are interned; a stream of distinct names must not grow the table for ever."""
+    idle = load_settings(environ={}, overrides={"rules": RULES, "users": {"idle_seconds": 100, "shards": 1}})
+    r = _risk(idle, ALWAYS_VECTOR)
+    events = [(f"u{i % 3}", float(T0) + i, 10.0, f"R{i}", f"t{i}") for i in range(600)]
+    for start in range(0, 600, 50):
+        r.process(events[start : start + 50])
+    assert len(r.table.regions) <= 256 + 50
+    last = {user: r.table.regions[int(r.table.rows[slot, LAST_REGION])] for user, slot in r.users.items()}
+    assert last == {"u0": "R597", "u1": "R598", "u2": "R599"}  # renumbered, still the right names
+    for name, i in r.table.region_of.items():
+        assert r.table.regions[i] == name
