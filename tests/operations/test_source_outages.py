@@ -152,7 +152,7 @@ class _Producer(threading.Thread):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("client", ["kafka-python"])
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: Path, monkeypatch, client: str):
     """Half the events, an unbounded run cut for 20 s while the other half is produced; the lag shows it."""
     proxy_port = free_port()

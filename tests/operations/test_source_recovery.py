@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 import boto3
+import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cli.producer import publish_kafka, publish_kinesis
@@ -157,9 +158,10 @@ def _kill_publish_and_resume(
     assert len(jsonl_lines(tmp_path / "crashed", "transactions")) == n_events
 
 
-def test_kafka_flow_resumes_exactly_after_sigkill(kafka_broker, tmp_path):
-    """Half the events, a run killed after a snapshot, the other half, a bounded resume."""
-    kafka = _kafka_topic(kafka_broker)
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_kafka_flow_resumes_exactly_after_sigkill(kafka_broker, tmp_path, client):
+    """Half the events, a run killed after a snapshot, the other half, a bounded resume; with either client."""
+    kafka = {**_kafka_topic(kafka_broker), "client": client}
     source = {"type": "kafka", "kafka": kafka, "idle_partition_seconds": 3600}
     first, second = _phases(_events(KAFKA_EVENTS), 2)
     publish_kafka(KafkaSourceSettings(**kafka), first, linger_ms=5)
