@@ -403,15 +403,22 @@ class UserRisk:
                 out.append((e, _VELOCITY, self._velocity_alert(batch, e, int(count[i]), float(total[i]))))
             rows[:, VELOCITY_UNTIL] = np.where(velocity, ts + self.velocity.cooldown_seconds, until)
 
-        # Amount spike against the median of the user's recent amounts.
+        # Amount spike against the median of the user's recent amounts. In the steady
+        # state every event has an amount and every user enough history: whole
+        # columns then, no gathers.
         has = amount == amount  # not NaN: the event has an amount
         held = rows[:, HISTORY_LEN]
         size = table.history
-        judged = np.flatnonzero(has & (held >= self.spike.min_history))
-        if len(judged):
-            ordered = np.sort(rows[judged, HISTORY : HISTORY + size], axis=1)  # NaN (empty) last
-            k = held[judged].astype(np.intp)
-            at = np.arange(len(judged))
+        judge = has & (held >= self.spike.min_history)
+        judged_n = np.count_nonzero(judge)
+        if judged_n:
+            if judged_n == n:
+                judged, history, k = every, rows[:, HISTORY : HISTORY + size], held.astype(np.intp)
+            else:
+                judged = np.flatnonzero(judge)
+                history, k = rows[judged, HISTORY : HISTORY + size], held[judged].astype(np.intp)
+            ordered = np.sort(history, axis=1)  # NaN (empty) last
+            at = np.arange(judged_n)
             typical = (ordered[at, (k - 1) // 2] + ordered[at, k // 2]) / 2.0
             spike = (typical > 0) & (amount[judged] >= self.spike.factor * typical)
             if np.count_nonzero(spike):
@@ -422,8 +429,14 @@ class UserRisk:
                         e = i if chosen is None else int(chosen[i])
                         out.append((e, _SPIKE, self._spike_alert(batch, e, median)))
                 until[spiking] = ts[spiking] + self.spike.cooldown_seconds
-        adds = every if np.count_nonzero(has) == n else np.flatnonzero(has)
-        if len(adds):
+        adding = np.count_nonzero(has)
+        if adding == n:
+            pos = rows[:, HISTORY_POS].astype(np.intp)
+            rows[every, HISTORY + pos] = amount
+            rows[:, HISTORY_POS] = (pos + 1) % size
+            np.minimum(held + 1, size, out=held)
+        elif adding:
+            adds = np.flatnonzero(has)
             pos = rows[adds, HISTORY_POS].astype(np.intp)
             rows[adds, HISTORY + pos] = amount[adds]
             rows[adds, HISTORY_POS] = (pos + 1) % size
