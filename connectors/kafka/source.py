@@ -17,10 +17,11 @@ high watermark places ``starting_offset: latest`` exactly at the log end.
 Null values (tombstones) become ``b""`` lines, which the parse step
 dead-letters with their topic/partition/offset.
 
-Chunk size (:mod:`connectors.sources.chunk_size`): a poll that came back
+Chunk size (:mod:`connectors.sources.chunk_size`): a chunk that came back
 full, or that leaves the partition behind its high watermark, doubles the
-next poll's ``max_records`` up to ``max_batch_size``; a poll that finds the
-partition caught up goes back to ``batch_size``.
+next one up to ``max_batch_size``; one that finds the partition caught up
+goes back to ``batch_size``. A chunk is polled in steps of 2,000 records
+(:mod:`connectors.kafka.steps`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -35,6 +37,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from config.settings import KafkaSourceSettings
 from connectors.kafka.client_config import consumer_config
+from connectors.kafka.steps import take
 from connectors.sources.chunk_size import ChunkSize
 from observability.source_lag import clear_lag, set_lag
 from operators.records import RawChunk
@@ -46,6 +49,7 @@ _IDLE_EMIT_SECONDS = 1.0
 # short enough not to matter for alert latency.
 _EMPTY_POLL_PAUSE = timedelta(milliseconds=20)
 _PROBE_TIMEOUT_SECONDS = 30.0
+_OFFSET, _VALUE = attrgetter("offset"), attrgetter("value")
 
 
 def part_name(topic: str, partition: int) -> str:
@@ -192,19 +196,11 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
             logger.info("kafka %s: bounded read done at offset %d", self._origin, self._offset)
             return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, done=True)]
         asked = self._sizes.size
-        if self._pending:
-            records, self._pending = self._pending, []
-        else:
-            records = self._consumer.poll(timeout_ms=0, max_records=asked).get(self._tp, [])
-        full = len(records) >= asked
-        if records and (
-            records[0].offset < self._offset or (self._end is not None and records[-1].offset >= self._end)
-        ):
-            end = self._end if self._end is not None else float("inf")
-            records = [r for r in records if self._offset <= r.offset < end]
+        pending, self._pending = self._pending, []
+        taken = take(self._poll, pending, asked, self._offset, self._end, _OFFSET, _VALUE)
         highwater = self._consumer.highwater(self._tp)
         now = time.monotonic()
-        if not records:
+        if not taken.lines:
             self._sizes.update(behind=False)
             if self._end is not None and self._consumer.position(self._tp, timeout_ms=0) >= self._end:
                 # Only control records or compacted-away offsets were left.
@@ -219,15 +215,16 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
             return []
         self._awake = None
         self._last_data = now
-        first, last = records[0].offset, records[-1].offset
-        positions = None if last - first == len(records) - 1 else [r.offset for r in records]
-        lines = [r.value if r.value is not None else b"" for r in records]
-        self._offset = last + 1
+        self._offset = taken.next_offset
         lag = max(0, highwater - self._offset) if highwater is not None else 0
         if highwater is not None:
             set_lag("kafka", self._origin, lag)
-        self._sizes.update(behind=full or lag > 0)
-        return [RawChunk(self._name, self._n_parts, lines, self._origin, first, positions)]
+        self._sizes.update(behind=len(taken.lines) >= asked or lag > 0)
+        return [RawChunk(self._name, self._n_parts, taken.lines, self._origin, taken.first, taken.positions)]
+
+    def _poll(self, count: int) -> list:
+        """At most ``count`` records already fetched, without waiting."""
+        return self._consumer.poll(timeout_ms=0, max_records=count).get(self._tp, [])
 
     def next_awake(self) -> Optional[datetime]:
         return self._awake

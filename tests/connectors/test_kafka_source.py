@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from operator import attrgetter
 
 import pytest
 from confluent_kafka import Message
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 
 from config.settings import KafkaSourceSettings, Settings
 from connectors.kafka.client_config import client_config, librdkafka_config
-from connectors.kafka.confluent_source import ConfluentKafkaPartition
+from connectors.kafka.steps import take
 from connectors.sources import build_source
 from observability.source_lag import lags
 from tests.support.source_helpers import count_lines, drain, lines_of, read_all, step
@@ -255,38 +257,43 @@ def test_chunks_larger_than_one_consume_step_stay_exact(kafka_broker, topic, cli
     part.close()
 
 
-class _Consumer:
-    """Answers consume() with the given batches of messages, one per call."""
-
-    def __init__(self, batches: list[list[Message]]) -> None:
-        self.batches, self.asked = list(batches), []
-
-    def consume(self, count: int, timeout: float) -> list[Message]:
-        self.asked.append(count)
-        return self.batches.pop(0) if self.batches else []
+def _confluent(offset: int, value) -> Message:
+    return Message(topic="t", partition=0, offset=offset, value=value)
 
 
-def _messages(offsets, tombstone_at=None) -> list[Message]:
-    return [Message(topic="t", partition=0, offset=o, value=None if o == tombstone_at else b"%d" % o) for o in offsets]
+def _kafka_python(offset: int, value) -> ConsumerRecord:
+    return ConsumerRecord("t", 0, -1, offset, 0, 0, None, value, [], None, -1, -1, -1)
 
 
-def _partition(batches, offset: int, end=None) -> ConfluentKafkaPartition:
-    part = ConfluentKafkaPartition.__new__(ConfluentKafkaPartition)
-    part._consumer, part._pending, part._offset, part._end, part._origin = _Consumer(batches), [], offset, end, "t/0"
-    return part
+RECORD_KINDS = {
+    "confluent-kafka": (_confluent, Message.offset, Message.value),
+    "kafka-python": (_kafka_python, attrgetter("offset"), attrgetter("value")),
+}
 
 
-def test_librdkafka_steps_keep_offsets_exact():
-    contiguous = _partition([_messages(range(0, 2000)), _messages(range(2000, 4000)), _messages(range(4000, 5000))], 0)
-    first, lines, positions = contiguous._take(5000)
-    assert (first, len(lines), positions, contiguous._offset) == (0, 5000, None, 5000)
-    assert contiguous._consumer.asked == [2000, 2000, 1000] and lines[4999] == b"4999"
+@pytest.mark.parametrize("kind", RECORD_KINDS)
+def test_chunks_taken_in_steps_keep_offsets_exact(kind):
+    make, offset_of, value_of = RECORD_KINDS[kind]
 
-    gap_between = _partition([_messages([10, 11]), _messages([15, 16])], 10)
-    assert gap_between._take(4) == (10, [b"10", b"11", b"15", b"16"], [10, 11, 15, 16])
-    gap_within = _partition([_messages([10, 12, 13], tombstone_at=12), _messages([14])], 10)
-    assert gap_within._take(4) == (10, [b"10", b"", b"13", b"14"], [10, 12, 13, 14])
+    def take_from(batches, asked, offset, end=None):
+        batches, calls = list(batches), []
 
-    bounded = _partition([_messages(range(8, 17))], 10, end=13)  # 8, 9 read before; 13.. past the end
-    assert bounded._take(100) == (10, [b"10", b"11", b"12"], None)
-    assert bounded._offset == 13 and bounded._consumer.asked == [100]
+        def fetch(count):
+            calls.append(count)
+            return [make(o, None if o == 12 else b"%d" % o) for o in batches.pop(0)] if batches else []
+
+        taken = take(fetch, [], asked, offset, end, offset_of, value_of)
+        return (taken.first, taken.lines, taken.positions, taken.next_offset), calls
+
+    contiguous, calls = take_from([range(0, 2000), range(2000, 4000), range(4000, 5000)], 5000, 0)
+    assert contiguous[0] == 0 and len(contiguous[1]) == 5000 and contiguous[2:] == (None, 5000)
+    assert calls == [2000, 2000, 1000] and contiguous[1][4999] == b"4999"
+
+    gap_between, _ = take_from([[10, 11], [15, 16]], 4, 10)
+    assert gap_between == (10, [b"10", b"11", b"15", b"16"], [10, 11, 15, 16], 17)
+    gap_within, _ = take_from([[10, 12, 13], [14]], 4, 10)  # 12 is a tombstone
+    assert gap_within == (10, [b"10", b"", b"13", b"14"], [10, 12, 13, 14], 15)
+
+    bounded, calls = take_from([range(8, 17)], 100, 10, end=13)  # 8, 9 read before; 13.. past the end
+    assert bounded == (10, [b"10", b"11", b""], None, 13) and calls == [100]
+    assert take_from([], 100, 7) == ((7, [], None, 7), [100])  # nothing ready
