@@ -192,7 +192,14 @@ def _outage_settings(endpoint: str, tmp_path, path) -> Settings:
         endpoint,
         tmp_path,
         {
-            "source": {"type": "file", "path": str(path), "batch_size": 500, "idle_partition_seconds": 600},
+            # Fixed 500-line chunks: the gate below counts batches ("3 of 10").
+            "source": {
+                "type": "file",
+                "path": str(path),
+                "batch_size": 500,
+                "max_batch_size": 500,
+                "idle_partition_seconds": 600,
+            },
             "rules": {"failure_rate": {"threshold_percent": 2.0, "min_events": 100}},
         },
     )
