@@ -327,8 +327,9 @@ class ChunkParser:
     ) -> tuple[PartitionTime, list[int], Optional[np.ndarray]]:
         """Accept or reject, score, count and write a chunk's events, a column at a time.
 
-        Each field is read as a column (``map(attrgetter)``, in C), checked
-        and scored with numpy or a per-chunk dict of its distinct values; the
+        Each field is read as a column (every struct as a tuple, transposed,
+        in C), checked and scored with numpy or a per-chunk dict of its
+        distinct values; the
         checks are the contract's, made in the order the per-event reference
         (``tests/support/parse_reference.py``) makes them, so that a row fails
         the same first check there and here. Rejected rows are only noted and
