@@ -1,18 +1,19 @@
 """The parse step per event, columnar against the per-event loop it replaced, in one run.
 
-    .venv/bin/python -m bench.parse_bench [--events 200000] [--rounds 3]
+    .venv/bin/python -m bench.parse_bench [--events 200000] [--rounds 5]
 
 Times ``ChunkParser.parse`` (operators/parse.py) and the per-event reference
 (tests/support/parse_reference.py) over the same synthetic payments
 (bench/traffic.py), at chunks of 1,000 and 10,000 lines, against an
 ``orjson.loads`` loop over the same lines. Each parser first parses every
 chunk once, so its caches (event-time seconds, user shards, merchant
-verdicts) are those of a process in its steady state; then the best of
-``--rounds`` timed passes is kept (CPU time of this process, which a busy
-machine disturbs far less than wall time; garbage collection off, as in
-bench/instruction_counts.py). The figure that compares across machines is
-the ratio ``orjson loop time / parser time`` measured in the same run: the
-parser's throughput as a fraction of a bare JSON parse.
+verdicts) are those of a process in its steady state; then ``--rounds``
+rounds each time every variant once, in turn, and the best time of each is
+kept (CPU time of this process, which a busy machine disturbs less than wall
+time; garbage collection off, as in bench/instruction_counts.py). The figure
+that compares across machines is the ratio ``orjson loop time / parser time``
+measured in the same run: the parser's throughput as a fraction of a bare
+JSON parse.
 """
 
 from __future__ import annotations
@@ -34,17 +35,15 @@ from tests.support.parse_reference import ChunkParser as ReferenceParser
 SIZES = (1_000, 10_000)
 
 
-def best_of(rounds: int, run: Callable[[], None]) -> float:
-    """The fastest of ``rounds`` timed calls (seconds), with garbage collection off."""
-    best = float("inf")
-    for _ in range(rounds):
-        gc.collect()
-        gc.disable()
-        start = time.process_time()
-        run()
-        best = min(best, time.process_time() - start)
-        gc.enable()
-    return best
+def timed(run: Callable[[], None]) -> float:
+    """CPU seconds of one call, with garbage collection off."""
+    gc.collect()
+    gc.disable()
+    start = time.process_time()
+    run()
+    seconds = time.process_time() - start
+    gc.enable()
+    return seconds
 
 
 def parse_all(parser, chunks: list[RawChunk]) -> Callable[[], None]:
@@ -59,7 +58,7 @@ def parse_all(parser, chunks: list[RawChunk]) -> Callable[[], None]:
 def main() -> int:
     args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     args.add_argument("--events", type=int, default=200_000)
-    args.add_argument("--rounds", type=int, default=3)
+    args.add_argument("--rounds", type=int, default=5)
     options = args.parse_args()
     rng = random.Random(7)
     lines = [orjson.dumps(payment(i, rng)) for i in range(options.events)]
@@ -70,21 +69,30 @@ def main() -> int:
         for line in lines:
             loads(line)
 
-    base = best_of(options.rounds, orjson_loop)
     n = len(lines)
-    print(f"{n:,} events; best of {options.rounds}; orjson.loads loop: {base / n * 1e9:,.0f} ns/event\n")
+    variants: dict[str, Callable[[], None]] = {"orjson": orjson_loop}
+    for size in SIZES:
+        chunks = [RawChunk("file:bench", 1, lines[i : i + size], "bench", i) for i in range(0, n, size)]
+        for name, cls in (("before", ReferenceParser), ("now", ChunkParser)):
+            parser = cls(settings)
+            parse_all(parser, chunks)()  # warm the caches
+            variants[f"{name} {size}"] = parse_all(parser, chunks)
+    # Rounds alternate the variants, so that a change in the machine's load touches them alike.
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(options.rounds):
+        for name, run in variants.items():
+            times[name].append(timed(run))
+    best = {name: min(values) for name, values in times.items()}
+    base = best["orjson"]
+    print(f"{n:,} events; best of {options.rounds} alternating rounds (CPU time)")
+    print(f"orjson.loads loop: {base / n * 1e9:,.0f} ns/event\n")
     print("| chunk lines | parser | ns/event | throughput vs orjson loop | speed-up |")
     print("|---:|---|---:|---:|---:|")
     for size in SIZES:
-        chunks = [RawChunk("file:bench", 1, lines[i : i + size], "bench", i) for i in range(0, n, size)]
-        timings = {}
-        for name, cls in (("per-event loop (before)", ReferenceParser), ("columnar (now)", ChunkParser)):
-            parser = cls(settings)
-            parse_all(parser, chunks)()  # warm the caches
-            timings[name] = best_of(options.rounds, parse_all(parser, chunks))
-        before = timings["per-event loop (before)"]
-        for name, seconds in timings.items():
-            print(f"| {size:,} | {name} | {seconds / n * 1e9:,.0f} | {base / seconds:.2f} | {before / seconds:.2f}x |")
+        before = best[f"before {size}"]
+        for name, label in (("before", "per-event loop (before)"), ("now", "columnar (now)")):
+            seconds = best[f"{name} {size}"]
+            print(f"| {size:,} | {label} | {seconds / n * 1e9:,.0f} | {base / seconds:.2f} | {before / seconds:.2f}x |")
     return 0
 
 

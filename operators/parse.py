@@ -1,9 +1,11 @@
 """Parse, validate, enrich and pre-aggregate one chunk of raw events.
 
-This is the only place that touches every event, so it is written as one
-tight loop over a chunk: msgspec decodes the whole chunk into typed structs
-(``operators/events/decoder.py``), the loop checks what a type cannot say,
-scores, and builds the outputs in bulk:
+This is the only place that touches every event, so it works a column at a
+time, not an event at a time: msgspec decodes the whole chunk into typed
+structs (``operators/events/decoder.py``), their fields become columns, and
+C-level maps and numpy expressions over the columns check what a type cannot
+say, score, and build the outputs in bulk (docs/architecture.md, "Parsing by
+column"); only flagged rows, rewrites and dead letters take a per-row path:
 
 - the transactions JSONL blob, written from the raw bytes with the
   enrichment appended (no re-serialisation of the input);
@@ -12,7 +14,7 @@ scores, and builds the outputs in bulk:
 - per user-shard lists of the few fields the user-risk rules need;
 - dead letters (with a machine-readable reason) and FRAUD_SUSPECTED alerts.
 
-What a valid event is lives in ``operators/events/contract.py``; the loop only
+What a valid event is lives in ``operators/events/contract.py``; this step only
 decides accept or reject, and every rejected line is explained by the
 contract's slow path, so a dead letter's reason and detail are the same
 whichever path found the problem. Lateness is judged here, per source
@@ -30,8 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import repeat
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import is_, itemgetter
 from typing import Any, Optional, Union
 from zlib import crc32
 
@@ -513,9 +515,12 @@ class ChunkParser:
     def _failures(self, statuses: Sequence) -> np.ndarray:
         """1 for a failure spelling, 0 for a success one, -1 for anything else, per row."""
         failed = list(map(self._statuses.get, statuses))
-        if None in failed:
-            for row in [row for row, value in enumerate(failed) if value is None]:
-                failed[row] = self._status_is_failure(statuses[row])
+        if None in failed:  # a spelling not seen yet, or none at all: judged once per distinct value
+            missed = {
+                status: self._status_is_failure(status)
+                for status in set(compress(statuses, map(is_, failed, repeat(None))))
+            }
+            failed = list(map({**self._statuses, **missed}.get, statuses))
         return np.fromiter(map(_STATUS_CODES.__getitem__, failed), np.int8, len(failed))
 
     def _currency_points(self, currencies: Sequence) -> np.ndarray:

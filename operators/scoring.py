@@ -8,10 +8,10 @@ merchant table (``reference.merchants``): an inactive merchant +50, an amount
 above the merchant's limit +30, a merchant the table does not hold +0.
 
 :meth:`FraudScorer.score` is the reference: plain and readable. The parse
-loop (``operators/parse.py``) applies the same rules inline, because a
-function call per event is a visible share of its per-event budget;
-``tests/rules/test_scoring.py`` checks with hypothesis that both give the same
-score and category for any event.
+step (``operators/parse.py``) applies the same rules as numpy expressions over
+a chunk's columns, because a function call per event is a visible share of
+its per-event budget; ``tests/rules/test_scoring.py`` checks with hypothesis
+that both give the same score and category for any event.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ HIGH_VALUE = "high_value"
 MEDIUM_VALUE = "medium_value"
 STANDARD = "standard"
 
-#: Category names by index, as the parse loop computes them (0 high, 1 medium, 2 standard).
+#: Category names by index, as the parse step computes them (0 high, 1 medium, 2 standard).
 CATEGORIES = (HIGH_VALUE, MEDIUM_VALUE, STANDARD)
 
 _MERCHANT_CACHE_LIMIT = 100_000
@@ -39,7 +39,7 @@ _MERCHANT_CACHE_LIMIT = 100_000
 class FraudScorer:
     """Scores one event by the configured rules and names its category.
 
-    Also holds what the inlined copy of the rules reads (the currency set,
+    Also holds what the parse step's column copy of the rules reads (the currency set,
     the merchant-verdict cache, the thresholds). An absent field matches no
     rule, and an amount of 0 is not a "round amount" (the rule is about
     suspiciously round payments).
@@ -72,7 +72,7 @@ class FraudScorer:
         merchant_status: int = NOT_LOADED,
         merchant_limit: float = math.inf,
     ) -> int:
-        """The fraud score of a valid event (the reference the parse loop is tested against).
+        """The fraud score of a valid event (the reference the parse step is tested against).
 
         :arg merchant_status: the merchant table's verdict (``operators/merchants.py``).
         :arg merchant_limit: the merchant's max_transaction_amount (``inf``: none).

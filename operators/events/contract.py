@@ -166,7 +166,7 @@ class Contract:
 
     Unknown fields are kept as they are (they count towards the byte limit).
 
-    Two limits are checked by the parse loop rather than by the struct, because
+    Two limits are checked by the parse step rather than by the struct, because
     they are what poison most often breaks, and a line the struct rejects
     costs its block of lines a second decode: amount's maximum (one comparison
     where the amount is read anyway) and merchant_name's length (only when the
@@ -327,9 +327,9 @@ class Contract:
             return self.future_violation(value, ts, now)
         return None
 
-    # -- what the parse loop knows without the slow path -----------------------
-    # The loop reaches these checks only for an event whose earlier fields are
-    # valid, so each is the first broken rule: the same answer as violation().
+    # -- what the parse step knows without the slow path -----------------------
+    # The parse step uses these answers only for an event whose earlier fields
+    # are valid, so each is the first broken rule: the same answer as violation().
 
     def future_violation(self, value: object, ts: float, now: float) -> Violation:
         """An event time within the years but too far ahead of the wall clock."""

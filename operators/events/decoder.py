@@ -1,11 +1,11 @@
 """Decoding and type-checking a chunk of raw events in one C call.
 
-``orjson.loads`` per line builds a dict per event, and the parse loop then
-spends as long again on ``dict.get`` and ``type(x) is str`` checks in
-bytecode. msgspec decodes straight into the typed struct of the event
-contract (``operators/events/contract.py``) and checks types, lengths and ranges
-while it decodes, so the Python loop reads slots and only checks what a
-type cannot say (timestamp syntax, status spellings, alphabetic currency
+``orjson.loads`` per line builds a dict per event, and checking it then
+costs as long again in ``dict.get`` and ``type(x) is str`` bytecode.
+msgspec decodes straight into the typed struct of the event contract
+(``operators/events/contract.py``) and checks types, lengths and ranges while
+it decodes, so the parse step reads the fields as columns and only checks
+what a type cannot say (timestamp syntax, status spellings, alphabetic currency
 codes).
 
 A chunk is decoded as one JSON array (``[line,line,...]``): one call for a

@@ -17,7 +17,8 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import and_, is_, is_not, itemgetter
 from typing import Optional
 
 import numpy as np
@@ -37,8 +38,8 @@ class TimestampParser:
     zone would silently shift every window.
     """
 
-    # prefixes/suffixes/min_seconds/max_seconds are read directly by the parse
-    # loop's inlined fast path; parse() is the complete (slower) path.
+    # prefixes/suffixes are the caches parse_many maps over a column; parse() is
+    # the complete (slower) path for one value.
     __slots__ = ("prefixes", "suffixes", "min_seconds", "max_seconds", "error")
 
     def __init__(self, min_year: int = 2000, max_year: int = 2100) -> None:
@@ -85,26 +86,65 @@ class TimestampParser:
     def parse_many(self, values: Sequence) -> np.ndarray:
         """Epoch seconds of a column of timestamps (float64), NaN where :meth:`parse` says None.
 
-        Not range-checked where both cached halves hit: like the parse loop's
-        inlined fast path, it leaves the year range to the caller's bounds
-        (``Contract.timestamp_bounds``). The common column, strings whose
-        halves are both cached, costs two C-level ``map(dict.get)`` over
-        sliced strings and one numpy addition (``int + float`` in Python is the
-        same IEEE addition); a column of epoch milliseconds is one numpy
-        division; anything else (a miss, a mixed column) goes through
-        :meth:`parse` for the values that need it.
+        Not range-checked where both cached halves hit: it leaves the year
+        range to the caller's bounds (``Contract.timestamp_bounds``), which
+        judge a time outside the years as :meth:`parse` does. The common
+        column, strings whose halves are both cached, costs two C-level
+        ``map(dict.get)`` over sliced strings and one numpy addition (``int +
+        float`` in Python is the same IEEE addition). The halves the caches
+        miss (a new second, a new fraction) are parsed once per distinct
+        half, and the column is looked up again; a column of epoch
+        milliseconds is one numpy division; only values that stay unreadable,
+        and the values of a mixed column that are not strings, go through
+        :meth:`parse` one by one.
         """
-        n = len(values)
         try:
-            bases = list(map(self.prefixes.get, map(_prefix, values)))
-            shifts = list(map(self.suffixes.get, map(_suffix, values)))
-        except TypeError:  # a value that is not a string: epoch milliseconds, null, a list
-            if set(map(type, values)) <= _NUMBERS:
-                return self._millis(values)
-            return np.fromiter(map(self._parse_or_nan, values), np.float64, n)
+            prefixes = list(map(_prefix, values))
+            suffixes = list(map(_suffix, values))
+        except TypeError:  # not only strings: epoch milliseconds, null, a list
+            return self._mixed(values)
+        bases = list(map(self.prefixes.get, prefixes))
+        shifts = list(map(self.suffixes.get, suffixes))
         if None in bases or None in shifts:
-            return np.fromiter(map(self._parse_or_nan, values), np.float64, n)
+            self._learn(prefixes, bases, suffixes, shifts)
+            bases = list(map(self.prefixes.get, prefixes))
+            shifts = list(map(self.suffixes.get, suffixes))
+            if None in bases or None in shifts:
+                return self._partly(values, bases, shifts)
         return np.array(bases, dtype=np.float64) + np.array(shifts, dtype=np.float64)
+
+    def _learn(self, prefixes: list[str], bases: list, suffixes: list[str], shifts: list) -> None:
+        """Parse each distinct half the caches missed, once."""
+        for prefix in set(compress(prefixes, map(is_, bases, repeat(None)))):
+            if prefix not in self.prefixes:  # a prefix known to be bad is cached as None
+                self._parse_prefix(prefix)
+        for suffix in set(compress(suffixes, map(is_, shifts, repeat(None)))):
+            self._parse_suffix(suffix)  # only good suffixes are cached
+
+    def _partly(self, values: Sequence, bases: list, shifts: list) -> np.ndarray:
+        """A column where some values are unreadable: those one by one."""
+        both = list(map(and_, map(is_not, bases, repeat(None)), map(is_not, shifts, repeat(None))))
+        known = np.array(both, dtype=bool)
+        times = np.full(len(values), math.nan)
+        times[known] = np.array(list(compress(bases, both)), dtype=np.float64) + np.array(
+            list(compress(shifts, both)), dtype=np.float64
+        )
+        for row in np.flatnonzero(~known).tolist():
+            times[row] = self._parse_or_nan(values[row])
+        return times
+
+    def _mixed(self, values: Sequence) -> np.ndarray:
+        """A column that is not all strings: numbers at once, strings as a column, the rest one by one."""
+        if set(map(type, values)) <= _NUMBERS:
+            return self._millis(values)
+        text = list(map(is_, map(type, values), repeat(str)))
+        strings = np.array(text, dtype=bool)
+        times = np.full(len(values), math.nan)
+        if strings.any():
+            times[strings] = self.parse_many(list(compress(values, text)))
+        for row in np.flatnonzero(~strings).tolist():
+            times[row] = self._parse_or_nan(values[row])
+        return times
 
     def _parse_or_nan(self, value: object) -> float:
         """:meth:`parse` with the cached fast path first, NaN for None."""

@@ -236,3 +236,50 @@ def test_a_clean_chunk_is_valid_whole_and_judged_the_same():
     _, out = _parsers("default", False)[1].parse(None, chunk(lines))
     assert out.n_transactions == 2000 and not out.dead_letters
     assert sum(len(v) for v in out.user_events.values()) == 2000
+
+
+_TIMESTAMPS = st.one_of(
+    st.integers(-5, 5).map(lambda k: iso(T0 + k * 0.37)),
+    st.integers(-5, 5).map(lambda k: iso(T0 + k).replace("Z", "+02:00")),
+    st.sampled_from(
+        [
+            "2025-07-09T19:00:00Z",
+            "2025-07-09t19:00:00.5z",
+            "2025-07-09 19:00:00,25Z",
+            "2025-07-09T19:00:00",
+            "2025-02-30T19:00:00Z",
+            "1999-12-31T23:59:59Z",
+            "2101-01-01T00:00:00Z",
+            "2025-07-09T19:00:00+24:00",
+            "yesterday",
+            "",
+        ]
+    ),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False),
+    st.none(),
+)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(_TIMESTAMPS, max_size=30), st.lists(_TIMESTAMPS, max_size=10))
+def test_timestamps_by_column_read_as_the_per_event_loop_reads_them(values, warm):
+    """``parse_many`` against the loop's reading (cached halves, else ``parse``), as the contract's bounds judge it."""
+    from operators.events.timestamps import TimestampParser
+
+    old, new = TimestampParser(), TimestampParser()
+    for parser in (old, new):
+        for value in warm:
+            parser.parse(value)
+    expected = []
+    for value in values:
+        if type(value) is str and old.prefixes.get(value[:19]) is not None and old.suffixes.get(value[19:]) is not None:
+            expected.append(old.prefixes[value[:19]] + old.suffixes[value[19:]])
+        else:
+            ts = old.parse(value)
+            expected.append(math.nan if ts is None else ts)
+
+    def bounded(times):
+        return [t if old.min_seconds <= t < old.max_seconds else None for t in times]
+
+    assert bounded(new.parse_many(values).tolist()) == bounded(expected)
