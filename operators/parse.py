@@ -113,20 +113,34 @@ def _buckets(regions: Sequence[str], seconds: np.ndarray) -> tuple[np.ndarray, l
     """Each event's (region, second) bucket, numbered in order of first appearance, and the buckets.
 
     Regions are interned to small codes per chunk, so a bucket is one int64
-    key and ``np.unique`` groups the chunk in one call.
+    key. The keys of a chunk span a few seconds of a few regions: each key's
+    first row is found with ``np.minimum.at`` over that small range, with no
+    sort of the chunk; a chunk whose seconds spread far (an event far ahead)
+    is grouped by ``np.unique`` instead.
     """
+    n = len(regions)
     code_of = {name: code for code, name in enumerate(dict.fromkeys(regions))}
-    codes = np.fromiter(map(code_of.__getitem__, regions), np.int64, len(regions))
+    codes = np.fromiter(map(code_of.__getitem__, regions), np.int64, n)
     low = int(seconds.min())
-    keys = codes * (int(seconds.max()) - low + 1) + (seconds - low)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    firsts = first[order]
-    return rank[inverse.ravel()], list(
-        zip(map(regions.__getitem__, firsts.tolist()), seconds[firsts].tolist(), strict=True)
-    )
+    span = int(seconds.max()) - low + 1
+    keys = codes * span + (seconds - low)
+    size = len(code_of) * span
+    if size <= 4 * n + 64:
+        first = np.full(size, n, dtype=np.int64)
+        np.minimum.at(first, keys, np.arange(n))
+        firsts = np.sort(first[first < n])
+        number = np.empty(size, dtype=np.int64)
+        number[keys[firsts]] = np.arange(firsts.size)
+        bucket = number[keys]
+    else:
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        firsts = first[order]
+        bucket = rank[inverse.ravel()]
+    keys_in_order = zip(map(regions.__getitem__, firsts.tolist()), seconds[firsts].tolist(), strict=True)
+    return bucket, list(keys_in_order)
 
 
 @dataclass(slots=True)
