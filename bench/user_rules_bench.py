@@ -33,9 +33,13 @@ up to 20,000 while the source is behind; no stdout sinks), in fresh processes al
 implementations (the per-user one swapped in for ``UserRisk``), ``--repeat``
 times; each child reports the CPU seconds of ``run_main`` (start-up excluded).
 
+``--instructions`` counts instructions per event instead (valgrind's callgrind,
+deterministic): bench/instruction_counts.py's user-risk stage (1,000-line chunks,
+100,000 events of warm-up, 30,000 measured) once with each implementation.
+
 Usage (from the repository root): .venv/bin/python -m bench.user_rules_bench
 [--events 200000] [--warm 1000000] [--sizes 16 64 300 1000] [--repeat 3]
-[--flow [--flow-events 400000] [--chunks 0 1000 20000]]
+[--flow [--flow-events 400000] [--chunks 0 1000 20000]] [--instructions]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import pickle
 import random
 import shutil
@@ -163,6 +168,56 @@ def flow(events: int, chunks: list[int], repeat: int) -> dict:
     return report
 
 
+def instructions_child(implementation: str, stage: str, path: str, warm: int, events: int) -> None:
+    """bench/instruction_counts.py's stage ``stage`` (``users`` or ``parse_lines``) with either rules."""
+    import operators.users.user_risk as user_risk
+
+    if implementation == "per-user":
+        from tests.support.legacy_user_risk import UserRisk as LegacyUserRisk
+
+        user_risk.UserRisk = LegacyUserRisk  # type: ignore[misc,assignment]
+    from bench.instruction_counts import run_stage
+
+    run_stage(stage, Path(path), warm, events)
+
+
+def instructions(warm: int, events: int) -> dict:
+    """Instructions per event of the user rules, each implementation, under callgrind.
+
+    As bench/instruction_counts.py's ``user-risk rules`` row: the difference between
+    its ``users`` and ``parse_lines`` stages (1,000-line chunks: ~16 events per shard
+    batch) divided by the events, run once with each implementation.
+    """
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.instruction_counts import write_events
+
+    folder = Path(tempfile.mkdtemp(prefix="paywatch-user-rules-ir-"))
+    path = folder / "events.jsonl"
+    write_events(path, warm + events)
+
+    def count(job: tuple[str, str]) -> int:
+        out = folder / f"callgrind.{job[0]}.{job[1]}"
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m"]
+        command += ["bench.user_rules_bench", "--ir-child", *job, str(path), str(warm), str(events)]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise SystemExit(f"callgrind {job} failed:\n{done.stderr[-2000:]}")
+        return int(found.group(1))
+
+    jobs = [(name, stage) for name in ("per-user", "columns") for stage in ("parse_lines", "users")]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        totals = dict(zip(jobs, pool.map(count, jobs), strict=True))
+    report = {
+        name: (totals[(name, "users")] - totals[(name, "parse_lines")]) // events for name in ("per-user", "columns")
+    }
+    shutil.rmtree(folder)
+    print(json.dumps({"instructions_per_event": report}))
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -173,7 +228,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--flow-events", type=int, default=400_000)
     parser.add_argument("--chunks", type=int, nargs="+", default=[0, 1000, 20000])
     parser.add_argument("--child", nargs=3, metavar=("IMPLEMENTATION", "PATH", "CHUNK"), help=argparse.SUPPRESS)
+    parser.add_argument("--instructions", action="store_true", help="instructions per event under callgrind")
+    parser.add_argument("--ir-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.ir_child:
+        name, stage, path, warm, events = args.ir_child
+        instructions_child(name, stage, path, int(warm), int(events))
+        return {}
+    if args.instructions:
+        return instructions(100_000, 30_000)
     if args.child:
         flow_child(args.child[0], args.child[1], int(args.child[2]))
         return {}

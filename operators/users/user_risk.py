@@ -446,13 +446,15 @@ class UserRisk:
     def _scalar(self, batch: _Batch, chosen: Any, out: list) -> None:
         """Judge events ``chosen`` (indices, in order) one by one, in place in the rows.
 
-        Fields are read and written through the table's flat memoryview: Python
-        floats, no per-row conversion, so a handful of events costs what their
-        bytecode costs.
+        Each event's row is a slice of the table's flat memoryview: fields read
+        and written as Python floats, at small constant indices (no int objects
+        made per access), with no per-row conversion, so a handful of events
+        costs what their bytecode costs.
         """
         table = self.table
         flat, width, ring = table.flat, table.width, table.ring
-        window_ts, window_amount = table.window_ts, table.window_amount
+        start, at = table.window_ts, table.window_amount  # the window ring's two blocks
+        blank = table.blank_view
         slots, region_ids, cols = batch.slots, batch.region_ids, batch.cols
         times, amounts = cols.times, cols.amounts
         idle_seconds = self.idle_seconds
@@ -462,22 +464,23 @@ class UserRisk:
         factor, min_history, size = self.spike.factor, self.spike.min_history, table.history
         for e in chosen:
             base = slots[e] * width
+            row = flat[base : base + width]
             ts = times[e]
             region = region_ids[e]
             amount = amounts[e]
-            if ts - flat[base + LAST_TS] > idle_seconds:
-                flat[base : base + width] = table.blank_view
-                flat[base + LAST_TS] = ts
-                flat[base + LAST_REGION] = region
-            last_ts, last_region = flat[base + LAST_TS], flat[base + LAST_REGION]
+            if ts - row[LAST_TS] > idle_seconds:
+                row[:] = blank
+                row[LAST_TS] = ts
+                row[LAST_REGION] = region
+            last_ts, last_region = row[LAST_TS], row[LAST_REGION]
             if region != last_region and abs(ts - last_ts) <= travel_window:
-                if ts > flat[base + TRAVEL_UNTIL]:
+                if ts > row[TRAVEL_UNTIL]:
                     previous = table.regions[int(last_region)]
                     out.append((e, _TRAVEL, self._travel_alert(batch, e, previous, abs(ts - last_ts))))
-                flat[base + TRAVEL_UNTIL] = ts + self.travel.cooldown_seconds
+                row[TRAVEL_UNTIL] = ts + self.travel.cooldown_seconds
             if ts >= last_ts:
-                flat[base + LAST_TS] = ts
-                flat[base + LAST_REGION] = region
+                row[LAST_TS] = ts
+                row[LAST_REGION] = region
                 cutoff = ts - velocity_window
             else:
                 cutoff = last_ts - velocity_window
@@ -485,62 +488,60 @@ class UserRisk:
             # Velocity: the entry goes after the previous one while payments come in
             # time order (then the live ones are the run ending there), else in the
             # oldest; the ring doubles when every entry is live.
-            start = base + window_ts
-            at = base + window_amount
             for _ in range(2):
-                write = int(flat[base + WINDOW_POS])
-                in_order = flat[base + WINDOW_ORDERED] > 0 and ts >= flat[start + (write - 1) % ring]
+                write = int(row[WINDOW_POS])
+                in_order = row[WINDOW_ORDERED] > 0 and ts >= row[start + (write - 1) % ring]
                 if not in_order:
-                    window = flat[start : start + ring].tolist()
+                    window = row[start : start + ring].tolist()
                     write = window.index(min(window))
-                if flat[start + write] <= cutoff:
+                if row[start + write] <= cutoff:
                     break
                 # Every entry is live: every user's ring doubles (then there is room).
                 table.grow_ring()
                 flat, width, ring = table.flat, table.width, table.ring
-                window_ts, window_amount = table.window_ts, table.window_amount
+                start, at = table.window_ts, table.window_amount
+                blank = table.blank_view
                 base = slots[e] * width
-                start, at = base + window_ts, base + window_amount
+                row = flat[base : base + width]
             if not in_order:
                 window[write] = ts
-            flat[start + write] = ts
-            flat[at + write] = amount or 0.0
-            flat[base + WINDOW_POS] = (write + 1) % ring
+            row[start + write] = ts
+            row[at + write] = amount or 0.0
+            row[WINDOW_POS] = (write + 1) % ring
             if in_order:
                 count, back = 1, write - 1
-                while count < ring and flat[start + back % ring] > cutoff:
+                while count < ring and row[start + back % ring] > cutoff:
                     count += 1
                     back -= 1
                 first = write - count + 1  # the run is first..write, wrapping below 0
                 if first >= 0:
-                    total = reduce(add, flat[at + first : at + write + 1].tolist(), 0.0)
+                    total = reduce(add, row[at + first : at + write + 1].tolist(), 0.0)
                 else:  # in ring order: 0..write, then first + ring..ring - 1
-                    total = reduce(add, flat[at : at + write + 1].tolist(), 0.0)
-                    total = reduce(add, flat[at + first + ring : at + ring].tolist(), total)
+                    total = reduce(add, row[at : at + write + 1].tolist(), 0.0)
+                    total = reduce(add, row[at + first + ring : at + ring].tolist(), total)
             else:
-                live = [a for t, a in zip(window, flat[at : at + ring].tolist(), strict=True) if t > cutoff]
+                live = [a for t, a in zip(window, row[at : at + ring].tolist(), strict=True) if t > cutoff]
                 count, total = len(live), reduce(add, live, 0.0)
-                flat[base + WINDOW_ORDERED] = 1.0 if count == 1 and ts > cutoff else 0.0
+                row[WINDOW_ORDERED] = 1.0 if count == 1 and ts > cutoff else 0.0
             if count > max_count or total > max_amount:
-                if ts > flat[base + VELOCITY_UNTIL]:
+                if ts > row[VELOCITY_UNTIL]:
                     out.append((e, _VELOCITY, self._velocity_alert(batch, e, count, total)))
-                flat[base + VELOCITY_UNTIL] = ts + self.velocity.cooldown_seconds
+                row[VELOCITY_UNTIL] = ts + self.velocity.cooldown_seconds
 
             if amount is not None:
-                history = base + HISTORY
-                held = int(flat[base + HISTORY_LEN])
+                held = int(row[HISTORY_LEN])
                 if held >= min_history:
-                    ordered = sorted(flat[history : history + held].tolist())
+                    ordered = sorted(row[HISTORY : HISTORY + held].tolist())
                     typical = (ordered[(held - 1) // 2] + ordered[held // 2]) / 2.0
                     if typical > 0 and amount >= factor * typical:
-                        if ts > flat[base + SPIKE_UNTIL]:
+                        if ts > row[SPIKE_UNTIL]:
                             out.append((e, _SPIKE, self._spike_alert(batch, e, typical)))
-                        flat[base + SPIKE_UNTIL] = ts + self.spike.cooldown_seconds
-                pos = int(flat[base + HISTORY_POS])
-                flat[history + pos] = amount
-                flat[base + HISTORY_POS] = (pos + 1) % size
+                        row[SPIKE_UNTIL] = ts + self.spike.cooldown_seconds
+                pos = int(row[HISTORY_POS])
+                row[HISTORY + pos] = amount
+                row[HISTORY_POS] = (pos + 1) % size
                 if held < size:
-                    flat[base + HISTORY_LEN] = held + 1
+                    row[HISTORY_LEN] = held + 1
 
     def _sweep(self) -> None:
         """Drop users idle for ``idle_seconds`` of event time, then the least recent beyond the cap."""
