@@ -13,12 +13,14 @@ frozen so that ``processed_at`` and ``future`` details are comparable.
 from __future__ import annotations
 
 import math
+import random
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from unittest import mock
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -261,13 +263,29 @@ _TIMESTAMPS = st.one_of(
 )
 
 
+# The form parsed in numpy (YYYY-MM-DDTHH:MM:SS.mmmZ), with impossible dates and times among them.
+_PRODUCER_FORM = st.builds(
+    "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z".format,
+    st.one_of(st.integers(0, 9999), st.sampled_from([1900, 2000, 2024, 2025, 2100])),
+    st.one_of(st.integers(0, 13), st.just(2)),
+    st.one_of(st.integers(0, 32), st.integers(28, 31)),
+    st.integers(0, 24),
+    st.integers(0, 60),
+    st.integers(0, 60),
+    st.integers(0, 999),
+)
+
+
 @hsettings(max_examples=200, deadline=None)
-@given(st.lists(_TIMESTAMPS, max_size=30), st.lists(_TIMESTAMPS, max_size=10))
+@given(
+    st.one_of(st.lists(_TIMESTAMPS, max_size=30), st.lists(_PRODUCER_FORM, max_size=30)),
+    st.lists(_TIMESTAMPS, max_size=10),
+)
 def test_timestamps_by_column_read_as_the_per_event_loop_reads_them(values, warm):
     """``parse_many`` against the loop's reading (cached halves, else ``parse``), as the contract's bounds judge it."""
     from operators.events.timestamps import TimestampParser
 
-    old, new = TimestampParser(), TimestampParser()
+    old, new = TimestampParser(1, 9998), TimestampParser(1, 9998)  # every generated year counts
     for parser in (old, new):
         for value in warm:
             parser.parse(value)
@@ -283,3 +301,42 @@ def test_timestamps_by_column_read_as_the_per_event_loop_reads_them(values, warm
         return [t if old.min_seconds <= t < old.max_seconds else None for t in times]
 
     assert bounded(new.parse_many(values).tolist()) == bounded(expected)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1900-02-29T00:00:00.000Z",
+        "2000-02-29T12:00:00.999Z",
+        "2100-02-29T00:00:00.000Z",
+        "2024-02-29T23:59:59.999Z",
+        "2025-02-29T00:00:00.000Z",
+        "2025-04-31T00:00:00.000Z",
+        "2025-12-31T23:59:59.999Z",
+        "0000-01-01T00:00:00.000Z",
+        "0001-01-01T00:00:00.001Z",
+        "2025-07-09T24:00:00.000Z",
+        "2025-07-09T19:60:00.000Z",
+        "2025-07-09T19:03:60.000Z",
+        "2025-00-09T19:03:10.123Z",
+    ],
+)
+def test_the_producer_form_in_numpy_reads_as_parse(value):
+    from operators.events.timestamps import TimestampParser
+
+    column = TimestampParser(1, 9998).parse_many([value, value])
+    expected = TimestampParser(1, 9998).parse(value)
+    assert [None if math.isnan(t) else t for t in column.tolist()] == [expected, expected]
+
+
+def test_the_producer_form_in_numpy_reads_as_parse_over_the_years():
+    from operators.events.timestamps import TimestampParser
+
+    rng = random.Random(14)
+    values = [
+        f"{rng.randrange(1, 9999):04d}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T"
+        f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(1000):03d}Z"
+        for _ in range(5_000)
+    ]
+    expected = [TimestampParser(1, 9998).parse(value) for value in values]
+    assert TimestampParser(1, 9998).parse_many(values).tolist() == expected
