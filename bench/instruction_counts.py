@@ -1,6 +1,6 @@
 """Instructions per event of each hot stage, counted by valgrind (callgrind).
 
-    .venv/bin/python -m bench.instruction_counts [--events 30000] [--warm 100000]
+    .venv/bin/python -m bench.instruction_counts [--events 30000] [--warm 100000] [--lake]
 
 Wall-clock rates on a shared machine move by 20 % between identical runs;
 instruction counts of the same code on the same input are the same to a few
@@ -14,7 +14,10 @@ that differ only in the stage measured, divided by ``--events``:
   ``parse_lines`` with it;
 - ``users``: the user-risk rules over the parsed chunks;
 - ``flow``: the whole dataflow (``run_main``, file source, JSONL outputs),
-  as the difference between a run of ``warm + events`` and one of ``warm``.
+  as the difference between a run of ``warm + events`` and one of ``warm``;
+  with ``--lake``, the same again with ``sinks.lake`` on (a local directory;
+  every thread counted: the sink's sender thread builds and encodes the
+  Parquet files).
   The epoch is an hour long so that snapshots, which Bytewax takes on a
   wall-clock interval, do not multiply under valgrind's 50x slowdown.
 
@@ -102,18 +105,17 @@ def run_stage(stage: str, path: Path, warm: int, events: int) -> None:
                 score_users(parsed)
 
 
-def run_flow(path: Path, out: Path) -> None:
+def run_flow(path: Path, out: Path, lake: bool = False) -> None:
     from bytewax.testing import run_main
 
     import dataflow
     from cli import startup
 
-    settings = load_settings(
-        overrides={
-            "source": {"type": "file", "path": str(path), "batch_size": 1000},
-            "sinks": {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}},
-        }
-    )
+    sinks: dict = {"stdout": {"alerts": False, "metrics": False, "dead_letters": False}, "jsonl": {"dir": str(out)}}
+    if lake:
+        sinks["lake"] = {"enabled": True, "uri": str(out / "lake")}
+    source = {"type": "file", "path": str(path), "batch_size": 1000}
+    settings = load_settings(overrides={"source": source, "sinks": sinks})
     flow = dataflow.build_flow(settings)
     startup._tune_garbage_collector()
     run_main(flow, epoch_interval=timedelta(hours=1))
@@ -148,12 +150,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--warm", type=int, default=100_000)
+    parser.add_argument("--lake", action="store_true", help="also the flow with sinks.lake on (two more runs)")
     parser.add_argument("--run", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         kind, path, *rest = args.run
-        if kind == "flow":
-            run_flow(Path(path), Path(rest[0]))
+        if kind in ("flow", "flow_lake"):
+            run_flow(Path(path), Path(rest[0]), lake=kind == "flow_lake")
         else:
             run_stage(kind, Path(path), args.warm, args.events)
         return 0
@@ -167,6 +170,9 @@ def main() -> int:
     jobs = {stage: [*sizes, "--run", stage, str(events)] for stage in STAGES}
     jobs["flow_warm"] = ["--run", "flow", str(warm_file), str(tmp / "out-warm")]
     jobs["flow_all"] = ["--run", "flow", str(events), str(tmp / "out-all")]
+    if args.lake:
+        jobs["lake_warm"] = ["--run", "flow_lake", str(warm_file), str(tmp / "out-lake-warm")]
+        jobs["lake_all"] = ["--run", "flow_lake", str(events), str(tmp / "out-lake-all")]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         totals = dict(zip(jobs, pool.map(lambda item: count(item[0], item[1], tmp), jobs.items()), strict=False))
 
@@ -181,6 +187,9 @@ def main() -> int:
         ("user-risk rules", per_event("users", "parse_lines")),
         ("whole flow (run_main, JSONL outputs)", per_event("flow_all", "flow_warm")),
     ]
+    if args.lake:
+        rows.append(("whole flow with the lake on (sinks.lake, local directory)", per_event("lake_all", "lake_warm")))
+        rows.append(("the lake's share (flow with the lake - flow without)", rows[-1][1] - rows[-2][1]))
     print(f"instructions per event; {args.events:,} events after {args.warm:,} warm-up, {USERS:,} users\n")
     print("| stage | instructions/event | vs orjson.loads |\n|---|---:|---:|")
     for name, value in rows:

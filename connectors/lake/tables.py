@@ -3,11 +3,14 @@
 Raw and enriched rows are built with whole-chunk Arrow/numpy calls (no
 Python loop per event): the raw lines become one binary array (cast to UTF-8
 in one call; only a chunk holding a non-UTF-8 line takes a per-line pass), and
-the enriched rows are read from the transactions JSONL by Arrow's JSON
+the enriched rows' own fields are read from the valid lines by Arrow's JSON
 reader with an explicit schema, which converts ``amount`` from its decimal
 text straight to ``decimal128(38, 9)``: no float ever touches the money.
-A chunk the strict reader refuses (a numeric ``user_id``, an amount with more
-than 9 decimals) is converted line by line instead, with the same schema.
+Paywatch's added fields come from the chunk's few distinct enrichment
+suffixes (the parse step's, read once and taken by key); a chunk without
+them is read from its transactions JSONL instead. A chunk the strict reader
+refuses (a numeric ``user_id``, an amount with more than 9 decimals) is
+converted line by line instead, with the same schema.
 Alerts and per-minute metrics are small streams and converted per record.
 """
 
