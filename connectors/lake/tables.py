@@ -79,6 +79,22 @@ ENRICHED_SCHEMA = pa.schema(
         ("position", pa.string()),
     ]
 )
+#: Columns built as Arrow dictionaries (a value per chunk, or one of a chunk's few suffixes): no
+#: per-row copy to build them, and Parquet writes their dictionary pages without hashing every
+#: row. Files are written without the Arrow schema, so every reader sees plain strings.
+_DICTIONARY_BUILT = frozenset(
+    {"source_partition", "source", "category", "fraud_status", "merchant_status", "rules_version"}
+)
+_CODES = pa.dictionary(pa.int32(), pa.string())
+
+
+def _as_built(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, _CODES) if f.name in _DICTIONARY_BUILT else f for f in schema])
+
+
+RAW_BUILT = _as_built(RAW_SCHEMA)
+ENRICHED_BUILT = _as_built(ENRICHED_SCHEMA)
+
 ALERTS_SCHEMA = pa.schema(
     [
         ("alert_id", pa.string()),
@@ -292,7 +308,8 @@ def _times_column(times: np.ndarray) -> pa.Array:
 
 
 def _constant(value: str, n: int) -> pa.Array:
-    return pa.repeat(value, n)
+    """``n`` times ``value``, as a dictionary of one value (no copy per row)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))
 
 
 def _text_and_bytes(lines: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -363,7 +380,7 @@ def raw_table(lines: ChunkLines, times: np.ndarray) -> pa.Table:
             text,
             raw,
         ],
-        schema=RAW_SCHEMA,
+        schema=RAW_BUILT,
     )
 
 
@@ -442,7 +459,16 @@ def _added_fields(keys: np.ndarray, suffixes: dict[int, bytes]) -> pa.Table:
     codes = np.searchsorted(order, keys)
     if len(keys) and (codes.max() >= len(order) or not np.array_equal(order[codes], keys)):
         raise ValueError("an enrichment key without its suffix")
-    return table.take(pa.array(codes))
+    indices = pa.array(codes.astype(np.int32))
+    return pa.table(
+        [
+            pa.DictionaryArray.from_arrays(indices, column.combine_chunks())
+            if name in _DICTIONARY_BUILT
+            else column.take(indices)
+            for name, column in zip(table.column_names, table.columns, strict=True)
+        ],
+        names=table.column_names,
+    )
 
 
 def enriched_table(
@@ -467,7 +493,10 @@ def enriched_table(
             events = _read_json(pa.py_buffer(blob), _READ_OPTIONS)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             events = _events_line_by_line([line for line in blob.splitlines() if line], _EVENT_FIELDS)
-        columns = events.columns
+        columns = [
+            column.dictionary_encode() if name in _DICTIONARY_BUILT else column
+            for name, column in zip(events.column_names, events.columns, strict=True)
+        ]
     if len(columns[0]) != len(index):
         raise ValueError(f"{len(columns[0])} transaction lines for {len(index)} valid events in {lines.part}")
     status = pc.utf8_upper(pc.utf8_trim_whitespace(columns[_EVENT_FIELDS.names.index("payment_status")]))
@@ -479,7 +508,7 @@ def enriched_table(
             _constant(lines.part, len(index)),
             lines.positions_column(index),
         ],
-        schema=ENRICHED_SCHEMA,
+        schema=ENRICHED_BUILT,
     )
 
 
@@ -589,6 +618,8 @@ _NO_STATISTICS = frozenset({"line", "line_bytes", "message", "details", "extra"}
 def encode_parquet(tables: Sequence[pa.Table], compression: str) -> bytes:
     """One Parquet file holding ``tables`` (same schema), compressed as configured."""
     table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
+    if any(pa.types.is_dictionary(field.type) for field in table.schema):
+        table = table.unify_dictionaries()  # one dictionary per column: Parquet keeps it as is
     names = table.column_names
     out = pa.BufferOutputStream()
     pq.write_table(
@@ -597,5 +628,6 @@ def encode_parquet(tables: Sequence[pa.Table], compression: str) -> bytes:
         compression=None if compression == "none" else compression,
         use_dictionary=[name for name in names if name in _DICTIONARY_COLUMNS],
         write_statistics=[name for name in names if name not in _NO_STATISTICS],
+        store_schema=False,  # readers see the Parquet types: strings, not the build's dictionaries
     )
     return out.getvalue().to_pybytes()
