@@ -149,9 +149,9 @@ class UserTable:
     def set_rows(self, rows: np.ndarray) -> None:
         """Hold ``rows`` (C-contiguous), and ``flat``: a memoryview of them as one run of floats.
 
-        The per-event path reads and writes single fields through ``flat``
-        (``flat[slot * width + column]``): a Python float either way, without
-        numpy's scalar boxing or a conversion of whole rows.
+        The per-event path takes a row as ``flat[slot * width : (slot + 1) * width]`` and
+        reads and writes its fields there: a Python float either way, without numpy's
+        scalar boxing or a conversion of whole rows.
         """
         self.rows = np.ascontiguousarray(rows)
         self.flat = _floats(self.rows)
