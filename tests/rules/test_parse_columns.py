@@ -167,12 +167,12 @@ _CHUNKS = st.lists(st.lists(_LINE, max_size=40), min_size=1, max_size=4)
 SETTINGS = {name: load_settings(environ={}, overrides=config) for name, config in CONFIGS.items()}
 
 
-def _parsers(config: str, merchants: bool):
+def _parsers(config: str, merchants: bool, lines: bool = True):
     settings = SETTINGS[config]
     made = []
     for module in (reference, columnar):
         holder = ReferenceHolder(LiveReference.of(settings.rules, MERCHANTS)) if merchants else None
-        made.append(module.ChunkParser(settings, reference=holder))
+        made.append(module.ChunkParser(settings, transaction_lines=lines, reference=holder))
     return made
 
 
@@ -196,8 +196,8 @@ def _comparable(parsed) -> dict:
     return fields
 
 
-def _run(config: str, merchants: bool, chunks: list[list[bytes]], skip_blank: bool) -> None:
-    old, new = _parsers(config, merchants)
+def _run(config: str, merchants: bool, chunks: list[list[bytes]], skip_blank: bool, lines: bool = True) -> None:
+    old, new = _parsers(config, merchants, lines)
     old_state = new_state = None
     with ExitStack() as stack:
         for module in (reference, columnar):
@@ -211,9 +211,9 @@ def _run(config: str, merchants: bool, chunks: list[list[bytes]], skip_blank: bo
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.sampled_from(sorted(CONFIGS)), st.booleans(), _CHUNKS, st.booleans())
-def test_the_columnar_parser_equals_the_per_event_loop(config, merchants, chunks, skip_blank):
-    _run(config, merchants, chunks, skip_blank)
+@given(st.sampled_from(sorted(CONFIGS)), st.booleans(), _CHUNKS, st.booleans(), st.booleans())
+def test_the_columnar_parser_equals_the_per_event_loop(config, merchants, chunks, skip_blank, lines):
+    _run(config, merchants, chunks, skip_blank, lines)
 
 
 def test_every_kind_of_bad_line_in_one_chunk():
