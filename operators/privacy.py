@@ -81,12 +81,17 @@ def luhn_valid(digits: bytes) -> bool:
 def _card_spans(line: bytes, start: int, end: int) -> list[tuple[int, int, bytes]]:
     """Card numbers in ``line[start:end]`` (a run of digits, spaces and dashes).
 
-    Groups of digits joined by one separator belong together; from each group
-    whose first digit is 2-6 the longest span of whole groups holding 13-19
-    Luhn-valid digits is a card, so "4111 1111 1111 1111 123" (a card and
-    its CVV) is caught as well as "1234-4111111111111111".
+    Groups of digits joined by one separator belong together (a stretch);
+    from each group whose first digit is 2-6 the longest span of whole
+    groups holding 13-19 Luhn-valid digits is a card, so "4111 1111 1111
+    1111 123" (a card and its CVV) is caught as well as "1234-4111111111111111".
+    If the stretch, masked so, still holds a span that passes (an id that
+    happens to pass Luhn took a real card's first group, or the last four
+    digits a mask keeps form one with the digits after them), the whole
+    stretch is masked: nothing that looks like a card is ever left, and
+    masking a masked line changes nothing.
 
-    :returns: ``(first byte, end byte, digits)`` of each card.
+    :returns: ``(first byte, end byte, digits)`` of each span to mask.
     """
     run = line[start:end]
     core = run.strip(_SEPARATORS)
@@ -96,7 +101,35 @@ def _card_spans(line: bytes, start: int, end: int) -> list[tuple[int, int, bytes
             return [(first, first + len(core), core)]
         return []
     cards: list[tuple[int, int, bytes]] = []
-    groups = [(m.start(), m.end()) for m in _GROUP.finditer(line, start, end)]
+    for stretch in _stretches(line, start, end):
+        found = _greedy_cards(line, stretch)
+        if not found:
+            continue
+        first, last = stretch[0][0], stretch[-1][1]
+        masked = _mask_cards(line[first:last], [(a - first, b - first, digits) for a, b, digits in found], False)
+        if any(_greedy_cards(masked, rest) for rest in _stretches(masked, 0, len(masked))):
+            found = [(first, last, b"".join(line[a:b] for a, b in stretch))]
+        cards.extend(found)
+    return cards
+
+
+def _stretches(line: bytes, start: int, end: int) -> list[list[tuple[int, int]]]:
+    """The digit groups of ``line[start:end]`` as ``(first, end)`` offsets, in stretches joined by one separator."""
+    stretches: list[list[tuple[int, int]]] = []
+    previous_end = -2
+    for match in _GROUP.finditer(line, start, end):
+        group = (match.start(), match.end())
+        if group[0] - previous_end == 1 and line[previous_end] in _SEPARATORS:
+            stretches[-1].append(group)
+        else:
+            stretches.append([group])
+        previous_end = group[1]
+    return stretches
+
+
+def _greedy_cards(line: bytes, groups: list[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
+    """Cards in one stretch of ``groups``: from each group starting 2-6, the longest valid span, left to right."""
+    cards: list[tuple[int, int, bytes]] = []
     i = 0
     while i < len(groups):
         first = groups[i][0]
@@ -106,8 +139,6 @@ def _card_spans(line: bytes, start: int, end: int) -> list[tuple[int, int, bytes
         digits = b""
         found: Optional[tuple[int, bytes]] = None
         for j in range(i, len(groups)):
-            if j > i and groups[j][0] - groups[j - 1][1] != 1:
-                break  # two separators in a row end the number
             digits += line[groups[j][0] : groups[j][1]]
             if len(digits) > _MAX_DIGITS:
                 break

@@ -110,6 +110,22 @@ def test_a_card_followed_by_more_digit_groups_is_still_found():
     assert out == [b'{"note":"************1111 123"}', b'{"note":"1234-************1111"}']
 
 
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "45 34 8-6159 3782-822463-10005 5b",  # a Luhn-valid id takes the card's first group
+        "6921816096985 3782-822463-10005 2",  # ... or the id and that group together
+        "2141024343287-200082345",  # the kept last four and the next group pass Luhn
+    ],
+)
+def test_a_card_next_to_digits_that_pass_luhn_leaves_nothing_readable(note):
+    """Found by hypothesis: masking only the first span left the rest of a card, or made a new one."""
+    [out] = redact([orjson.dumps({"note": note})])
+    assert_no_card(out)
+    assert redact([out]) == [out]
+    assert orjson.loads(out)["note"] != note
+
 def test_json_escaped_digits_are_found():
     escaped = "".join(f"\\u{ord(c):04x}" for c in VISA)
     [out] = redact([b'{"card":"' + escaped.encode() + b'"}'])
