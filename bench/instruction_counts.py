@@ -135,7 +135,9 @@ def count(name: str, args: list[str], tmp: Path) -> int:
             *args,
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        # One BLAS thread: Paywatch makes no BLAS call, but OpenBLAS's idle workers spin under
+        # callgrind's serialised threads and their instructions would count against the stage.
+        env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
     )

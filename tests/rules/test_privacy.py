@@ -110,7 +110,6 @@ def test_a_card_followed_by_more_digit_groups_is_still_found():
     assert out == [b'{"note":"************1111 123"}', b'{"note":"1234-************1111"}']
 
 
-
 @pytest.mark.parametrize(
     "note",
     [
@@ -125,6 +124,7 @@ def test_a_card_next_to_digits_that_pass_luhn_leaves_nothing_readable(note):
     assert_no_card(out)
     assert redact([out]) == [out]
     assert orjson.loads(out)["note"] != note
+
 
 def test_json_escaped_digits_are_found():
     escaped = "".join(f"\\u{ord(c):04x}" for c in VISA)
