@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import itertools
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.sources import file as file_source
 from connectors.sources.chunk_size import ChunkSize
 from connectors.sources.file import JsonlFileSource
 
@@ -83,3 +88,49 @@ def test_chunk_size_doubles_while_behind_and_falls_back_when_caught_up():
     assert sizes.size == 100
     with pytest.raises(ValueError, match="max_batch_size"):
         ChunkSize(100, 99)
+
+
+_LINES = st.lists(st.sampled_from([b"", b"ab", b"xxxxxxx", b"\r", b'{"a":1}\r']), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=_LINES,
+    tail=st.sampled_from([b"", b"tail", b"\r"]),
+    count=st.integers(1, 7),
+    block=st.sampled_from([1, 2, 3, 5, 64]),
+)
+def test_block_reads_give_the_lines_and_resume_offsets_of_reading_line_by_line(
+    tmp_path_factory, lines, tail, count, block
+):
+    """Lines split from blocks (any block size, partial lines across blocks, a last line without
+    a newline, CRLF) equal the file read line by line, and every offset resumes at the next line."""
+    path = tmp_path_factory.mktemp("blocks") / "f.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines) + tail)
+
+    def chunks(offset: int) -> tuple[list[list[bytes]], list[int]]:
+        with pytest.MonkeyPatch.context() as patch, open(path, "rb") as f:
+            patch.setattr(file_source, "_READ_BYTES", block)
+            f.seek(offset)
+            reader = file_source._LineReader(f, offset)
+            got, offsets = [], []
+            while True:
+                taken = reader.take(count)
+                got.append(taken)
+                offsets.append(reader.offset)
+                if len(taken) < count:
+                    return got, offsets
+
+    with open(path, "rb") as f:
+        expected, expected_offsets = [], []
+        while True:
+            raw = list(itertools.islice(f, count))
+            joined = b"".join(raw)
+            expected.append(joined.removesuffix(b"\n").split(b"\n") if raw else [])
+            expected_offsets.append(f.tell())
+            if len(raw) < count:
+                break
+    got, offsets = chunks(0)
+    assert (got, offsets) == (expected, expected_offsets)
+    for k, offset in enumerate(offsets[:-1]):
+        assert chunks(offset)[0] == expected[k + 1 :]
