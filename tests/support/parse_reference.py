@@ -14,44 +14,31 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress, repeat
 from operator import attrgetter
 from typing import Any, Optional, Union
 
-import msgspec
 import orjson
 from msgspec import UNSET
 
 from config.settings import Settings
+from operators.dimension_counts import _text
 from operators.events.contract import (
-    ADDED_FIELDS,
-    FAIL_STATUSES,
     STRING_FIELDS,
-    SUCCESS_STATUSES,
     Contract,
     Violation,
 )
-from operators.events.decoder import DECODE_ERRORS, EventDecoder
+from operators.events.decoder import EventDecoder
 from operators.events.partition_time import EventTimeRule, PartitionTime
 from operators.events.timestamps import TimestampParser
 from operators.parse import ChunkParser as _Production
+from operators.parse import ParsedChunk, _as_dict, _status_table, _without_enrichment
 from operators.privacy import Redactor
 from operators.records import LakeChunk, RawChunk
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import NOT_LOADED, STATUS_NAMES
 from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, REVIEW_REQUIRED, FraudScorer
-
-_SCALARS = (str, int, float, bool)
-
-
-def _text(value: Any) -> Any:
-    if value is None or type(value) is str:
-        return value
-    if type(value) in _SCALARS:
-        return str(value).lower() if type(value) is bool else str(value)
-    return repr(value)[:128]
 
 
 class DimensionCounter:
@@ -127,67 +114,7 @@ class DimensionCounter:
         return out
 
 
-# orjson and msgspec disagree on a line (e.g. nesting deeper than one allows).
-UNDECODABLE = "the event could not be decoded"
-
-_SHARD_CACHE_LIMIT = 500_000
-_STATUS_CACHE_LIMIT = 10_000
-
 _merchant_id = attrgetter("merchant_id")
-
-
-@dataclass(slots=True)
-class ParsedChunk:
-    """Everything the flow needs from one chunk, already grouped by consumer."""
-
-    part: str
-    n_parts: int
-    done: bool
-    idle: bool
-    watermark: Optional[float]
-    transactions: bytes = b""
-    n_transactions: int = 0
-    flagged: list = field(default_factory=list)
-    dead_letters: list = field(default_factory=list)
-    alerts: list = field(default_factory=list)
-    # {(region, epoch_second): [count, failures, fraud_suspected, review_required]}
-    region_counts: dict = field(default_factory=dict)
-    # {(region, hop_start): {field: (events Counter, failures Counter)}} (operators/dimension_counts.py)
-    dimension_counts: dict = field(default_factory=dict)
-    # {shard: [(user_id, ts, amount, region, transaction_id), ...]}
-    user_events: dict = field(default_factory=dict)
-    n_late: int = 0
-    # Built only when the lake is on (sinks.lake.enabled).
-    lake: Optional[LakeChunk] = None
-
-
-def _status_table() -> dict[str, bool]:
-    """Exact spellings first (the fast path); the contract's normalising check only on a miss."""
-    table: dict[str, bool] = {}
-    for names, failed in ((FAIL_STATUSES, True), (SUCCESS_STATUSES, False)):
-        for name in names:
-            for spelling in (name, name.lower(), name.capitalize()):
-                table[spelling] = failed
-    return table
-
-
-def _as_dict(raw: bytes) -> Optional[dict]:
-    """The event as a dict for the rare paths: orjson's, or msgspec's where
-    orjson's limits differ (nesting depth), so that what the typed decoder
-    accepted is never rejected here, whatever sinks are configured."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return msgspec.json.decode(raw)
-    except DECODE_ERRORS:
-        return None
-
-
-def _without_enrichment(ev: dict) -> dict:
-    """The input without the fields Paywatch is about to set."""
-    return {k: v for k, v in ev.items() if k not in ADDED_FIELDS}
 
 
 class _Hooks:
