@@ -22,6 +22,7 @@ messages 256 KB, CloudWatch values finite).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -389,7 +390,15 @@ class Contract:
 
 
 def _quote(value: object) -> str:
-    """The offending value, shortened: a detail never carries a 5 MB string."""
+    """The offending value, shortened: a detail never carries a 5 MB string.
+
+    An integer beyond 64 bits is quoted as the double the slow path's decoder
+    (orjson) reads it as, so that the typed decoder, which keeps it exact, gives
+    the same detail for the same line.
+    """
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        with contextlib.suppress(OverflowError):  # beyond a double, orjson refuses it and json keeps the int
+            value = float(value)
     if type(value) is str and len(value) > _QUOTE:
         return f"{value[:_QUOTE]!r}... ({len(value)} characters)"
     text = repr(value)

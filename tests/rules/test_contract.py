@@ -214,3 +214,13 @@ def test_poison_across_decode_blocks_gets_the_verdict_each_line_gets_alone():
     assert out.n_transactions == sum(v is None for _, v in expected) == 91
     ids = [orjson.loads(raw)["transaction_id"] for raw in out.transactions.splitlines()]
     assert ids == [orjson.loads(lines[i])["transaction_id"] for i, v in expected if v is None]
+
+
+@pytest.mark.parametrize("amount", [2**64, 10**30, -(2**63) - 1, 10**400])
+def test_integers_beyond_64_bits_get_the_same_detail_from_either_path(amount):
+    """Found by hypothesis: orjson reads 2^64 as a double, the typed decoder keeps the integer."""
+    line = _serialise({**VALID, "amount": amount}, False)
+    _, out = ChunkParser(SETTINGS).parse(None, chunk([line]))
+    [letter] = out.dead_letters
+    assert (letter["reason"], letter["field"], letter["detail"]) == CONTRACT.line_violation(line, time.time())
+    assert letter["detail"].endswith(f"got {float(amount)!r}" if amount < 10**308 else "characters)")
