@@ -116,14 +116,20 @@ class _KafkaLagSampler(threading.Thread):
     def of(self, phase: str, part: str) -> list[float]:
         return [value[part] for p, value in self.samples if p == phase and part in value]
 
+    def rose(self, part: str) -> bool:
+        """After the restore, the partition's lag rose above what it held while cut."""
+        held, after = self.of("during", part), self.of("after", part)
+        return any(lag > (held[-1] if held else 0) for lag in after)
+
     def rose_and_drained(self, parts: Iterable[str]) -> bool:
-        """After the restore, every partition's lag rose above what it held while cut, then came back to 0."""
-        for part in parts:
-            held, after = self.of("during", part), self.of("after", part)
-            peak = next((i for i, lag in enumerate(after) if lag > (held[-1] if held else 0)), None)
-            if peak is None or 0 not in after[peak:]:
-                return False
-        return True
+        """Some partition's lag rose after the restore, and every partition's came back to 0.
+
+        Not every partition: the restored backlog of one partition can arrive and be read
+        between two scrapes (50 ms apart), so that no scrape sees its lag rise.
+        """
+        parts = list(parts)
+        drained = all(self.of("after", part)[-1:] == [0] for part in parts)
+        return drained and any(self.rose(part) for part in parts)
 
     def latest(self, phase: str) -> dict[str, float]:
         return next((value for p, value in reversed(self.samples) if p == phase), {})
@@ -256,12 +262,13 @@ def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: P
         held = sampler.of("during", part)
         assert held and held == sorted(held, reverse=True), part
         # Once restored, fetch answers carry the new high watermark: the lag rises by what came in meanwhile
-        # (the scrapes see it once the source has read a batch or more of it, so not always all of it) ...
+        # (the scrapes see it once the source has read a batch or more of it, so not always all of it,
+        # and for a partition whose backlog is read between two scrapes, not at all) ...
         after = sampler.of("after", part)
         peak = after.index(max(after))
-        assert after[peak] > held[-1], part
         # ... then drains back to 0 as the flow reads it.
         assert after[peak:] == sorted(after[peak:], reverse=True) and after[-1] == 0, part
+    assert any(sampler.rose(part) for part in ends)  # the outage shows in the lag
 
 
 @pytest.mark.integration
