@@ -7,8 +7,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.servers import ServerProcess, start_moto, start_tansu
+
+# The property tests draw the same examples on every run, so the suite passes or fails the same
+# way on every machine (CI lands nothing on a failure). Looking for new counterexamples is a
+# choice: `pytest --hypothesis-profile=explore` draws fresh ones, and found failures replay
+# from the local example database.
+settings.register_profile("default", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("default")
 
 #: Fixtures that start a real server: a test using one (directly or through
 #: another fixture) is an integration test whatever its own marks say.
