@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
 from bytewax.inputs import StatefulSourcePartition
@@ -36,16 +35,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from config.settings import KafkaSourceSettings
 from connectors.kafka.client_config import librdkafka_config
-from connectors.kafka.source import KafkaSource, parse_part_name, part_name
-from connectors.kafka.steps import take
+from connectors.kafka.partition import KafkaPartitionBase
+from connectors.kafka.source import KafkaSource, parse_part_name
 from connectors.sources.chunk_size import ChunkSize
-from observability.source_lag import clear_lag, set_lag
-from operators.records import RawChunk
 
 logger = logging.getLogger(__name__)
 
-_IDLE_EMIT_SECONDS = 1.0
-_EMPTY_POLL_PAUSE = timedelta(milliseconds=20)
 _PROBE_TIMEOUT_SECONDS = 30.0
 # One wait of the probe: consume() waits out its whole timeout unless a full
 # chunk arrives, so a short step ends the probe soon after the first fetch
@@ -103,8 +98,8 @@ class ConfluentKafkaSource(KafkaSource):
         )
 
 
-class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
-    """One topic-partition; its snapshot is the next offset to read."""
+class ConfluentKafkaPartition(KafkaPartitionBase):
+    """One topic-partition on librdkafka; its snapshot is the next offset to read."""
 
     def __init__(
         self,
@@ -116,18 +111,9 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
         sizes: ChunkSize,
         idle_seconds: float,
     ) -> None:
+        super().__init__(topic, partition, n_parts, sizes, idle_seconds, Message.offset, Message.value)
         self._topic, self._partition = topic, partition
-        self._name = part_name(topic, partition)
-        self._origin = f"{topic}/{partition}"
-        self._n_parts = n_parts
-        self._sizes = sizes
-        self._idle_seconds = idle_seconds
-        self._end: Optional[int] = None
-        self._pending: list[Any] = []
-        self._finished = False
-        self._awake: Optional[datetime] = None
-        self._last_data = time.monotonic()
-        self._last_idle_emit = 0.0
+        self._tp = TopicPartition(topic, partition)
         self._consumer = Consumer(consumer_config(settings))
         try:
             self._offset = self._start(settings, resume_offset)
@@ -163,7 +149,7 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
         return start
 
     def _highwater(self) -> Optional[int]:
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), cached=True)
+        _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
         return None if high is None or high < 0 else high
 
     def _probe_highwater(self) -> int:
@@ -193,55 +179,13 @@ class ConfluentKafkaPartition(StatefulSourcePartition[RawChunk, int]):
                 logger.warning("kafka %s: %s", self._origin, error)
         return good
 
-    def next_batch(self) -> list[RawChunk]:
-        if self._finished:
-            raise StopIteration()
-        if self._end is not None and self._offset >= self._end:
-            self._finished = True
-            set_lag("kafka", self._origin, 0)
-            logger.info("kafka %s: bounded read done at offset %d", self._origin, self._offset)
-            return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, done=True)]
-        asked = self._sizes.size
-        first, lines, positions = self._take(asked)
-        highwater = self._highwater()
-        now = time.monotonic()
-        if not lines:
-            self._sizes.update(behind=False)
-            if self._end is not None:
-                position = self._consumer.position([TopicPartition(self._topic, self._partition)])[0].offset
-                if position >= self._end:
-                    # Only control records or compacted-away offsets were left.
-                    self._offset = self._end
-                    return []
-            if highwater is not None:
-                set_lag("kafka", self._origin, max(0, highwater - self._offset))
-            self._awake = datetime.now(UTC) + _EMPTY_POLL_PAUSE
-            if now - self._last_data >= self._idle_seconds and now - self._last_idle_emit >= _IDLE_EMIT_SECONDS:
-                self._last_idle_emit = now
-                return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, idle=True)]
-            return []
-        self._awake = None
-        self._last_data = now
-        lag = max(0, highwater - self._offset) if highwater is not None else 0
-        if highwater is not None:
-            set_lag("kafka", self._origin, lag)
-        self._sizes.update(behind=len(lines) >= asked or lag > 0)
-        return [RawChunk(self._name, self._n_parts, lines, self._origin, first, positions)]
+    def _fetch(self, count: int) -> list[Any]:
+        return self._consume(count, timeout=0)
 
-    def _take(self, asked: int) -> tuple[int, list[bytes], Optional[list[int]]]:
-        """Up to ``asked`` lines in steps (:mod:`connectors.kafka.steps`); advances ``_offset``."""
-        pending, self._pending = self._pending, []
-        fetch = lambda n: self._consume(n, timeout=0)  # noqa: E731 - a one-line adapter
-        taken = take(fetch, pending, asked, self._offset, self._end, Message.offset, Message.value)
-        self._offset = taken.next_offset
-        return taken.first, taken.lines, taken.positions
+    def _position(self) -> Optional[int]:
+        # librdkafka answers OFFSET_INVALID (negative) until a message or marker has been consumed.
+        position = self._consumer.position([self._tp])[0].offset
+        return position if position >= 0 else None
 
-    def next_awake(self) -> Optional[datetime]:
-        return self._awake
-
-    def snapshot(self) -> int:
-        return self._offset
-
-    def close(self) -> None:
-        clear_lag("kafka", self._origin)
+    def _close_client(self) -> None:
         self._consumer.close()

@@ -5,7 +5,8 @@ confluent-kafka: no consumer group (``group_id=None``, no auto-commit);
 each partition gets its own consumer, ``assign``-ed and ``seek``-ed to the
 offset held in the recovery snapshot, so a restart with the same recovery
 directory continues exactly after the last snapshotted offset. The snapshot
-is the NEXT offset to read (last offset + 1).
+is the NEXT offset to read (last offset + 1, or past a transaction marker the
+client stepped over), kept by :mod:`connectors.kafka.partition` for both clients.
 
 Bounded mode reads up to each partition's end as it was when the partition
 was built, then emits a ``done`` chunk and stops. The end is the high
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Optional
 
@@ -37,23 +37,16 @@ from kafka import KafkaConsumer, TopicPartition
 
 from config.settings import KafkaSourceSettings
 from connectors.kafka.client_config import consumer_config
-from connectors.kafka.steps import take
+from connectors.kafka.partition import KafkaPartitionBase, part_name
 from connectors.sources.chunk_size import ChunkSize
-from observability.source_lag import clear_lag, set_lag
 from operators.records import RawChunk
 
 logger = logging.getLogger(__name__)
 
-_IDLE_EMIT_SECONDS = 1.0
-# Pause after an empty poll so an idle partition does not spin a core;
-# short enough not to matter for alert latency.
-_EMPTY_POLL_PAUSE = timedelta(milliseconds=20)
 _PROBE_TIMEOUT_SECONDS = 30.0
 _OFFSET, _VALUE = attrgetter("offset"), attrgetter("value")
 
-
-def part_name(topic: str, partition: int) -> str:
-    return f"kafka:{topic}/{partition}"
+__all__ = ["KafkaPartition", "KafkaSource", "parse_part_name", "part_name"]
 
 
 def parse_part_name(name: str) -> TopicPartition:
@@ -113,8 +106,8 @@ class KafkaSource(FixedPartitionedSource[RawChunk, int]):
         )
 
 
-class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
-    """One topic-partition; its snapshot is the next offset to read."""
+class KafkaPartition(KafkaPartitionBase):
+    """One topic-partition on kafka-python; its snapshot is the next offset to read."""
 
     def __init__(
         self,
@@ -125,19 +118,9 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
         sizes: ChunkSize,
         idle_seconds: float,
     ) -> None:
+        super().__init__(tp.topic, tp.partition, n_parts, sizes, idle_seconds, _OFFSET, _VALUE)
         self._tp = tp
-        self._name = part_name(tp.topic, tp.partition)
-        self._origin = f"{tp.topic}/{tp.partition}"
-        self._n_parts = n_parts
-        self._sizes = sizes
-        self._idle_seconds = idle_seconds
         self._bounded = settings.bounded
-        self._end: Optional[int] = None
-        self._pending: list = []
-        self._finished = False
-        self._awake: Optional[datetime] = None
-        self._last_data = time.monotonic()
-        self._last_idle_emit = 0.0
         self._consumer = KafkaConsumer(**consumer_config(settings, sizes.size))
         try:
             self._consumer.assign([tp])
@@ -187,51 +170,14 @@ class KafkaPartition(StatefulSourcePartition[RawChunk, int]):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"kafka {self._origin}: no fetch response within {_PROBE_TIMEOUT_SECONDS}s")
 
-    def next_batch(self) -> list[RawChunk]:
-        if self._finished:
-            raise StopIteration()
-        if self._end is not None and self._offset >= self._end:
-            self._finished = True
-            set_lag("kafka", self._origin, 0)
-            logger.info("kafka %s: bounded read done at offset %d", self._origin, self._offset)
-            return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, done=True)]
-        asked = self._sizes.size
-        pending, self._pending = self._pending, []
-        taken = take(self._poll, pending, asked, self._offset, self._end, _OFFSET, _VALUE)
-        highwater = self._consumer.highwater(self._tp)
-        now = time.monotonic()
-        if not taken.lines:
-            self._sizes.update(behind=False)
-            if self._end is not None and self._consumer.position(self._tp, timeout_ms=0) >= self._end:
-                # Only control records or compacted-away offsets were left.
-                self._offset = self._end
-                return []
-            if highwater is not None:
-                set_lag("kafka", self._origin, max(0, highwater - self._offset))
-            self._awake = datetime.now(UTC) + _EMPTY_POLL_PAUSE
-            if now - self._last_data >= self._idle_seconds and now - self._last_idle_emit >= _IDLE_EMIT_SECONDS:
-                self._last_idle_emit = now
-                return [RawChunk(self._name, self._n_parts, [], self._origin, self._offset, idle=True)]
-            return []
-        self._awake = None
-        self._last_data = now
-        self._offset = taken.next_offset
-        lag = max(0, highwater - self._offset) if highwater is not None else 0
-        if highwater is not None:
-            set_lag("kafka", self._origin, lag)
-        self._sizes.update(behind=len(taken.lines) >= asked or lag > 0)
-        return [RawChunk(self._name, self._n_parts, taken.lines, self._origin, taken.first, taken.positions)]
-
-    def _poll(self, count: int) -> list:
-        """At most ``count`` records already fetched, without waiting."""
+    def _fetch(self, count: int) -> list:
         return self._consumer.poll(timeout_ms=0, max_records=count).get(self._tp, [])
 
-    def next_awake(self) -> Optional[datetime]:
-        return self._awake
+    def _highwater(self) -> Optional[int]:
+        return self._consumer.highwater(self._tp)
 
-    def snapshot(self) -> int:
-        return self._offset
+    def _position(self) -> Optional[int]:
+        return self._consumer.position(self._tp, timeout_ms=0)
 
-    def close(self) -> None:
-        clear_lag("kafka", self._origin)
+    def _close_client(self) -> None:
         self._consumer.close()

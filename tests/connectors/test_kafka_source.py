@@ -7,7 +7,7 @@ import uuid
 from operator import attrgetter
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import Message, Producer
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
@@ -255,6 +255,45 @@ def test_chunks_larger_than_one_consume_step_stay_exact(kafka_broker, topic, cli
     assert max(len(c.lines) for c in data) == 4000  # 1,000 -> 2,000 -> 4,000: two consume steps for librdkafka
     assert part.snapshot() == 7000
     part.close()
+
+
+def _produce_transaction(broker, topic: str, start: int, n: int) -> list[bytes]:
+    """``n`` records to partition 0 in one committed transaction: the commit marker takes the next offset."""
+    producer = Producer({"bootstrap.servers": broker.address, "transactional.id": f"tx-{uuid.uuid4().hex[:8]}"})
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    values = [b'{"n":%d}' % i for i in range(start, start + n)]
+    for value in values:
+        producer.produce(topic, value, partition=0)
+    producer.commit_transaction(10)
+    return values
+
+
+def test_a_snapshot_steps_over_a_trailing_transaction_marker(kafka_broker, topic, client):
+    """Reads that find only a commit marker leave both clients' snapshot after it, and a resume goes on from there.
+
+    Offsets 0-4 hold records and 5 the marker. The snapshot used to stay on the
+    marker (5) after such reads: the lag read 1 for ever and a resume fetched it again.
+    """
+    sent = _produce_transaction(kafka_broker, topic, 0, 5)
+    source = KafkaSource(_settings(kafka_broker, topic, client), batch_size=100, idle_seconds=30)
+    name = f"kafka:{topic}/0"
+    part = source.build_part("in", name, None)
+    assert lines_of(drain(part, until=count_lines(5))) == sent
+    for _ in range(3):  # reads with nothing but the marker behind them
+        assert lines_of(step(part) or []) == []
+    state = part.snapshot()
+    assert state == 6 and lags()[("kafka", f"{topic}/0")] == 0
+    part.close()
+
+    more = _produce_transaction(kafka_broker, topic, 5, 4)  # offsets 6-9, marker 10
+    for resume in (state, 5):  # from the snapshot, and from an older one that points at the marker
+        part = source.build_part("in", name, resume)
+        assert lines_of(drain(part, until=count_lines(4))) == more
+        for _ in range(2):
+            assert lines_of(step(part) or []) == []
+        assert part.snapshot() == 11
+        part.close()
 
 
 def _confluent(offset: int, value) -> Message:
