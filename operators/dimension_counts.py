@@ -8,23 +8,22 @@ of each ``(region, hop_start)`` of the chunk, as ``Counter`` objects.
 sliding window starts and ends on a hop, so a window is an exact sum of hops
 and the counts stay ten times smaller than per second.
 
-The counting is per chunk, not per event: the parse step hands each field as
-a column of values, one stable numpy sort of the events' (region, hop) slots
-(from the parse step's bucket numbers) groups it, and
-``collections.Counter`` counts each group in C, so each field costs a few
-tens of nanoseconds per event (bench/dimension_counts_bench.py,
-docs/performance.md). A value that is missing (``None``) is not counted; a
-value that is not a string (a number, or a JSON object in a field the
-producer added) is counted by its JSON-like text, so it is hashable and
-reads the same in an alert.
+The counting is per chunk, not per event: each field's values are interned
+to small codes in one C-level dict pass, an event's (hop slot, value code)
+is one int key, and ``np.bincount`` counts the keys (``np.minimum.at``
+finds where each pair first came, to list a hop's values in event order);
+only the distinct (hop, value) pairs become Python objects
+(bench/dimension_counts_bench.py, docs/performance.md). A value that is
+missing (``None``) is not counted; a value that is not a string (a number,
+or a JSON object in a field the producer added) is counted by its JSON-like
+text, so it is hashable and reads the same in an alert.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from itertools import compress
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -58,10 +57,13 @@ class DimensionCounter:
     ) -> dict[tuple[str, int], dict[str, tuple[Counter, Counter]]]:
         """Counts for one chunk: ``{(region, hop_start): {field: (events, failures)}}``.
 
-        The events are grouped by (region, hop) with one stable numpy sort of
-        small ints, so each group's values are counted by ``Counter`` over
-        plain strings (whose hashes Python caches), and the region windows
-        can keep a hop's counts apart without looking at its entries.
+        Each field's values are interned to small codes once per chunk (one
+        C-level dict pass), so an event's (hop slot, value) pair is one int
+        key, counted with ``np.bincount``; only the distinct pairs become
+        Python objects. Each ``Counter`` lists its values in the order they
+        first came in that hop (the failures' in the order they first failed),
+        as counting the hop's events one by one would: the windows' cut keeps
+        the first of equal counts (``Counter.most_common``).
 
         :arg buckets: the chunk's ``(region, second)`` buckets, in the order
             of the parse step's ``region_counts``.
@@ -69,7 +71,8 @@ class DimensionCounter:
         :arg failed: whether each of those events failed (bool array).
         :arg columns: each field's values, one per valid event.
         """
-        if not self._typed or not len(bucket):
+        n = len(bucket)
+        if not self._typed or not n:
             return {}
         hop = self._hop
         slot_keys: list[tuple[str, int]] = []
@@ -82,31 +85,58 @@ class DimensionCounter:
                 slot = slot_of_key[key] = len(slot_keys)
                 slot_keys.append(key)
             slot_of_bucket.append(slot)
-        order: Optional[list[int]] = None
-        if len(slot_keys) == 1:
-            bounds = [(0, len(bucket))]
-            fails = failed.tolist()
-        else:
-            slots = np.asarray(slot_of_bucket, dtype=np.int64)[bucket]
-            sorted_slots = np.argsort(slots, kind="stable")
-            ends = np.cumsum(np.bincount(slots, minlength=len(slot_keys))).tolist()
-            bounds = list(zip([0, *ends[:-1]], ends, strict=True))
-            fails = failed[sorted_slots].tolist()
-            order = sorted_slots.tolist()
-        any_failed = any(fails)
+        n_slots = len(slot_keys)
+        slots = np.asarray(slot_of_bucket, dtype=np.int64)[bucket] if n_slots > 1 else np.zeros(n, dtype=np.int64)
+        failed_rows = np.flatnonzero(failed) if failed.any() else None
         out: dict[tuple[str, int], dict[str, tuple[Counter, Counter]]] = {key: {} for key in slot_keys}
         for name, typed in self._typed:
             values = columns[name]
             if not typed:
                 values = [_text(v) for v in values]
-            if order is not None:
-                values = list(map(values.__getitem__, order))
-            for slot, (begin, end) in enumerate(bounds):
-                group = values[begin:end]
-                seen = Counter(group)
-                failures = Counter(compress(group, fails[begin:end])) if any_failed else Counter()
-                if None in seen:
-                    del seen[None]
-                    failures.pop(None, None)
-                out[slot_keys[slot]][name] = (seen, failures)
+            distinct = list(dict.fromkeys(values))
+            code_of = dict(zip(distinct, range(len(distinct)), strict=True))
+            codes = np.fromiter(map(code_of.__getitem__, values), np.int64, n)
+            width = len(distinct)
+            keys = slots * width + codes
+            seen = _by_slot(keys, np.arange(n), width, n_slots, code_of.get(None, -1), distinct)
+            if failed_rows is None:
+                fails: list[dict] = [{}] * n_slots
+            else:
+                fails = _by_slot(keys[failed_rows], failed_rows, width, n_slots, code_of.get(None, -1), distinct)
+            for slot, key in enumerate(slot_keys):
+                out[key][name] = (Counter(seen[slot]), Counter(fails[slot]))
         return out
+
+
+def _by_slot(
+    keys: np.ndarray, rows: np.ndarray, width: int, n_slots: int, none_code: int, distinct: list
+) -> list[dict]:
+    """Per slot, ``{value: events}`` for the events with (slot * width + value code) ``keys``, at
+    ``rows``: values in the order they first came in the slot, the missing value (``none_code``) left out.
+    """
+    size = n_slots * width
+    if size <= 4 * len(keys) + 1024:
+        counts = np.bincount(keys, minlength=size)
+        present = np.flatnonzero(counts)
+        first = np.full(size, rows[-1] + 1 if len(rows) else 0, dtype=np.int64)
+        np.minimum.at(first, keys, rows)
+        firsts = first[present]
+        counts = counts[present]
+    else:  # many slots of many values (events far apart in time): sort instead of a sparse table
+        present, index, counts = np.unique(keys, return_index=True, return_counts=True)
+        firsts = rows[index]
+    order = np.lexsort((firsts, present // width))
+    present, counts = present[order], counts[order]
+    slot_of, code_of = np.divmod(present, width)
+    keep = code_of != none_code
+    if not keep.all():
+        slot_of, code_of, counts = slot_of[keep], code_of[keep], counts[keep]
+    ends = np.searchsorted(slot_of, np.arange(1, n_slots + 1)).tolist()
+    names = list(map(distinct.__getitem__, code_of.tolist()))
+    tallies = counts.tolist()
+    out = []
+    begin = 0
+    for end in ends:
+        out.append(dict(zip(names[begin:end], tallies[begin:end], strict=False)))
+        begin = end
+    return out

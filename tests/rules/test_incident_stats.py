@@ -1,11 +1,14 @@
 """The statistics of FAILURE_RATE incidents: known counts in, decision out."""
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from operators.dimension_counts import DimensionCounter
+from operators.dimension_counts import DimensionCounter, _text
 from operators.incident_stats import contributors, log_binomial_tail, percent, wilson_lower, z_for
 
 Z = z_for(0.999)
@@ -128,6 +131,36 @@ def test_dimension_counts_group_events_by_hop_in_event_order():
     assert list(counts[("EU", 1000)]["device"][0].items()) == [("a", 1), ("c", 1), ("b", 1)]
     assert counts[("EU", 1000)]["device"][1] == {"c": 1}
     assert counts[("EU", 1010)]["device"] == ({"b": 1, "a": 1}, {"b": 1, "a": 1})
+
+
+_VALUES = st.sampled_from(["a", "b", "c", None, 3, 2.5, True, {"x": 1}])
+
+
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 5), _VALUES, st.booleans()), min_size=1, max_size=60),
+    seconds=st.lists(st.integers(1000, 1060), min_size=6, max_size=6),
+)
+def test_dimension_counts_equal_counting_each_event_in_order(rows, seconds):
+    """Per hop, the values in the order they first came (failures: first failed), None left out."""
+    buckets = list(dict.fromkeys(("EU" if i % 2 else "US", second) for i, second in enumerate(seconds)))
+    bucket = np.array([b % len(buckets) for b, _, _ in rows])
+    failed = np.array([f for _, _, f in rows])
+    values = [v for _, v, _ in rows]
+    counts = DimensionCounter(["pm"], 10, frozenset()).count(buckets, bucket, failed, {"pm": values})
+    expected: dict = {}
+    for region, second in buckets:
+        expected.setdefault((region, second - second % 10), {"pm": (Counter(), Counter())})
+    for b, value, fail in rows:
+        region, second = buckets[b % len(buckets)]
+        seen, fails = expected[(region, second - second % 10)]["pm"]
+        text = _text(value)
+        if text is not None:
+            seen[text] += 1
+            if fail:
+                fails[text] += 1
+    as_lists = {key: [list(c.items()) for c in v["pm"]] for key, v in counts.items()}
+    assert as_lists == {key: [list(c.items()) for c in v["pm"]] for key, v in expected.items()}
+    assert list(counts) == list(expected)
 
 
 def test_contributors_reach_dynamodb_as_a_list_of_maps():
