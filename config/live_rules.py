@@ -21,7 +21,7 @@ import json
 import yaml
 from pydantic import ValidationError
 
-from config.loader import deep_merge
+from config.loader import deep_merge, load_yaml
 from config.settings import RESTART_ONLY_RULES, RuleSettings
 
 VERSION_LENGTH = 12
@@ -50,7 +50,7 @@ def parse_rules_document(text: str | bytes, base: RuleSettings) -> RuleSettings:
         names the first offending setting, as ``rules.failure_rate.threshold_percent``).
     """
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise RulesRefused("rules_file", f"not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
