@@ -61,6 +61,7 @@ def measure(n_users: int, events_per_user: int) -> dict:
     from config import load_settings
     from operators.state.snapshots import collector_paused
     from operators.steps import USER_RISK_FORMAT
+    from operators.records import UserColumns
     from operators.users.user_risk import UserEvents, UserShard
 
     settings = load_settings(environ={}, overrides={"users": {"max_users": max(n_users, 1_000_000)}})
@@ -89,9 +90,10 @@ def measure(n_users: int, events_per_user: int) -> dict:
                 index += 1
             watermark = base + min(start + CHUNK, n_users) * step
             for shard, events in zip(shards, by_shard, strict=True):
-                shard.add([UserEvents("p0", 1, watermark, False, False, events)], 0.0)
+                columns = UserColumns.of_rows(events) if events else None
+                shard.add([UserEvents("p0", 1, watermark, False, False, columns)], 0.0)
     for shard in shards:
-        shard.add([UserEvents("p0", 1, None, True, False, [])], 0.0)
+        shard.add([UserEvents("p0", 1, None, True, False, None)], 0.0)
         shard.flush()
     held = sum(len(shard.risk) for shard in shards)
     rss_state = _rss_mb() - rss_before

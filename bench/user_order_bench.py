@@ -148,7 +148,7 @@ def _use_arrival_order() -> None:
         def on_batch(self, values: list) -> tuple[list, bool]:
             out: list = []
             for events in values:
-                out.extend(self.risk.process(events))
+                out.extend(self.risk.process(events.rows()))  # that release took tuples
             return out, len(self.risk) == 0
 
         def snapshot(self) -> bytes:
@@ -323,7 +323,7 @@ def mode_held(pattern: str) -> dict:
             chunk = RawChunk(f"f{index}", len(files), lines, done=done[index])
             partition_times[index], parsed = parser.parse(partition_times[index], chunk)
             for shard_index, shard in enumerate(shards):
-                events = parsed.user_events.get(shard_index, [])
+                events = parsed.user_events.get(shard_index)
                 shard.add([UserEvents(parsed.part, parsed.n_parts, parsed.watermark, parsed.done, False, events)], 0.0)
         held = sum(len(shard.held) for shard in shards)
         if held > most:

@@ -60,7 +60,7 @@ from operators.events.decoder import DECODE_ERRORS, EventDecoder
 from operators.events.partition_time import EventTimeRule, PartitionTime
 from operators.events.timestamps import TimestampParser, iso_utc
 from operators.privacy import Redactor
-from operators.records import LakeChunk, RawChunk
+from operators.records import AMOUNT, REGION, TIME, WHOLE, LakeChunk, RawChunk, UserColumns
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import NOT_LOADED, STATUS_NAMES
 from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, FraudScorer
@@ -108,22 +108,29 @@ def _picker(rows: list[int], whole: bool) -> Callable[[Sequence], Sequence]:
     return lambda column: list(map(column.__getitem__, rows))
 
 
-def _buckets(regions: Sequence[str], seconds: np.ndarray) -> tuple[np.ndarray, list[tuple[str, int]]]:
+def _region_codes(regions: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The chunk's distinct regions (in order of first appearance) and each event's index among them."""
+    names = list(dict.fromkeys(regions))
+    code_of = {name: code for code, name in enumerate(names)}
+    return names, np.fromiter(map(code_of.__getitem__, regions), np.int64, len(regions))
+
+
+def _buckets(
+    regions: Sequence[str], names: list[str], codes: np.ndarray, seconds: np.ndarray
+) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Each event's (region, second) bucket, numbered in order of first appearance, and the buckets.
 
-    Regions are interned to small codes per chunk, so a bucket is one int64
-    key. The keys of a chunk span a few seconds of a few regions: each key's
-    first row is found with ``np.minimum.at`` over that small range, with no
-    sort of the chunk; a chunk whose seconds spread far (an event far ahead)
-    is grouped by ``np.unique`` instead.
+    Regions are interned to small codes per chunk (:func:`_region_codes`), so a
+    bucket is one int64 key. The keys of a chunk span a few seconds of a few
+    regions: each key's first row is found with ``np.minimum.at`` over that
+    small range, with no sort of the chunk; a chunk whose seconds spread far
+    (an event far ahead) is grouped by ``np.unique`` instead.
     """
     n = len(regions)
-    code_of = {name: code for code, name in enumerate(dict.fromkeys(regions))}
-    codes = np.fromiter(map(code_of.__getitem__, regions), np.int64, n)
     low = int(seconds.min())
     span = int(seconds.max()) - low + 1
     keys = codes * span + (seconds - low)
-    size = len(code_of) * span
+    size = len(names) * span
     if size <= 4 * n + 64:
         first = np.full(size, n, dtype=np.int64)
         np.minimum.at(first, keys, np.arange(n))
@@ -160,7 +167,7 @@ class ParsedChunk:
     region_counts: dict = field(default_factory=dict)
     # {(region, hop_start): {field: (events Counter, failures Counter)}} (operators/dimension_counts.py)
     dimension_counts: dict = field(default_factory=dict)
-    # {shard: [(user_id, ts, amount, region, transaction_id), ...]}
+    # {shard: UserColumns}: the events with a user, per user shard, in event order
     user_events: dict = field(default_factory=dict)
     n_late: int = 0
     # Built only when the lake is on (sinks.lake.enabled).
@@ -480,7 +487,8 @@ class ChunkParser:
         valid_times = times[accepted]
         seconds = valid_times.astype(np.int64)
         suspected = flagged[accepted] & (score[accepted] >= scorer.suspected_score)
-        bucket, bucket_keys = _buckets(regions, seconds)
+        region_names, region_codes = _region_codes(regions)
+        bucket, bucket_keys = _buckets(regions, region_names, region_codes, seconds)
         size = len(bucket_keys)
         valid_failed = failed[accepted] == 1
         columns = (
@@ -496,12 +504,23 @@ class ChunkParser:
             dimensions = {name: pick(column[name]) for name in self._dimensions.fields}
             out.dimension_counts = self._dimensions.count(bucket_keys, bucket, valid_failed, dimensions)
 
-        # The user rules' tuples, per shard; flagged rows and their alerts, per row.
+        # The user rules' columns, per shard; flagged rows and their alerts, per row.
         user_ids = pick(column["user_id"])
         transaction_ids = pick(column["transaction_id"])
-        time_list = valid_times.tolist()
-        self._user_events(out, user_ids, time_list, pick(amounts), regions, transaction_ids)
+        numbers = np.empty((4, len(valid)))
+        numbers[TIME] = valid_times
+        numbers[AMOUNT] = amount[accepted]
+        numbers[REGION] = region_codes
+        numbers[WHOLE] = 0.0
+        # An amount the input wrote as an integer is quoted as one by the alerts: only whole amounts can be.
+        whole_amounts = np.flatnonzero(numbers[AMOUNT] == np.trunc(numbers[AMOUNT]))
+        if whole_amounts.size:
+            written = map(amounts.__getitem__, map(valid.__getitem__, whole_amounts.tolist()))
+            integers = np.fromiter(map(is_, map(type, written), repeat(int)), bool, whole_amounts.size)
+            numbers[WHOLE, whole_amounts[integers]] = 1.0
+        self._user_events(out, user_ids, transaction_ids, region_names, numbers)
         if flagged[accepted].any():
+            time_list = valid_times.tolist()
             for k in np.flatnonzero(flagged[accepted]).tolist():
                 row = valid[k]
                 user_id = user_ids[k]
@@ -619,12 +638,16 @@ class ChunkParser:
         self,
         out: ParsedChunk,
         user_ids: Sequence,
-        times: list[float],
-        amounts: Sequence,
-        regions: Sequence,
         txns: Sequence,
+        regions: list[str],
+        numbers: np.ndarray,
     ) -> None:
-        """``(user_id, ts, amount, region, transaction_id)`` per shard, in event order, for events with a user."""
+        """The events with a user as :class:`UserColumns` per shard, in event order.
+
+        The split is one stable argsort of the shard numbers: each column is
+        gathered once in shard order (one C-level ``map`` for a list, one fancy
+        index for the numbers) and every shard takes a slice of it.
+        """
         if not _STR_OR_NONE.issuperset(map(type, user_ids)):
             user_ids = [str(user_id) if type(user_id) is int else user_id for user_id in user_ids]
         shards = np.fromiter(map(self._shard_of.get, user_ids, repeat(-1)), np.int64, len(user_ids))
@@ -633,13 +656,19 @@ class ChunkParser:
                 shards[k] = self._shard(user_ids[k])
         order = np.argsort(shards, kind="stable")
         sizes = np.bincount(shards + 1, minlength=self._shards + 1).tolist()
-        tuples = list(zip(user_ids, times, amounts, regions, txns, strict=True))
-        ordered = list(map(tuples.__getitem__, order[sizes[0] :].tolist()))
+        order = order[sizes[0] :]  # without the events with no user (shard -1)
+        picked = order.tolist()
+        users = list(map(user_ids.__getitem__, picked))
+        txn_list = list(map(txns.__getitem__, picked))
+        block = numbers[:, order]
         start = 0
         for shard, size in enumerate(sizes[1:]):
             if size:
-                out.user_events[shard] = ordered[start : start + size]
-                start += size
+                stop = start + size
+                out.user_events[shard] = UserColumns(
+                    users[start:stop], txn_list[start:stop], regions, block[:, start:stop]
+                )
+                start = stop
 
     # -- helpers kept off the hot path -------------------------------------
 

@@ -26,7 +26,13 @@ from operators.records import TransactionBatch
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.region_windows import METRICS, RegionSummary, RegionWindows, RegionWindowState, migrate_state
 from operators.state.snapshots import SnapshotFormat, collector_paused, unchanged
-from operators.users.user_risk import UserEvents, UserShard, upgrade_snapshot, upgrade_to_columns
+from operators.users.user_risk import (
+    UserEvents,
+    UserShard,
+    upgrade_held_to_columns,
+    upgrade_snapshot,
+    upgrade_to_columns,
+)
 
 REGIONS_KEY = "regions"
 """Every region's summary goes to one key: the windows judge all regions at once."""
@@ -75,15 +81,12 @@ def _region_summary(chunk: ParsedChunk) -> tuple[str, RegionSummary]:
     )
 
 
-_NO_EVENTS: list = []
-
-
 def _user_batches(shard_keys: list[str], chunk: ParsedChunk) -> list[tuple[str, UserEvents]]:
     """One item per shard, events or not: every shard must see every partition's progress."""
     events = chunk.user_events
     part, n_parts, watermark, done, idle = chunk.part, chunk.n_parts, chunk.watermark, chunk.done, chunk.idle
     return [
-        (key, UserEvents(part, n_parts, watermark, done, idle, events.get(shard, _NO_EVENTS)))
+        (key, UserEvents(part, n_parts, watermark, done, idle, events.get(shard)))
         for shard, key in enumerate(shard_keys)
     ]
 
@@ -115,12 +118,15 @@ REGION_WINDOWS_FORMAT = SnapshotFormat("region_windows", 2, {0: unchanged, 1: mi
 Version 2 is the state of issue 16 (incidents with evidence and contributors, dimension
 counts); :func:`~operators.region_windows.migrate_state` reads every earlier shape."""
 
-USER_RISK_FORMAT = SnapshotFormat("user_risk", 3, {0: unchanged, 1: upgrade_snapshot, 2: upgrade_to_columns})
+USER_RISK_FORMAT = SnapshotFormat(
+    "user_risk", 4, {0: unchanged, 1: upgrade_snapshot, 2: upgrade_to_columns, 3: upgrade_held_to_columns}
+)
 """Version 1 added the envelope around the shard's pickled bytes; version 2 is the
 shard of event-time order, ``(rules, partition clock, held events)``, with no tag of its
 own (:func:`~operators.users.user_risk.upgrade_snapshot` reads both earlier shapes);
 version 3 holds the rules' users in columns (issue 14,
-:func:`~operators.users.user_risk.upgrade_to_columns`)."""
+:func:`~operators.users.user_risk.upgrade_to_columns`); version 4 holds the held events
+as column blocks too (:func:`~operators.users.user_risk.upgrade_held_to_columns`)."""
 
 
 def _stateful(snapshot_format: SnapshotFormat, builder: Callable[[Any], Any]) -> Callable[[Any], Any]:

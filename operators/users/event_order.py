@@ -9,16 +9,19 @@ advances, every held event older than the frontier, sorted by
 events with the same timestamp are judged in the same order whatever
 partitions they came through.
 
-Events are held as runs: one list per added chunk sorted by time, in a heap ordered
-by each run's oldest event. A release pops only the runs that start before
-the frontier and cuts the one that straddles it by bisection, so its cost is
-the number of events released plus a logarithm per run touched, not the
-number held: a partition far ahead of the others (a backfill, a replay after
-an outage) holds many runs, and each chunk of the slow one touches only the
-few it releases.
+Events are held as column blocks (:class:`~operators.records.UserColumns`):
+one block per added chunk slice, sorted by time, in a heap ordered by each
+block's oldest event. A release pops only the blocks that start before the
+frontier and cuts the one that straddles it with one ``searchsorted``, then
+merges what it took with one stable numpy argsort of the times (skipped when
+they are already in order, as one in-order partition's are), so its cost is
+a few numpy calls per block touched plus the events released, never Python
+per event, and not the number held: a partition far ahead of the others (a
+backfill, a replay after an outage) holds many blocks, and each chunk of the
+slow one touches only the few it releases.
 
 The number held is capped (``max_held``): beyond it the frontier is forced
-forward past the oldest runs, releasing them in order before the slowest
+forward past the oldest blocks, releasing them in order before the slowest
 partition has caught up. Events the slow partition later delivers behind that
 point are judged on arrival, out of order; ``forced`` counts the events
 released early so that it shows.
@@ -27,15 +30,42 @@ released early so that it shows.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from heapq import heappop, heappush
-from operator import itemgetter
 from typing import Optional
 
-# Events are tuples whose field 1 is the event time and field 4 the transaction id
-# (the user rules' ``(user_id, ts, amount, region, transaction_id)``).
-_TS = itemgetter(1)
-ORDER = itemgetter(1, 4)
+import numpy as np
+
+from operators.records import TIME, UserColumns
+
+
+def in_time_order(block: UserColumns) -> UserColumns:
+    """``block`` sorted by event time (stable: equal times keep their order); itself when it already is."""
+    times = block.numbers[TIME]
+    if len(times) > 1 and (times[1:] < times[:-1]).any():
+        return block.take(np.argsort(times, kind="stable"))
+    return block
+
+
+def by_transaction_on_ties(batch: UserColumns) -> UserColumns:
+    """``batch`` (sorted by time) with each run of equal times sorted by transaction id (stable)."""
+    times = batch.numbers[TIME]
+    if len(times) < 2:
+        return batch
+    ties = np.flatnonzero(times[1:] == times[:-1])
+    if not len(ties):
+        return batch
+    order = np.arange(len(times))
+    txns = batch.txns
+    # Runs of equal times: a tie at i joins i and i + 1; consecutive ties make one run.
+    starts = ties[np.r_[True, ties[1:] != ties[:-1] + 1]].tolist()
+    ends = (ties[np.r_[ties[1:] != ties[:-1] + 1, True]] + 2).tolist()
+    changed = False
+    for start, end in zip(starts, ends, strict=True):
+        run = sorted(range(start, end), key=txns.__getitem__)
+        if run != list(range(start, end)):
+            order[start:end] = run
+            changed = True
+    return batch.take(order) if changed else batch
 
 
 class EventTimeBuffer:
@@ -47,9 +77,9 @@ class EventTimeBuffer:
 
     def __init__(self, max_held: int, state: Optional[tuple] = None) -> None:
         self.max_held = max(1, max_held)
-        # (oldest event time, sequence number, events sorted by time); the
-        # sequence number keeps heapq from ever comparing two runs.
-        self.runs: list[tuple[float, int, list]] = []
+        # (oldest event time, sequence number, block sorted by time); the
+        # sequence number keeps heapq from ever comparing two blocks.
+        self.runs: list[tuple[float, int, UserColumns]] = []
         self.held = 0
         self.forced = 0
         self._seq = 0
@@ -57,51 +87,54 @@ class EventTimeBuffer:
             self.runs, self.held, self.forced, self._seq = state
 
     def state(self) -> tuple:
-        """What a snapshot must hold: the runs as they are (lists of small tuples)."""
+        """What a snapshot must hold: the blocks as they are (each pickles as lists and one bytes object)."""
         return (self.runs, self.held, self.forced, self._seq)
 
     def __len__(self) -> int:
         return self.held
 
-    def add(self, events: list[tuple]) -> None:
+    def add(self, events: UserColumns) -> None:
         """Hold one chunk's events (any order)."""
-        if not events:
+        if not len(events):
             return
-        run = sorted(events, key=_TS)
-        self._push(run)
-        self.held += len(run)
+        block = in_time_order(events)
+        self._push(block)
+        self.held += len(block)
 
-    def release(self, frontier: float) -> list[tuple]:
-        """Every held event older than ``frontier`` (plus any the cap forces out), in ORDER."""
-        out: list[tuple] = []
+    def release(self, frontier: float) -> Optional[UserColumns]:
+        """Every held event older than ``frontier`` (plus any the cap forces out), in
+        ``(time, transaction id)`` order; None when there is none."""
+        out: list[UserColumns] = []
         self._release_before(frontier, out)
         while self.held > self.max_held:
-            # The oldest run goes whole, and everything before its end with it,
+            # The oldest block goes whole, and everything before its end with it,
             # so that what is released early still leaves in order.
-            forced_frontier = math.nextafter(self.runs[0][2][-1][1], math.inf)
-            before = len(out)
+            oldest = self.runs[0][2]
+            forced_frontier = math.nextafter(float(oldest.numbers[TIME, -1]), math.inf)
+            before = sum(map(len, out))
             self._release_before(forced_frontier, out)
-            self.forced += len(out) - before
-        # Runs are sorted by time alone (a float key costs a fifth of a tuple key);
-        # only equal times need the transaction id, and they are rare.
-        out.sort(key=_TS)
-        if len(set(map(_TS, out))) != len(out):
-            out.sort(key=ORDER)
-        return out
+            self.forced += sum(map(len, out)) - before
+        if not out:
+            return None
+        batch = UserColumns.concat(out)
+        if len(out) > 1:
+            batch = in_time_order(batch)  # a merge of sorted blocks; stable, so ties keep heap order
+        return by_transaction_on_ties(batch)
 
-    def _release_before(self, frontier: float, out: list[tuple]) -> None:
+    def _release_before(self, frontier: float, out: list[UserColumns]) -> None:
         runs = self.runs
         while runs and runs[0][0] < frontier:
-            run = heappop(runs)[2]
-            if run[-1][1] < frontier:
-                out.extend(run)
-                self.held -= len(run)
+            block = heappop(runs)[2]
+            times = block.numbers[TIME]
+            if times[-1] < frontier:
+                out.append(block)
+                self.held -= len(block)
                 continue
-            cut = bisect_left(run, frontier, key=_TS)
-            out.extend(run[:cut])
+            cut = int(np.searchsorted(times, frontier, side="left"))
+            out.append(block.cut(0, cut))
             self.held -= cut
-            self._push(run[cut:])
+            self._push(block.cut(cut, len(block)))
 
-    def _push(self, run: list) -> None:
+    def _push(self, block: UserColumns) -> None:
         self._seq += 1
-        heappush(self.runs, (run[0][1], self._seq, run))
+        heappush(self.runs, (float(block.numbers[TIME, 0]), self._seq, block))

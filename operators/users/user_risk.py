@@ -50,13 +50,14 @@ import pickle
 from dataclasses import dataclass
 from functools import reduce
 from operator import add, itemgetter
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from config.settings import RuleSettings, UserSettings
 from operators import alerts
 from operators.partition_clock import PartitionClock
+from operators.records import AMOUNT, REGION, TIME, UserColumns
 from operators.state.snapshots import SnapshotError
 from operators.users.event_order import EventTimeBuffer
 from operators.users.user_table import (
@@ -103,7 +104,7 @@ class UserEvents:
     watermark: Optional[float]
     done: bool
     idle: bool
-    events: list  # [(user_id, ts, amount, region, transaction_id), ...]
+    events: Optional[UserColumns]  # None: no events of this shard in the chunk
 
 
 # Inner tag of the shard snapshots written between event-time order and the
@@ -154,13 +155,36 @@ def upgrade_to_columns(snapshot: bytes) -> bytes:
     return pickle.dumps(upgraded, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def upgrade_held_to_columns(snapshot: bytes) -> bytes:
+    """Migration of the ``user_risk`` step's snapshot from format 3 to format 4.
+
+    Format 4 is format 3 with the held events (:class:`EventTimeBuffer`'s runs) as
+    column blocks (:class:`~operators.records.UserColumns`) instead of lists of
+    ``(user_id, ts, amount, region, transaction_id)`` tuples. Each run keeps its
+    place in the heap (its oldest time and sequence number), so the held events
+    are released when, and in the order, the old release would have released them.
+    """
+    risk_state, clock_state, buffer_state = pickle.loads(snapshot)
+    if buffer_state is not None:
+        runs, held, forced, seq = buffer_state
+        if any(not isinstance(run, list) for _, _, run in runs):
+            raise SnapshotError(
+                "step user_risk: a format 3 snapshot whose held events are not lists of tuples. "
+                "Move the recovery directory aside to start afresh."
+            )
+        blocks = [(oldest, number, UserColumns.of_rows(run)) for oldest, number, run in runs]
+        buffer_state = (blocks, held, forced, seq)
+    return pickle.dumps((risk_state, clock_state, buffer_state), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class UserShard:
     """One user shard: partition frontier, held events and the rules, with one snapshot.
 
     :arg allowed_lateness: ``windows.allowed_lateness_seconds``, the lag of the
         partition watermarks behind each partition's newest event.
-    :arg state: what :meth:`snapshot` returned (format 3 of the ``user_risk``
-        step; :func:`upgrade_snapshot` and :func:`upgrade_to_columns` bring older ones to it).
+    :arg state: what :meth:`snapshot` returned (format 4 of the ``user_risk``
+        step; :func:`upgrade_snapshot`, :func:`upgrade_to_columns` and
+        :func:`upgrade_held_to_columns` bring older ones to it).
     """
 
     def __init__(
@@ -184,17 +208,17 @@ class UserShard:
         clock, held = self.clock, self.held
         for item in batch:
             clock.report(item.part, item.n_parts, item.watermark, item.done, item.idle, now)
-            if item.events:
+            if item.events is not None:
                 held.add(item.events)
         if not held.held:
             return []
         ready = held.release(clock.advance(now) + self._offset)
-        return self.risk.process(ready) if ready else []
+        return self.risk.process_columns(ready) if ready is not None else []
 
     def flush(self) -> list[dict[str, Any]]:
         """Judge everything still held (the input has ended)."""
         ready = self.held.release(math.inf)
-        return self.risk.process(ready) if ready else []
+        return self.risk.process_columns(ready) if ready is not None else []
 
     def snapshot(self) -> bytes:
         """Pickled now, so later mutation cannot leak into the snapshot."""
@@ -202,40 +226,43 @@ class UserShard:
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-class Columns(NamedTuple):
-    """A released batch as columns: the one place that turns event tuples into them.
-
-    Tuples of the original objects: the alerts quote them as they came.
-    """
-
-    users: tuple
-    times: tuple
-    amounts: tuple  # None where the event had no amount
-    regions: tuple
-    txns: tuple
-
-
-def columns(events: list[tuple]) -> Columns:
-    """``(user_id, ts, amount, region, txn)`` tuples to :class:`Columns` (one C-level transpose)."""
-    return Columns(*zip(*events, strict=False))  # 5-tuples; strict=True doubles the cost
-
-
 class _Batch:
-    """What both judging paths need of one batch: its columns, slots and region ids,
-    and (built once, for the rounds only) the same as numpy arrays."""
+    """What both judging paths need of one batch: its columns, the users' slots and
+    region ids, as lists (the per-event path) and, built once for the rounds only,
+    as numpy arrays."""
 
-    __slots__ = ("cols", "slots", "region_ids", "slot", "ts", "amount", "paid", "region")
+    __slots__ = ("cols", "slots", "_ids", "times", "amounts", "region_ids", "slot", "ts", "amount", "paid", "region")
 
-    def __init__(self, cols: Columns, slots: list[int], region_ids: list[int]) -> None:
-        self.cols, self.slots, self.region_ids = cols, slots, region_ids
+    def __init__(self, cols: UserColumns, slots: list[int], region_ids: list[int]) -> None:
+        self.cols, self.slots = cols, slots
+        self._ids = region_ids  # the table's region id of each of cols.regions
+        self.times: Optional[list[float]] = None
+
+    def lists(self) -> None:
+        """Per event, Python floats and ints for the per-event path (NaN: no amount)."""
+        if self.times is not None:
+            return
+        times, amounts, codes = self.cols.numbers[TIME : REGION + 1].tolist()
+        self.times, self.amounts = times, amounts
+        ids = self._ids
+        if len(ids) == 1:
+            self.region_ids = [ids[0]] * len(codes)
+        else:
+            self.region_ids = list(map(dict(zip(map(float, range(len(ids))), ids, strict=True)).__getitem__, codes))
 
     def arrays(self) -> None:
+        """The same as numpy arrays, for the rounds."""
+        numbers = self.cols.numbers
         n = len(self.slots)
         self.slot = np.fromiter(self.slots, np.intp, n)
-        self.ts = np.fromiter(self.cols.times, np.float64, n)
-        self.amount = np.array(self.cols.amounts, dtype=np.float64)  # None -> NaN
+        self.ts = numbers[TIME]
+        self.amount = numbers[AMOUNT]  # NaN: no amount
         self.paid = np.fmax(self.amount, 0.0)  # NaN -> 0.0
-        self.region = np.fromiter(self.region_ids, np.float64, n)  # rows hold floats
+        ids = self._ids
+        if len(ids) == 1:
+            self.region = np.full(n, float(ids[0]))
+        else:  # rows hold floats
+            self.region = np.array(ids, dtype=np.float64)[numbers[REGION].astype(np.intp)]
 
 
 class UserRisk:
@@ -282,13 +309,13 @@ class UserRisk:
         self.travel = rules.impossible_travel
 
     def process(self, events: list[tuple]) -> list[dict[str, Any]]:
-        """Apply the rules to ``(user_id, ts, amount, region, txn)`` events in order."""
+        """Apply the rules to ``(user_id, ts, amount, region, txn)`` events in order (tests, benchmarks)."""
         if not events:
             return []
-        return self.process_columns(columns(events))
+        return self.process_columns(UserColumns.of_rows(events))
 
-    def process_columns(self, cols: Columns) -> list[dict[str, Any]]:
-        """:meth:`process` for a batch already in columns."""
+    def process_columns(self, cols: UserColumns) -> list[dict[str, Any]]:
+        """Apply the rules to a batch of events in order, as columns (what the shard releases)."""
         table = self.table
         n = len(cols.users)
         if not n:
@@ -297,6 +324,7 @@ class UserRisk:
         batch = _Batch(cols, slots, table.region_ids(cols.regions))
         out: list[tuple[int, int, dict]] = []
         if n < self.scalar_below:
+            batch.lists()
             self._scalar(batch, range(n), out)
         else:
             batch.arrays()
@@ -304,7 +332,7 @@ class UserRisk:
                 self._vector(batch, None, out)
             else:
                 self._rounds(batch, out)
-        self.newest = max(self.newest, max(cols.times))
+        self.newest = max(self.newest, float(cols.numbers[TIME].max()))
         if self.newest >= self.next_sweep or len(table) > self._sweep_above:
             self._sweep()
         if not out:
@@ -327,6 +355,7 @@ class UserRisk:
             chosen = np.flatnonzero(rank == k)
             if len(chosen) < self.scalar_below:
                 # Fewer users left than a round is worth: the rest in order, per event.
+                batch.lists()
                 self._scalar(batch, np.flatnonzero(rank >= k).tolist(), out)
                 return
             self._vector(batch, chosen, out)
@@ -457,8 +486,8 @@ class UserRisk:
         flat, width, ring = table.flat, table.width, table.ring
         start, at = table.window_ts, table.window_amount  # the window ring's two blocks
         blank = table.blank_view
-        slots, region_ids, cols = batch.slots, batch.region_ids, batch.cols
-        times, amounts = cols.times, cols.amounts
+        slots, region_ids = batch.slots, batch.region_ids
+        times, amounts = batch.times, batch.amounts
         idle_seconds = self.idle_seconds
         travel_window = self.travel.window_seconds
         velocity_window = self.velocity.window_seconds
@@ -508,7 +537,7 @@ class UserRisk:
             if not in_order:
                 window[write] = ts
             row[start + write] = ts
-            row[at + write] = amount or 0.0
+            row[at + write] = amount if amount > 0.0 else 0.0  # NaN (no amount): 0.0
             row[WINDOW_POS] = (write + 1) % ring
             if in_order:
                 count, back = 1, write - 1
@@ -530,7 +559,7 @@ class UserRisk:
                     out.append((e, _VELOCITY, self._velocity_alert(batch, e, count, total)))
                 row[VELOCITY_UNTIL] = ts + self.velocity.cooldown_seconds
 
-            if amount is not None:
+            if amount == amount:  # not NaN: the event has an amount
                 held = int(row[HISTORY_LEN])
                 if held >= min_history:
                     ordered = sorted(row[HISTORY : HISTORY + held].tolist())
@@ -554,7 +583,7 @@ class UserRisk:
 
     def _velocity_alert(self, batch: _Batch, e: int, count: int, total: float) -> dict:
         cols = batch.cols
-        user_id, txn, ts, region = cols.users[e], cols.txns[e], cols.times[e], cols.regions[e]
+        user_id, txn, ts, region = cols.users[e], cols.txns[e], float(cols.numbers[TIME, e]), cols.region(e)
         rule = self.velocity
         by_count = count > rule.max_count
         value, threshold = (float(count), float(rule.max_count)) if by_count else (round(total, 2), rule.max_amount)
@@ -581,8 +610,9 @@ class UserRisk:
 
     def _spike_alert(self, batch: _Batch, e: int, typical: float) -> dict:
         cols = batch.cols
-        user_id, txn, ts, region = cols.users[e], cols.txns[e], cols.times[e], cols.regions[e]
-        amount = cols.amounts[e]
+        user_id, txn, ts, region = cols.users[e], cols.txns[e], float(cols.numbers[TIME, e]), cols.region(e)
+        amount = cols.amount(e)
+        assert amount is not None  # only an event with an amount spikes
         factor = amount / typical
         return alerts.make_alert(
             alerts.AMOUNT_SPIKE,
@@ -601,7 +631,7 @@ class UserRisk:
 
     def _travel_alert(self, batch: _Batch, e: int, previous: str, gap: float) -> dict:
         cols = batch.cols
-        user_id, txn, ts, region = cols.users[e], cols.txns[e], cols.times[e], cols.regions[e]
+        user_id, txn, ts, region = cols.users[e], cols.txns[e], float(cols.numbers[TIME, e]), cols.region(e)
         return alerts.make_alert(
             alerts.IMPOSSIBLE_TRAVEL,
             alerts.OPEN,

@@ -197,18 +197,19 @@ def test_rules_from_an_s3_object_reload_when_the_object_changes(moto):
 def test_user_rules_and_region_rules_take_new_thresholds_at_the_next_batch():
     from operators.reference.live import LiveReference, ReferenceHolder
     from operators.steps import _RegionWindowsLogic, _UserRiskLogic
+    from operators.records import UserColumns
     from operators.users.user_risk import UserEvents
 
     settings = load_settings(environ={}, overrides={"users": {"order_lateness_seconds": 0}})
     holder = ReferenceHolder(LiveReference.of(settings.rules))
     users = _UserRiskLogic(settings, holder, None)
     burst = [("u1", T0 + i, 10.0, "US-WEST", f"t{i}") for i in range(5)]  # 5 payments: under max_count 10
-    alerts, _ = users.on_batch([UserEvents("p", 1, T0 + 100, False, False, burst)])
+    alerts, _ = users.on_batch([UserEvents("p", 1, T0 + 100, False, False, UserColumns.of_rows(burst))])
     assert alerts == []
     lowered = parse_rules_document("rules: {velocity: {max_count: 5}}", settings.rules)
     holder.publish(LiveReference.of(lowered))
     more = [("u1", T0 + 6, 10.0, "US-WEST", "t6")]
-    alerts, _ = users.on_batch([UserEvents("p", 1, T0 + 100, False, False, more)])
+    alerts, _ = users.on_batch([UserEvents("p", 1, T0 + 100, False, False, UserColumns.of_rows(more))])
     [alert] = alerts
     assert alert["type"] == "VELOCITY" and alert["threshold"] == 5.0
     assert alert["rules_version"] == holder.current.version

@@ -32,7 +32,9 @@ def test_valid_event_is_enriched_and_keeps_its_fields():
     assert record["processed_at"].endswith("Z")
     assert out.dead_letters == []
     assert out.region_counts == {("US-WEST", T0 + 1): [1, 0, 0, 0]}
-    assert out.user_events == {out_shard(out): [("u1", T0 + 1.5, 150.0, "US-WEST", "t1")]}
+    assert {shard: events.rows() for shard, events in out.user_events.items()} == {
+        out_shard(out): [("u1", T0 + 1.5, 150.0, "US-WEST", "t1")]
+    }
 
 
 def out_shard(out):
@@ -364,4 +366,4 @@ def test_partitions_share_the_growing_caches_but_not_the_per_chunk_state():
     assert a._scorer is b._scorer  # and one merchant-verdict cache
     assert a._suffixes is not b._suffixes and a._timestamps is not b._timestamps
     _, out = b.parse(None, chunk([line(event("t2", T0, user="u-shared"))]))
-    assert [u for u, *_ in next(iter(out.user_events.values()))] == ["u-shared"]
+    assert next(iter(out.user_events.values())).users == ["u-shared"]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from config import load_settings
 from operators.state.snapshots import MARK, SnapshotError
+from operators.records import UserColumns
 from operators.steps import USER_RISK_FORMAT
 from operators.users.user_risk import UserEvents, UserRisk, UserShard
 from tests.support.events import T0
@@ -232,7 +233,8 @@ def chunk(part, events, n_parts=2, done=False, idle=False, lateness=LATENESS, ne
     """A chunk slice as the parse step would send it (the watermark is the newest time minus lateness)."""
     if newest is None:
         newest = max((e[1] for e in events), default=None)
-    return UserEvents(part, n_parts, None if newest is None else newest - lateness, done, idle, events)
+    columns = UserColumns.of_rows(events) if events else None
+    return UserEvents(part, n_parts, None if newest is None else newest - lateness, done, idle, columns)
 
 
 def keys(alerts):
@@ -308,13 +310,19 @@ def test_arrival_order_snapshots_migrate_with_their_users():
         assert keys(out) == [("AMOUNT_SPIKE", "u1", "t5")]
 
 
+def _held_as_tuples(s):
+    """The shard's held events as releases before format 4 held them: runs of event tuples."""
+    runs, held, forced, seq = s.held.state()
+    return ([(oldest, number, block.rows()) for oldest, number, block in runs], held, forced, seq)
+
+
 def test_inner_tagged_snapshots_migrate_with_what_they_held():
     """Format 1 of the first event-time release: the shard's triple behind a tag of its own."""
     s = shard()
     s.add([chunk("a", [ev(0, 0, region="EU"), ev(1, 60, region="US")], n_parts=1)], now=0)
     legacy = LegacyUserRisk(ORDERED.rules, ORDERED.users)  # the users as that release held them
     legacy.process([ev(0, 0, region="EU")])
-    tagged = pickle.dumps(("paywatch.user_shard", 2, legacy.state(), s.clock.state(), s.held.state()))
+    tagged = pickle.dumps(("paywatch.user_shard", 2, legacy.state(), s.clock.state(), _held_as_tuples(s)))
     resumed = _resume((MARK, "user_risk", 1, tagged))
     assert len(resumed.held) == 1 and set(resumed.clock.parts) == {"a"}  # the first was judged
     assert keys(resumed.flush()) == [("IMPOSSIBLE_TRAVEL", "u1", "t1")]

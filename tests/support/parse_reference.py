@@ -35,7 +35,7 @@ from operators.events.timestamps import TimestampParser
 from operators.parse import ChunkParser as _Production
 from operators.parse import ParsedChunk, _as_dict, _status_table, _without_enrichment
 from operators.privacy import Redactor
-from operators.records import LakeChunk, RawChunk
+from operators.records import LakeChunk, RawChunk, UserColumns
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import NOT_LOADED, STATUS_NAMES
 from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, REVIEW_REQUIRED, FraudScorer
@@ -489,7 +489,7 @@ class ChunkParser:
 
         out.transactions = b"".join(out_lines)
         out.n_transactions = n_valid
-        out.user_events = {shard: users for shard, users in enumerate(by_shard) if users}
+        out.user_events = {shard: UserColumns.of_rows(users) for shard, users in enumerate(by_shard) if users}
         return PartitionTime(high, ahead, ahead_min if ahead else math.inf)
 
     # -- the per-row paths, unchanged by the columnar rewrite: production's own ----------
