@@ -59,9 +59,9 @@ def measure(n_users: int, events_per_user: int) -> dict:
     """Build the state of ``n_users`` users in this process and time its snapshot and restore."""
     from cli.startup import GC_THRESHOLD
     from config import load_settings
+    from operators.records import UserColumns
     from operators.state.snapshots import collector_paused
     from operators.steps import USER_RISK_FORMAT
-    from operators.records import UserColumns
     from operators.users.user_risk import UserEvents, UserShard
 
     settings = load_settings(environ={}, overrides={"users": {"max_users": max(n_users, 1_000_000)}})

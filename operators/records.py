@@ -158,10 +158,10 @@ class UserColumns:
         return (_user_columns, (self.users, self.txns, self.regions, self.numbers.tobytes()))
 
     def __eq__(self, other: object) -> bool:
-        """Same events in the same order (NaN amounts equal); for tests and references."""
+        """Same events in the same order, amounts of the same type; for tests and references."""
         if not isinstance(other, UserColumns):
             return NotImplemented
-        return self.rows() == other.rows()
+        return [(row, type(row[2])) for row in self.rows()] == [(row, type(row[2])) for row in other.rows()]
 
     __hash__ = None  # type: ignore[assignment]
 

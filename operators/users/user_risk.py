@@ -231,19 +231,36 @@ class _Batch:
     region ids, as lists (the per-event path) and, built once for the rounds only,
     as numpy arrays."""
 
-    __slots__ = ("cols", "slots", "_ids", "times", "amounts", "region_ids", "slot", "ts", "amount", "paid", "region")
+    __slots__ = (
+        "cols",
+        "slots",
+        "_ids",
+        "listed",
+        "times",
+        "amounts",
+        "region_ids",
+        "slot",
+        "ts",
+        "amount",
+        "paid",
+        "region",
+    )
+
+    times: list[float]
+    amounts: list[float]
+    region_ids: list[int]
 
     def __init__(self, cols: UserColumns, slots: list[int], region_ids: list[int]) -> None:
         self.cols, self.slots = cols, slots
         self._ids = region_ids  # the table's region id of each of cols.regions
-        self.times: Optional[list[float]] = None
+        self.listed = False
 
     def lists(self) -> None:
         """Per event, Python floats and ints for the per-event path (NaN: no amount)."""
-        if self.times is not None:
+        if self.listed:
             return
-        times, amounts, codes = self.cols.numbers[TIME : REGION + 1].tolist()
-        self.times, self.amounts = times, amounts
+        self.listed = True
+        self.times, self.amounts, codes = self.cols.numbers[TIME : REGION + 1].tolist()
         ids = self._ids
         if len(ids) == 1:
             self.region_ids = [ids[0]] * len(codes)

@@ -38,6 +38,7 @@ event, and both sum the live amounts in ring order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import compress, repeat
 from operator import eq
 from typing import Any, Optional
@@ -170,7 +171,7 @@ class UserTable:
 
     # -- interning -------------------------------------------------------------
 
-    def slots(self, user_ids: tuple[str, ...]) -> list[int]:
+    def slots(self, user_ids: Sequence[str]) -> list[int]:
         """The slot of each user, allocating slots (blank rows) for users not held, in arrival order."""
         slot_of = self.slot_of
         found = list(map(slot_of.get, user_ids, repeat(-1)))
@@ -180,7 +181,7 @@ class UserTable:
             found = list(map(slot_of.__getitem__, user_ids))
         return found
 
-    def region_ids(self, names: tuple[str, ...]) -> list[int]:
+    def region_ids(self, names: Sequence[str]) -> list[int]:
         """Each region's small integer (new names get the next ones)."""
         region_of = self.region_of
         found = list(map(region_of.get, names))

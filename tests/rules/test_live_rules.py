@@ -195,9 +195,9 @@ def test_rules_from_an_s3_object_reload_when_the_object_changes(moto):
 
 
 def test_user_rules_and_region_rules_take_new_thresholds_at_the_next_batch():
+    from operators.records import UserColumns
     from operators.reference.live import LiveReference, ReferenceHolder
     from operators.steps import _RegionWindowsLogic, _UserRiskLogic
-    from operators.records import UserColumns
     from operators.users.user_risk import UserEvents
 
     settings = load_settings(environ={}, overrides={"users": {"order_lateness_seconds": 0}})

@@ -8,8 +8,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from config import load_settings
-from operators.state.snapshots import MARK, SnapshotError
 from operators.records import UserColumns
+from operators.state.snapshots import MARK, SnapshotError
 from operators.steps import USER_RISK_FORMAT
 from operators.users.user_risk import UserEvents, UserRisk, UserShard
 from tests.support.events import T0
