@@ -6,7 +6,6 @@ the writer of format 3 held state that the format 4 migration must read. A verba
 ``operators/users/event_order.py`` at commit 854d023 below this docstring.
 """
 
-
 from __future__ import annotations
 
 import math
