@@ -18,13 +18,16 @@ come: the next such row would have started a new file anyway, so the content
 is the same, it just becomes visible sooner.
 
 Pure: numpy over whole chunks (one pass per cut, and cuts are rare), no I/O.
+Each open file may have an :class:`Encoding` (connectors/lake/encoder.py) that
+the roller hands every segment as it joins the file and tells when the file
+ends, so the file is encoded while it is open; encodings are never in a snapshot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
@@ -37,6 +40,14 @@ NO_TIME = -np.inf
 Segment = tuple[RowSource, Optional[np.ndarray]]
 
 
+class Encoding(Protocol):
+    """What a roller tells the encoding of an open file (connectors.lake.encoder.FileEncoder)."""
+
+    def add(self, segment: Segment, rows: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 @dataclass
 class OpenFile:
     """A file being filled: the rows so far and what decides its end."""
@@ -47,6 +58,7 @@ class OpenFile:
     rows: int = 0
     size: int = 0
     segments: list[Segment] = field(default_factory=list)
+    encoding: Optional[Encoding] = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class FinishedFile:
     last: str
     rows: int
     segments: tuple[Segment, ...]
+    encoding: Optional[Encoding] = field(default=None, compare=False)
 
 
 # (clock, {hour: (opened, first, last, rows, size, segments)})
@@ -80,10 +93,18 @@ class Roller:
     :arg target_bytes: a file ends before the row that would take it past this.
     :arg max_age: seconds of event time a file stays open.
     :arg state: from :meth:`snapshot`, after a resume.
+    :arg encoding: makes the encoding of a file when it opens (None: files are encoded when sent).
+        Restored open files get one too, and are handed their rows from the snapshot again.
     """
 
     def __init__(
-        self, zone: str, part: str, target_bytes: int, max_age: float, state: Optional[RollerState] = None
+        self,
+        zone: str,
+        part: str,
+        target_bytes: int,
+        max_age: float,
+        state: Optional[RollerState] = None,
+        encoding: Optional[Callable[[], Encoding]] = None,
     ) -> None:
         self.zone = zone
         self.part = part
@@ -91,12 +112,21 @@ class Roller:
         self._max_age = max_age
         self._clock = NO_TIME
         self._open: dict[int, OpenFile] = {}
+        self._encoding = encoding
         if state is not None:
             self._clock, files = state
             self._open = {
-                hour: OpenFile(opened, first, last, rows, size, list(segments))
-                for hour, (opened, first, last, rows, size, segments) in files.items()
+                hour: OpenFile(opened, first, last, rows, size, list(segments), self._encoder(segments))
+                for hour, (opened, first, last, rows, size, segments) in sorted(files.items())
             }
+
+    def _encoder(self, segments: tuple[Segment, ...] = ()) -> Optional[Encoding]:
+        if self._encoding is None:
+            return None
+        encoder = self._encoding()
+        for source, index in segments:
+            encoder.add((source, index), len(source) if index is None else len(index))
+        return encoder
 
     @property
     def buffered_rows(self) -> int:
@@ -157,7 +187,9 @@ class Roller:
             current = self._open.get(hour)
             if current is None:
                 first = int(rows[start])
-                current = self._open[hour] = OpenFile(_first_known(clock, first), str(position(first)))
+                current = self._open[hour] = OpenFile(
+                    _first_known(clock, first), str(position(first)), encoding=self._encoder()
+                )
             with np.errstate(invalid="ignore"):  # -inf - -inf: no event time yet, no age
                 aged = row_clock[start:] - current.opened >= self._max_age
             cut = aged | (current.size + np.cumsum(row_size[start:]) > self._target)
@@ -168,6 +200,8 @@ class Roller:
                 segment = rows[start : start + take]
                 all_rows = whole and take == len(rows)
                 current.segments.append((source, None if all_rows else segment))
+                if current.encoding is not None:
+                    current.encoding.add(current.segments[-1], take)
                 current.rows += take
                 current.size += int(row_size[start : start + take].sum())
                 current.last = str(position(int(segment[-1])))
@@ -177,7 +211,11 @@ class Roller:
 
     def _finish(self, hour: int) -> FinishedFile:
         done = self._open.pop(hour)
-        return FinishedFile(self.zone, hour, self.part, done.first, done.last, done.rows, tuple(done.segments))
+        if done.encoding is not None:
+            done.encoding.finish()
+        return FinishedFile(
+            self.zone, hour, self.part, done.first, done.last, done.rows, tuple(done.segments), done.encoding
+        )
 
     def flush(self) -> list[FinishedFile]:
         """Every open file, finished (end of a bounded input)."""

@@ -37,6 +37,7 @@ import dataclasses
 import logging
 import pickle
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Union
 
 import orjson
@@ -47,6 +48,7 @@ from config.settings import Settings
 from connectors.aws.retry import classify
 from connectors.lake import layout
 from connectors.lake.buckets import BucketFile, Buckets, BucketState
+from connectors.lake.encoder import FileEncoder, encode_segments
 from connectors.lake.rolling import FinishedFile, Roller, RollerState, Segment
 from connectors.lake.store import LocalStore, ObjectStore, S3Store
 from connectors.lake.tables import (
@@ -117,25 +119,35 @@ def _wall_clock() -> float:
     return time.time()
 
 
+#: Rows per Parquet row group when no setting is at hand (the default of ``sinks.lake.row_group_rows``).
+DEFAULT_ROW_GROUP_ROWS = 65_536
+
 #: How far back a resume looks for receive-hour objects written after the snapshot.
 CLEANUP_MAX_HOURS = 7 * 24
 
 
 class LakeFile:
-    """One finished file: its key and where its rows are; built and encoded when it is sent.
+    """One finished file: its key, where its rows are, and its encoding if it had one while open.
 
-    Building the table (Arrow's JSON reader, UTF-8 validation) and writing
-    Parquet happen on the delivery's sender thread, where Arrow releases the
-    GIL, so the flow's worker thread only decides where files end.
+    A raw/enriched file was encoded a row group at a time while it was open
+    (:class:`~connectors.lake.encoder.FileEncoder`, on the partition's
+    encoding thread); the sender waits for its last row group and footer.
+    Other files (alerts, metrics, and finished files restored from a
+    snapshot, which keeps rows, not bytes) are built and encoded on the
+    sender thread. Arrow releases the GIL in both, so the flow's worker
+    thread only decides where files end.
     """
 
-    __slots__ = ("key", "zone", "rows", "segments", "_data")
+    __slots__ = ("key", "zone", "rows", "segments", "encoder", "_data")
 
-    def __init__(self, key: str, zone: str, rows: int, segments: tuple[Segment, ...]) -> None:
+    def __init__(
+        self, key: str, zone: str, rows: int, segments: tuple[Segment, ...], encoder: Optional[FileEncoder] = None
+    ) -> None:
         self.key = key
         self.zone = zone
         self.rows = rows
         self.segments = segments
+        self.encoder = encoder
         self._data: Optional[bytes] = None
 
     def tables(self) -> list[pa.Table]:
@@ -143,9 +155,14 @@ class LakeFile:
             source.table() if index is None else source.table().take(pa.array(index)) for source, index in self.segments
         ]
 
-    def encoded(self, compression: str) -> bytes:
+    def encoded(self, compression: str, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS) -> bytes:
+        """The Parquet bytes: the open file's encoding, or the same row groups encoded now."""
         if self._data is None:
-            self._data = encode_parquet(self.tables(), compression)
+            if self.encoder is not None:
+                self._data = self.encoder.result()
+                self.encoder = None
+            else:
+                self._data = encode_segments(self.segments, compression, row_group_rows)
         return self._data
 
     def __getstate__(self) -> tuple:
@@ -153,6 +170,7 @@ class LakeFile:
 
     def __setstate__(self, state: tuple) -> None:
         self.key, self.zone, self.rows, self.segments = state
+        self.encoder = None
         self._data = None
 
     def dead_letter_form(self) -> dict[str, Any]:
@@ -163,7 +181,12 @@ class LakeFile:
         """
         form: dict[str, Any] = {"key": self.key, "zone": self.zone, "rows": self.rows}
         try:
-            data = self._data if self._data is not None else encode_parquet(self.tables(), "zstd")
+            if self._data is not None:
+                data = self._data
+            elif self.encoder is not None:
+                data = self.encoder.result()
+            else:
+                data = encode_parquet(self.tables(), "zstd")
             form["parquet_base64"] = base64.b64encode(data).decode()
         except Exception as exc:  # noqa: BLE001 - the dead letter must still hold the rows
             form["error"] = str(exc)
@@ -190,6 +213,7 @@ def _position_file(done: FinishedFile) -> LakeFile:
         done.zone,
         done.rows,
         done.segments,
+        done.encoding if isinstance(done.encoding, FileEncoder) else None,
     )
 
 
@@ -214,6 +238,10 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
     ) -> None:
         lake = settings.sinks.lake
         self._name = name
+        self._compression = lake.compression
+        self._row_group_rows = lake.row_group_rows
+        # One thread, so each file's row groups are written in order (Arrow releases the GIL there).
+        self._encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"paywatch-lake-encode-{name}")
         self._zones: set[str] = set(lake.zones)
         self._target = int(lake.target_file_mb * 1024 * 1024)
         self._max_age = lake.max_file_seconds
@@ -226,7 +254,8 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         rollers, buckets = (state[0], state[1]) if state is not None else ({}, {})
         self._seen: dict[str, Any] = dict(state[3]) if state is not None else {}
         self._rollers = {
-            key: Roller(key[0], key[1], self._target, self._max_age, roller) for key, roller in rollers.items()
+            key: Roller(key[0], key[1], self._target, self._max_age, roller, self._encoder)
+            for key, roller in rollers.items()
         }
         self._buckets: dict[str, Buckets] = {
             zone: Buckets(zone, int(self._max_age), buckets.get(zone))
@@ -237,8 +266,11 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
     def _roller(self, zone: str, part: str) -> Roller:
         roller = self._rollers.get((zone, part))
         if roller is None:
-            roller = self._rollers[(zone, part)] = Roller(zone, part, self._target, self._max_age)
+            roller = self._rollers[(zone, part)] = Roller(zone, part, self._target, self._max_age, None, self._encoder)
         return roller
+
+    def _encoder(self) -> FileEncoder:
+        return FileEncoder(self._compression, self._row_group_rows, self._encoding)
 
     def _chunk_files(self, chunk: LakeChunk) -> list[LakeFile]:
         files: list[FinishedFile] = []
@@ -316,7 +348,10 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         for buckets in self._buckets.values():
             files += [_bucket_file(done, self._name) for done in buckets.flush()]
         self._submit(files, closing=True)
-        self.delivery.close()
+        try:
+            self.delivery.close()
+        finally:
+            self._encoding.shutdown(wait=True)
 
 
 def _describe(value: Any) -> Any:
@@ -398,10 +433,11 @@ class LakeSink(FixedPartitionedSink[Any, tuple]):
         lake = self.settings.sinks.lake
         store = build_store(self.settings)
         compression = lake.compression
+        row_group_rows = lake.row_group_rows
 
         def send(files: list[LakeFile]) -> SendResult:
             for file in files:
-                store.put(file.key, file.encoded(compression))
+                store.put(file.key, file.encoded(compression, row_group_rows))
             return SendResult()
 
         policy = dataclasses.replace(

@@ -156,7 +156,16 @@ class RowSource:
             self._table = self._build()
         return self._table
 
+    def build(self) -> pa.Table:
+        """The table, not kept: an open file encoded a row group at a time holds its
+        sources for minutes, and must not hold their tables too."""
+        return self._table if self._table is not None else self._build()
+
     def _build(self) -> pa.Table:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        """Rows (without building the table)."""
         raise NotImplementedError
 
     def __getstate__(self) -> dict[str, Any]:
@@ -174,6 +183,9 @@ class TableSource(RowSource):
 
     def _build(self) -> pa.Table:
         return self._given
+
+    def __len__(self) -> int:
+        return self._given.num_rows
 
 
 class ChunkLines:
@@ -248,6 +260,9 @@ class RawSource(RowSource):
     def _build(self) -> pa.Table:
         return raw_table(self.lines, self.times)
 
+    def __len__(self) -> int:
+        return len(self.lines.lines)
+
 
 class EnrichedSource(RowSource):
     """A chunk's valid transactions as enriched-zone rows.
@@ -280,6 +295,9 @@ class EnrichedSource(RowSource):
 
     def _build(self) -> pa.Table:
         return enriched_table(self.lines, self.times, self.index, self.keys, self.suffixes, self.transactions)
+
+    def __len__(self) -> int:
+        return len(self.index)
 
 
 class ZoneRows:
@@ -615,19 +633,21 @@ _DICTIONARY_COLUMNS = frozenset(
 _NO_STATISTICS = frozenset({"line", "line_bytes", "message", "details", "extra"})
 
 
+def parquet_options(names: Sequence[str], compression: str) -> dict[str, Any]:
+    """The Parquet writer's options for a table with these columns (every lake file has them)."""
+    return {
+        "compression": None if compression == "none" else compression,
+        "use_dictionary": [name for name in names if name in _DICTIONARY_COLUMNS],
+        "write_statistics": [name for name in names if name not in _NO_STATISTICS],
+        "store_schema": False,  # readers see the Parquet types: strings, not the build's dictionaries
+    }
+
+
 def encode_parquet(tables: Sequence[pa.Table], compression: str) -> bytes:
     """One Parquet file holding ``tables`` (same schema), compressed as configured."""
     table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
     if any(pa.types.is_dictionary(field.type) for field in table.schema):
         table = table.unify_dictionaries()  # one dictionary per column: Parquet keeps it as is
-    names = table.column_names
     out = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        out,
-        compression=None if compression == "none" else compression,
-        use_dictionary=[name for name in names if name in _DICTIONARY_COLUMNS],
-        write_statistics=[name for name in names if name not in _NO_STATISTICS],
-        store_schema=False,  # readers see the Parquet types: strings, not the build's dictionaries
-    )
+    pq.write_table(table, out, **parquet_options(table.column_names, compression))
     return out.getvalue().to_pybytes()

@@ -1,0 +1,146 @@
+"""Raw/enriched files encoded while they are open, a row group at a time, off the worker thread.
+
+A file used to be built and encoded whole when it finished: at a roll point,
+or at the end of a bounded input, where the flow then waited for all of it.
+Now each open file has a :class:`FileEncoder`: as the roller hands it rows,
+every ``sinks.lake.row_group_rows`` of them become one Parquet row group,
+built (Arrow's JSON reader, UTF-8 check) and encoded (zstd) on the sink
+partition's encoding thread, where Arrow releases the GIL, while the flow
+reads on. When the file finishes only its last row group and the footer are
+left to write.
+
+Row groups hold exactly ``row_group_rows`` rows (the last one the rest), counted
+from the file's first row, so they depend only on the file's rows, not on
+chunk boundaries or on when the encoding thread ran: a replay, or a file
+encoded again after a resume (inline, from the rows in the snapshot), writes
+an equivalent object. The encoded bytes are never in a snapshot: the rows
+are, and they are encoded again after a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import Executor, Future
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from connectors.lake.rolling import Segment
+from connectors.lake.tables import parquet_options
+
+
+def segment_table(segment: Segment) -> pa.Table:
+    """A segment's rows as a table, built for this call (an open file must not keep tables alive)."""
+    source, index = segment
+    table = source.build()
+    return table if index is None else table.take(pa.array(index))
+
+
+class FileEncoder:
+    """One open file's Parquet, written a row group at a time by ``executor`` (inline without one).
+
+    :meth:`add` and :meth:`finish` are called on the worker thread and only
+    queue work; :meth:`result` (the delivery's sender) waits for the bytes.
+    The executor must run tasks one at a time, in order (one thread).
+    """
+
+    def __init__(self, compression: str, row_group_rows: int, executor: Optional[Executor] = None) -> None:
+        self._compression = compression
+        self._group = row_group_rows
+        self._executor = executor
+        self._waiting: list[Segment] = []
+        self._waiting_rows = 0
+        self._done: Optional[Future[bytes]] = None
+        # Used only by the encoding thread:
+        self._out: Optional[pa.BufferOutputStream] = None
+        self._writer: Optional[pq.ParquetWriter] = None
+        self._carry: Optional[pa.Table] = None
+        self._error: Optional[BaseException] = None
+
+    def add(self, segment: Segment, rows: int) -> None:
+        """The file's next rows; a full row group goes to the encoding thread."""
+        self._waiting.append(segment)
+        self._waiting_rows += rows
+        if self._waiting_rows >= self._group:
+            self._submit(final=False)
+
+    def finish(self) -> None:
+        """No more rows: the rest and the footer go to the encoding thread."""
+        if self._done is None:
+            self._done = self._submit(final=True)
+
+    def result(self) -> bytes:
+        """The whole file (waits for the encoding thread; raises what encoding raised)."""
+        self.finish()
+        assert self._done is not None
+        return self._done.result()
+
+    def _submit(self, final: bool) -> Future[bytes]:
+        segments, self._waiting, self._waiting_rows = self._waiting, [], 0
+        if self._executor is not None:
+            return self._executor.submit(self._encode, segments, final)
+        done: Future[bytes] = Future()
+        try:
+            done.set_result(self._encode(segments, final))
+        except Exception as exc:  # noqa: BLE001 - handed to result(), like the executor does
+            done.set_exception(exc)
+        return done
+
+    # -- encoding thread -----------------------------------------------------------
+
+    def _encode(self, segments: list[Segment], final: bool) -> bytes:
+        if self._error is not None:
+            raise self._error  # an earlier row group failed: the file cannot be completed
+        try:
+            return self._write(segments, final)
+        except BaseException as exc:
+            self._error = exc
+            raise
+
+    def _write(self, segments: list[Segment], final: bool) -> bytes:
+        tables = [segment_table(segment) for segment in segments]
+        if self._carry is not None:
+            tables.insert(0, self._carry)
+            self._carry = None
+        if tables:
+            table = _unified(tables)
+            rows = table.num_rows
+            whole = rows if final else rows - rows % self._group
+            for start in range(0, whole, self._group):
+                self._write_group(table.slice(start, min(self._group, whole - start)))
+            if whole < rows:
+                self._carry = table.slice(whole)
+        if not final:
+            return b""
+        if self._writer is None:
+            raise ValueError("a lake file without rows")
+        self._writer.close()
+        assert self._out is not None
+        data = self._out.getvalue().to_pybytes()
+        self._writer = self._out = None
+        return data
+
+    def _write_group(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._out = pa.BufferOutputStream()
+            self._writer = pq.ParquetWriter(
+                self._out, table.schema, **parquet_options(table.column_names, self._compression)
+            )
+        self._writer.write_table(table, row_group_size=self._group)
+
+
+def _unified(tables: Iterable[pa.Table]) -> pa.Table:
+    tables = list(tables)
+    table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
+    if any(pa.types.is_dictionary(field.type) for field in table.schema):
+        table = table.unify_dictionaries()  # one dictionary per column and row group: Parquet keeps it as is
+    return table
+
+
+def encode_segments(segments: Iterable[Segment], compression: str, row_group_rows: int) -> bytes:
+    """The same file a :class:`FileEncoder` writes, encoded here and now (a file restored from a snapshot)."""
+    encoder = FileEncoder(compression, row_group_rows)
+    for segment in segments:
+        encoder.add(segment, 0)  # row counts only decide when to hand work over: all of it at finish here
+    return encoder.result()

@@ -1,0 +1,148 @@
+"""Lake files encoded while open, a row group at a time: the same object however the rows arrived."""
+
+from __future__ import annotations
+
+import base64
+import pickle
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.lake.encoder import FileEncoder, encode_segments
+from connectors.lake.rolling import Roller
+from connectors.lake.sink import LakeFile
+from connectors.lake.tables import ChunkLines, RawSource, TableSource
+from operators.records import LakeChunk
+
+T0 = 1752087600  # 2025-07-09T19:00:00Z
+GROUP = 40
+
+
+def _source(start: int, n: int) -> TableSource:
+    """Rows ``start..start+n`` with a dictionary column built per chunk, as the lake's tables have."""
+    ids = np.arange(start, start + n)
+    kinds = pa.array([f"k{i % 3}" for i in ids]).dictionary_encode()
+    return TableSource(pa.table({"i": pa.array(ids), "kind": kinds}))
+
+
+def _roll(chunk: int, n: int, executor: Executor, snapshot_every: int = 0) -> dict[str, bytes]:
+    """Feed ``n`` rows (two hours, files cut by size) in chunks; return each file's bytes by first row."""
+    times = T0 + np.arange(n, dtype=np.float64) * (7200 / n)
+    make = lambda: FileEncoder("zstd", GROUP, executor)  # noqa: E731
+    roller = Roller("raw", "p", target_bytes=150 * 10, max_age=10**6, encoding=make)
+    files: list[Any] = []
+    for number, start in enumerate(range(0, n, chunk)):
+        size = min(chunk, n - start)
+        hours = (times[start : start + size] // 3600).astype(np.int64)
+        sizes = np.full(size, 10, dtype=np.int64)
+        files += roller.add(_source(start, size), hours, times[start : start + size], sizes, lambda i, s=start: s + i)
+        if snapshot_every and number % snapshot_every == snapshot_every - 1:
+            state = pickle.loads(pickle.dumps(roller.snapshot()))
+            roller = Roller("raw", "p", 150 * 10, 10**6, state, make)
+    files += roller.flush()
+    return {
+        done.first: LakeFile(f"raw/{done.first}", "raw", done.rows, done.segments, done.encoding).encoded("zstd")
+        for done in files
+    }
+
+
+def _groups(data: bytes) -> list[int]:
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+
+
+def _ids(data: bytes) -> list[int]:
+    return pq.read_table(pa.BufferReader(data)).column("i").to_pylist()
+
+
+def test_row_groups_depend_only_on_the_file_rows_not_on_chunks_threads_or_resumes():
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        reference = _roll(1000, 1000, executor)
+        # 150 rows per file (size rule; the hour's end cuts one more), row groups of 40: 40, 40, 40, 30.
+        assert len(reference) == 8
+        assert _groups(reference["0"]) == [GROUP, GROUP, GROUP, 30]
+        assert sorted(i for data in reference.values() for i in _ids(data)) == list(range(1000))
+        for chunk, snapshot_every in ((1, 0), (7, 3), (33, 1), (250, 1)):
+            files = _roll(chunk, 1000, executor, snapshot_every)
+            assert sorted(files) == sorted(reference), chunk
+            for first, data in files.items():
+                assert _groups(data) == _groups(reference[first]), (chunk, first)
+                assert pq.read_table(pa.BufferReader(data)).equals(pq.read_table(pa.BufferReader(reference[first])))
+
+
+class _Recorder(Executor):
+    """Runs each task at once, and remembers whether it was a last row group."""
+
+    def __init__(self) -> None:
+        self.finals: list[bool] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:  # type: ignore[override]
+        self.finals.append(args[1])
+        done: Future = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+
+def test_full_row_groups_are_encoded_before_the_file_ends_and_the_file_equals_one_encoded_whole():
+    recorder = _Recorder()
+    encoder = FileEncoder("zstd", GROUP, recorder)
+    segments = [(_source(start, 25), None) for start in range(0, 100, 25)]
+    for segment in segments[:2]:
+        encoder.add(segment, 25)
+    assert recorder.finals == [False]  # 50 rows: the first row group went as soon as it was full
+    for segment in segments[2:]:
+        encoder.add(segment, 25)
+    assert recorder.finals == [False, False]
+    encoder.finish()
+    assert recorder.finals == [False, False, True]
+    data = encoder.result()
+    assert _groups(data) == [40, 40, 20] and _ids(data) == list(range(100))
+    whole = encode_segments(segments, "zstd", GROUP)  # a finished file restored from a snapshot
+    assert _groups(whole) == _groups(data)
+    assert pq.read_table(pa.BufferReader(whole)).equals(pq.read_table(pa.BufferReader(data)))
+    # Readers see plain strings, as in files encoded whole.
+    assert pq.read_table(pa.BufferReader(data)).schema.field("kind").type == pa.string()
+
+
+def _broken(n: int) -> RawSource:
+    """Raw rows whose table cannot be built (event times for fewer rows than lines)."""
+    lines = [b'{"n":%d}' % i for i in range(n)]
+    chunk = LakeChunk("p", "file", lines, 0, None, float(T0), np.full(n, np.nan), [], b"")
+    return RawSource(ChunkLines(chunk), np.zeros(n - 1))
+
+
+def test_a_row_group_that_fails_fails_the_file_and_its_dead_letter_keeps_the_rows():
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        encoder = FileEncoder("zstd", GROUP, executor)
+        broken = _broken(50)
+        encoder.add((broken, None), 50)  # a full row group: fails on the encoding thread
+        encoder.add((broken, np.arange(3)), 3)
+        file = LakeFile("raw/x.parquet", "raw", 53, ((broken, None), (broken, np.arange(3))), encoder)
+        encoder.finish()
+        with pytest.raises(pa.ArrowInvalid):
+            file.encoded("zstd")
+        form = file.dead_letter_form()
+    assert "parquet_base64" not in form and form["error"]
+    lines = [base64.b64decode(line) for line in form["lines_base64"]]
+    assert lines == [b'{"n":%d}' % i for i in [*range(50), 0, 1, 2]]
+
+
+def test_a_pickled_file_is_encoded_again_with_the_same_row_groups():
+    segments = tuple((_source(start, 30), None) for start in range(0, 90, 30))
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        encoder = FileEncoder("zstd", GROUP, executor)
+        for segment in segments:
+            encoder.add(segment, 30)
+        encoder.finish()
+        file = LakeFile("raw/x.parquet", "raw", 90, segments, encoder)
+        restored = pickle.loads(pickle.dumps(file))
+        assert restored.encoder is None
+        data = file.encoded("zstd", GROUP)
+    again = restored.encoded("zstd", GROUP)
+    assert _groups(again) == _groups(data) == [40, 40, 10]
+    assert pq.read_table(pa.BufferReader(again)).equals(pq.read_table(pa.BufferReader(data)))
