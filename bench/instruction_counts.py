@@ -166,23 +166,30 @@ def main() -> int:
             run_stage(kind, Path(path), args.warm, args.events)
         return 0
 
-    tmp = Path(tempfile.mkdtemp(prefix="paywatch-ir-"))
+    # The inputs (tens of MB) and callgrind's files go in a folder removed however the run ends
+    # (a failed callgrind run, Ctrl-C): each run used to leave its /tmp/paywatch-ir-* behind.
+    with tempfile.TemporaryDirectory(prefix="paywatch-ir-") as folder:
+        return measure(args.events, args.warm, args.lake, Path(folder))
+
+
+def measure(n_events: int, warm: int, lake: bool, tmp: Path) -> int:
+    """Write the inputs into ``tmp``, count every stage under callgrind, print the table."""
     events = tmp / "events.jsonl"
-    write_events(events, args.warm + args.events)
+    write_events(events, warm + n_events)
     warm_file = tmp / "warm.jsonl"
-    warm_file.write_bytes(b"".join(events.read_bytes().splitlines(keepends=True)[: args.warm]))
-    sizes = ["--events", str(args.events), "--warm", str(args.warm)]
+    warm_file.write_bytes(b"".join(events.read_bytes().splitlines(keepends=True)[:warm]))
+    sizes = ["--events", str(n_events), "--warm", str(warm)]
     jobs = {stage: [*sizes, "--run", stage, str(events)] for stage in STAGES}
     jobs["flow_warm"] = ["--run", "flow", str(warm_file), str(tmp / "out-warm")]
     jobs["flow_all"] = ["--run", "flow", str(events), str(tmp / "out-all")]
-    if args.lake:
+    if lake:
         jobs["lake_warm"] = ["--run", "flow_lake", str(warm_file), str(tmp / "out-lake-warm")]
         jobs["lake_all"] = ["--run", "flow_lake", str(events), str(tmp / "out-lake-all")]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         totals = dict(zip(jobs, pool.map(lambda item: count(item[0], item[1], tmp), jobs.items()), strict=False))
 
     def per_event(a: str, b: str) -> int:
-        return (totals[a] - totals[b]) // args.events
+        return (totals[a] - totals[b]) // n_events
 
     rows = [
         ("orjson.loads per line", per_event("orjson", "none")),
@@ -192,10 +199,10 @@ def main() -> int:
         ("user-risk rules", per_event("users", "parse_lines")),
         ("whole flow (run_main, JSONL outputs)", per_event("flow_all", "flow_warm")),
     ]
-    if args.lake:
+    if lake:
         rows.append(("whole flow with the lake on (sinks.lake, local directory)", per_event("lake_all", "lake_warm")))
         rows.append(("the lake's share (flow with the lake - flow without)", rows[-1][1] - rows[-2][1]))
-    print(f"instructions per event; {args.events:,} events after {args.warm:,} warm-up, {USERS:,} users\n")
+    print(f"instructions per event; {n_events:,} events after {warm:,} warm-up, {USERS:,} users\n")
     print("| stage | instructions/event | vs orjson.loads |\n|---|---:|---:|")
     for name, value in rows:
         print(f"| {name} | {value:,} | {value / rows[0][1]:.2f}x |")
