@@ -57,6 +57,14 @@ def _assert_one_clean_paragraph(stderr: bytes) -> str:
     return text
 
 
+def _refused_start(config: dict, tmp: Path, *args: str) -> str:
+    """Start the flow with settings it must refuse: it ends with code 2 and one clean paragraph, returned."""
+    proc = _flow(config, tmp, *args)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err.decode()[-2000:]
+    return _assert_one_clean_paragraph(err)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_flow_with_one_line(tmp_path, sig, code):
@@ -127,20 +135,14 @@ def test_a_stopped_flow_resumes_with_nothing_lost_or_doubled(tmp_path):
 def test_no_kafka_broker_ends_the_start_with_one_paragraph(tmp_path):
     address = f"127.0.0.1:{free_port()}"
     config = {"source": {"type": "kafka", "start_timeout_seconds": 3, "kafka": {"brokers": [address]}}}
-    proc = _flow(config, tmp_path)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    text = _assert_one_clean_paragraph(err)
+    text = _refused_start(config, tmp_path)
     assert address in text and "source.kafka.brokers" in text and "source.start_timeout_seconds" in text
 
 
 @pytest.mark.integration
 def test_missing_kafka_topic_is_named(tmp_path, kafka_broker):
     config = {"source": {"type": "kafka", "kafka": {"brokers": [kafka_broker.address], "topic": "no-such-topic"}}}
-    proc = _flow(config, tmp_path)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    text = _assert_one_clean_paragraph(err)
+    text = _refused_start(config, tmp_path)
     assert "no-such-topic" in text and "source.kafka.topic" in text
 
 
@@ -178,20 +180,14 @@ def test_kinesis_stream_that_does_not_exist_is_named(tmp_path, moto):
         "source": {"type": "kinesis", "kinesis": {"stream_name": "no-such-stream"}},
         "aws": {"endpoint_url": moto.url},
     }
-    proc = _flow(config, tmp_path)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    text = _assert_one_clean_paragraph(err)
+    text = _refused_start(config, tmp_path)
     assert "no-such-stream" in text and "source.kinesis.stream_name" in text
 
 
 @pytest.mark.integration
 def test_missing_recovery_directory_names_the_command_that_creates_it(tmp_path):
     missing = tmp_path / "nowhere"
-    proc = _flow({"sinks": {"stdout": QUIET_STDOUT}}, tmp_path, "-r", str(missing), "-s", "5", "-b", "0")
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    text = _assert_one_clean_paragraph(err)
+    text = _refused_start({"sinks": {"stdout": QUIET_STDOUT}}, tmp_path, "-r", str(missing), "-s", "5", "-b", "0")
     assert f"python -m bytewax.recovery {missing}" in text
 
 
@@ -209,10 +205,9 @@ def test_recovery_directory_of_another_source_is_refused_and_a_sink_change_is_no
 
     events = tmp_path / "events.jsonl"
     events.write_text('{"transaction_id":"a","timestamp":1752087600000,"payment_status":"SUCCESS","region":"EU"}\n')
-    other = _flow({"source": {"type": "file", "path": str(events)}, "sinks": {"stdout": QUIET_STDOUT}}, tmp_path, *args)
-    _, err = other.communicate(timeout=60)
-    assert other.returncode == 2
-    text = _assert_one_clean_paragraph(err)
+    text = _refused_start(
+        {"source": {"type": "file", "path": str(events)}, "sinks": {"stdout": QUIET_STDOUT}}, tmp_path, *args
+    )
     assert "simulator/0" in text and "another source" in text
 
     changed_sinks = {**simulated, "sinks": {"stdout": QUIET_STDOUT, "jsonl": {"dir": str(tmp_path / "out")}}}
