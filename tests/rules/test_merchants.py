@@ -149,6 +149,16 @@ def _transactions(out_dir) -> dict[str, dict]:
     return records
 
 
+def _run_refreshing(settings, loader: ReferenceLoader, steps: list, out_dir) -> dict[str, dict]:
+    """``steps`` (chunks, and calls that change the table between them) through the flow while
+    ``loader`` refreshes the merchant table; the transactions written, by id."""
+    try:
+        run_in_process(settings, source=StepSource(steps), reference=loader)
+    finally:
+        loader.stop()
+    return _transactions(out_dir)
+
+
 def test_a_refresh_deactivates_a_merchant_while_the_flow_runs(tmp_path):
     table = tmp_path / "merchants.jsonl"
     _write_table(table, active=True)
@@ -181,11 +191,7 @@ def test_a_refresh_deactivates_a_merchant_while_the_flow_runs(tmp_path):
         break_the_file,
         chunk([event("kept", T0 + 2, merchant_id="m_1", amount=1000.0)], done=True),
     ]
-    try:
-        run_in_process(settings, source=StepSource(steps), reference=loader)
-    finally:
-        loader.stop()
-    records = _transactions(out)
+    records = _run_refreshing(settings, loader, steps, out)
     assert records["before"]["merchant_status"] == "active"
     assert records["before"]["fraud_status"] == "APPROVED"
     assert records["after"]["merchant_status"] == "inactive"
@@ -250,11 +256,7 @@ def test_dynamodb_table_provisioned_loaded_and_refreshed_while_the_flow_runs(mot
         deactivate,
         chunk([event("after", T0 + 1, merchant_id="m_1", amount=1000.0)], done=True),
     ]
-    try:
-        run_in_process(settings, source=StepSource(steps), reference=loader)
-    finally:
-        loader.stop()
-    records = _transactions(tmp_path / "out")
+    records = _run_refreshing(settings, loader, steps, tmp_path / "out")
     assert (records["before"]["merchant_status"], records["before"]["fraud_status"]) == ("active", "APPROVED")
     assert (records["two"]["merchant_status"], records["two"]["fraud_status"]) == ("inactive", "FRAUD_SUSPECTED")
     assert records["after"]["merchant_status"] == "inactive"

@@ -238,15 +238,19 @@ def dims_for(region, start, seconds, hop, per_hop):
     return out
 
 
-def test_open_names_the_device_that_carries_the_failures():
+def open_device_incident(mobile_failures: int, web_failures: int) -> dict:
+    """The alert that opens when EU goes from no failures to 2 of 20 events a second, split
+    between the devices as given (failures per 10 s hop; mobile is a quarter of the traffic)."""
     w = windows()
-    # 20 events/s; mobile is 5 of them per second and fails 2 of those 5 in the incident.
     counts = per_second("EU", T0, 120, 20, 0) | per_second("EU", T0 + 120, 120, 20, 2)
     normal = {("device", "mobile"): (50, 0), ("device", "web"): (150, 0)}
-    failing = {("device", "mobile"): (50, 20), ("device", "web"): (150, 0)}
+    failing = {("device", "mobile"): (50, mobile_failures), ("device", "web"): (150, web_failures)}
     dims = dims_for("EU", T0, 120, 10, normal) | dims_for("EU", T0 + 120, 120, 10, failing)
-    s = RegionSummary("p0", 1, T0 + 240, False, False, counts, as_counters(dims))
-    opened = kinds(w.add([s], now=0), ALERT)[0]
+    return kinds(w.add([RegionSummary("p0", 1, T0 + 240, False, False, counts, as_counters(dims))], now=0), ALERT)[0]
+
+
+def test_open_names_the_device_that_carries_the_failures():
+    opened = open_device_incident(mobile_failures=20, web_failures=0)  # 2 of mobile's 5 events a second fail
     top = opened["details"]["contributors"][0]
     assert (top["dimension"], top["value"]) == ("device", "mobile")
     assert top["failure_share"] == 1.0 and top["traffic_share"] == 0.25 and top["lift"] == 4.0
@@ -255,12 +259,7 @@ def test_open_names_the_device_that_carries_the_failures():
 
 
 def test_a_broad_incident_names_no_contributor():
-    w = windows()
-    counts = per_second("EU", T0, 120, 20, 0) | per_second("EU", T0 + 120, 120, 20, 2)
-    normal = {("device", "mobile"): (50, 0), ("device", "web"): (150, 0)}
-    failing = {("device", "mobile"): (50, 5), ("device", "web"): (150, 15)}
-    dims = dims_for("EU", T0, 120, 10, normal) | dims_for("EU", T0 + 120, 120, 10, failing)
-    opened = kinds(w.add([RegionSummary("p0", 1, T0 + 240, False, False, counts, as_counters(dims))], now=0), ALERT)[0]
+    opened = open_device_incident(mobile_failures=5, web_failures=15)  # in proportion to traffic
     assert opened["details"]["contributors"] == []
     assert "no single value stands out" in opened["message"]
 
