@@ -17,6 +17,7 @@ the outage.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -318,3 +319,32 @@ def test_kinesis_flow_rides_out_a_cut_of_every_connection(moto, tmp_path: Path, 
     during = sampler.of("during")
     assert len(set(during)) <= 1  # no GetRecords answered while cut: the lag stays where it was
     assert during and during[0] > 0  # and shows records waiting
+
+
+@pytest.mark.integration
+def test_a_cut_by_traffic_lets_nothing_through_once_it_is_marked():
+    """The bytes that reach ``cut_after``'s count, and all after them, never reach the client.
+
+    What the Kinesis test relies on: an answer cut in the middle stays incomplete,
+    so the reader cannot act on it (and move its lag) while ``cutting`` is set.
+    """
+    payload = bytes(range(256)) * 4096  # 1 MiB, sent in one go
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: server.accept()[0].sendall(payload), daemon=True).start()
+    proxy = TcpProxy(server.getsockname()[1]).start()
+    try:
+        proxy.cut_after(300_000, outage_seconds=0.2)
+        received = bytearray()
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as client:
+            try:
+                while chunk := client.recv(65536):
+                    received += chunk
+            except ConnectionResetError:
+                pass
+        assert proxy.cutting.is_set() or proxy.restored.is_set()
+        assert 0 < len(received) < 300_000 and bytes(received) == payload[: len(received)]
+        assert proxy.forwarded == len(received)  # every byte counted was delivered, and no other
+        assert proxy.restored.wait(10)
+    finally:
+        proxy.stop()
+        server.close()

@@ -33,7 +33,7 @@ class TcpProxy:
         self.cutting = threading.Event()
         """Set while a cut (:meth:`cut_after`, :meth:`cut`) is in effect."""
         self.restored = threading.Event()
-        """Set once an armed cut is over and the proxy listens again."""
+        """Set once an armed cut is over (the proxy listens again right after)."""
 
     @property
     def url(self) -> str:
@@ -50,8 +50,8 @@ class TcpProxy:
         return self
 
     def cut_after(self, nbytes: int, outage_seconds: float) -> None:
-        """Cut every connection once ``nbytes`` more bytes have gone from the target to clients,
-        then listen again ``outage_seconds`` later.
+        """Cut every connection when ``nbytes`` more bytes would have gone from the target to clients
+        (the bytes that reach the count are not sent), then listen again ``outage_seconds`` later.
 
         Triggered by traffic, not by a timer, so the cut falls in the middle
         of a read however fast the machine is: the reader cannot finish
@@ -81,29 +81,38 @@ class TcpProxy:
         self.cutting.set()  # only once every connection is closed: nothing crosses while it is set
         threading.Thread(target=self._restore_after, args=(outage_seconds,), daemon=True).start()
 
-    def _count(self, source: socket.socket, nbytes: int) -> None:
+    def _admit(self, source: socket.socket, nbytes: int) -> bool:
+        """Count ``nbytes`` about to go to a client; False when they reach an armed cut.
+
+        The cut is then made here, before they are sent and before
+        :attr:`cutting` is set: the bytes that reach the threshold are never
+        delivered (the reader's answer stays incomplete), and every connection
+        is closed first, so nothing crosses while ``cutting`` is set. (Setting
+        it first and closing from another thread let the rest of an answer,
+        or a whole one, through, and the reader acted on it during the cut.)
+        """
         with self._lock:
             if source in self._spared:  # not the traffic under test
-                return
-            self.forwarded += nbytes
-            if self._cut_after is None:
-                return
-            self._forwarded += nbytes
-            if self._forwarded < self._cut_after:
-                return
-            self._cut_after = None
-        self.cutting.set()
-        threading.Thread(target=self._outage, daemon=True).start()
-
-    def _outage(self) -> None:
+                return True
+            if self._cut_after is not None and self._forwarded + nbytes >= self._cut_after:
+                self._cut_after = None
+            else:
+                self.forwarded += nbytes
+                if self._cut_after is not None:
+                    self._forwarded += nbytes
+                return True
         self.stop()
-        self._restore_after(self._outage_seconds)
+        self.cutting.set()
+        threading.Thread(target=self._restore_after, args=(self._outage_seconds,), daemon=True).start()
+        return False
 
     def _restore_after(self, outage_seconds: float) -> None:
         threading.Event().wait(outage_seconds)
-        self.start()
-        self.cutting.clear()
+        # ``cutting`` is cleared before the proxy listens again, for the same reason it is set
+        # only once every connection is closed; ``restored`` first, so no moment reads as "before".
         self.restored.set()
+        self.cutting.clear()
+        self.start()
 
     def stop(self) -> None:
         """Refuse new connections and reset the open ones."""
@@ -139,11 +148,10 @@ class TcpProxy:
         try:
             while True:
                 data = src.recv(65536)
-                if not data:
+                if not data or (to_client and not self._admit(src, len(data))):
                     break
                 dst.sendall(data)
                 if to_client:
-                    self._count(src, len(data))
                     rate = self.rate
                     if rate and src not in self._spared:
                         threading.Event().wait(len(data) / rate)  # a slow link: the reader waits for its data
