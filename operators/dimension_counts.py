@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from operators.codes import codes
+
 _SCALARS = (str, int, float, bool)
 
 
@@ -93,16 +95,15 @@ class DimensionCounter:
             values = columns[name]
             if not typed:
                 values = [_text(v) for v in values]
-            distinct = list(dict.fromkeys(values))
-            code_of = dict(zip(distinct, range(len(distinct)), strict=True))
-            codes = np.fromiter(map(code_of.__getitem__, values), np.int64, n)
+            value_codes, distinct = codes(values)
             width = len(distinct)
-            keys = slots * width + codes
-            seen = _by_slot(keys, np.arange(n), width, n_slots, code_of.get(None, -1), distinct)
+            none_code = distinct.index(None) if None in distinct else -1
+            keys = slots * width + value_codes
+            seen = _by_slot(keys, np.arange(n), width, n_slots, none_code, distinct)
             if failed_rows is None:
                 fails: list[dict] = [{}] * n_slots
             else:
-                fails = _by_slot(keys[failed_rows], failed_rows, width, n_slots, code_of.get(None, -1), distinct)
+                fails = _by_slot(keys[failed_rows], failed_rows, width, n_slots, none_code, distinct)
             for slot, key in enumerate(slot_keys):
                 out[key][name] = (Counter(seen[slot]), Counter(fails[slot]))
         return out

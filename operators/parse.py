@@ -44,6 +44,7 @@ from msgspec import UNSET
 
 from config.settings import Settings
 from operators import alerts
+from operators.codes import codes
 from operators.dimension_counts import DimensionCounter
 from operators.events.contract import (
     ADDED_FIELDS,
@@ -110,9 +111,8 @@ def _picker(rows: list[int], whole: bool) -> Callable[[Sequence], Sequence]:
 
 def _region_codes(regions: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """The chunk's distinct regions (in order of first appearance) and each event's index among them."""
-    names = list(dict.fromkeys(regions))
-    code_of = {name: code for code, name in enumerate(names)}
-    return names, np.fromiter(map(code_of.__getitem__, regions), np.int64, len(regions))
+    region_codes, names = codes(regions)
+    return names, region_codes
 
 
 def _buckets(
@@ -567,15 +567,12 @@ class ChunkParser:
         """The currency rule's points per row (0 for none), -1 for a code that is not alphabetic."""
         scorer = self._scorer
         known, points = scorer.currencies, scorer.rules.currency_points
-        verdict: dict[Optional[str], int] = {}
-        for code in dict.fromkeys(currencies):
-            if code is None:
-                verdict[code] = 0
-            elif not code.isalpha():
-                verdict[code] = -1
-            else:
-                verdict[code] = 0 if code in known or code.upper() in known else points
-        return np.fromiter(map(verdict.__getitem__, currencies), np.int64, len(currencies))
+        rows, distinct = codes(currencies)
+        verdicts = [
+            0 if code is None else -1 if not code.isalpha() else 0 if code in known or code.upper() in known else points
+            for code in distinct
+        ]
+        return np.array(verdicts, dtype=np.int64)[rows]
 
     def _merchant_verdicts(self, names: Sequence) -> np.ndarray:
         """Per row: 0 no name, 1 a name, 2 a suspicious name, 3 a name over the contract's length.
@@ -585,19 +582,20 @@ class ChunkParser:
         """
         scorer = self._scorer
         hits, max_name = scorer.merchant_hits, self.contract.max_name_length
-        verdict: dict[Optional[str], int] = {}
-        for name in dict.fromkeys(names):
+        rows, distinct = codes(names)
+        verdicts: list[int] = []
+        for name in distinct:
             if not name:
-                verdict[name] = 0
+                verdicts.append(0)
                 continue
             hit = hits.get(name)
             if hit is None:
                 if len(name) > max_name:
-                    verdict[name] = 3
+                    verdicts.append(3)
                     continue
                 hit = scorer.merchant_is_suspicious(name)
-            verdict[name] = 2 if hit else 1
-        return np.fromiter(map(verdict.__getitem__, names), np.int8, len(names))
+            verdicts.append(2 if hit else 1)
+        return np.array(verdicts, dtype=np.int8)[rows]
 
     @staticmethod
     def _rewrites(lines: list[bytes], events: list, line_of: np.ndarray, alive: np.ndarray) -> list[int]:

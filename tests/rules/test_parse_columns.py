@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from config import load_settings
 from operators import parse as columnar
+from operators.codes import codes
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import MerchantTable
 from tests.support import parse_reference as reference
@@ -340,3 +341,10 @@ def test_the_producer_form_in_numpy_reads_as_parse_over_the_years():
     ]
     expected = [TimestampParser(1, 9998).parse(value) for value in values]
     assert TimestampParser(1, 9998).parse_many(values).tolist() == expected
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["EU-WEST", "US-EAST", "eu-west", ""]), st.text(max_size=3))))
+def test_codes_number_values_in_order_of_first_appearance(values):
+    rows, distinct = codes(values)
+    assert distinct == list(dict.fromkeys(values))
+    assert [distinct[code] for code in rows.tolist()] == values
