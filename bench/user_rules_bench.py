@@ -22,7 +22,9 @@ seconds and bytes, both implementations.
 The shards are first warmed with ``--warm`` events (a million: twenty per
 user, so every history is full and the spike rule judges every payment, the
 steady state of a long run), in batches of 300, once per implementation; each
-measurement then times ``--events`` more from those snapshots, ``--repeat``
+measurement then times ``--events`` more from those snapshots (handed to the
+columns as :class:`~operators.records.UserColumns`, as the event-order buffer
+releases them; to the per-user implementation as tuples), ``--repeat``
 times, the implementations interleaved; the best pass of each counts (the
 machine is shared).
 
@@ -96,14 +98,22 @@ def warm_states(make: Callable[[Any], Any], warm: list[list[tuple]], size: int) 
 
 def timed_pass(make: Callable[[Any], Any], states: list[bytes], timed: list[list[tuple]], size: int) -> tuple:
     """CPU seconds spent in ``process`` over ``timed``, the shards, and the alerts raised."""
+    from operators.records import UserColumns
+
     risks = [make(state) for state in states]
     alerts: list = []
     spent = 0.0
     for risk, events in zip(risks, timed, strict=True):
+        columnar = hasattr(risk, "process_columns")
         for start in range(0, len(events), size):
-            batch = events[start : start + size]
+            # As the flow hands them over: columns (the event-order buffer releases UserColumns),
+            # tuples for the per-user implementation.
+            batch: Any = events[start : start + size]
+            judge = risk.process
+            if columnar:
+                batch, judge = UserColumns.of_rows(batch), risk.process_columns
             began = time.process_time()
-            out = risk.process(batch)
+            out = judge(batch)
             spent += time.process_time() - began
             alerts += out
     return spent, risks, alerts

@@ -349,7 +349,8 @@ class UserRisk:
                 self._vector(batch, None, out)
             else:
                 self._rounds(batch, out)
-        self.newest = max(self.newest, float(cols.numbers[TIME].max()))
+        newest = max(batch.times) if batch.listed else float(batch.ts.max())  # a numpy call costs 16 events' max
+        self.newest = max(self.newest, newest)
         if self.newest >= self.next_sweep or len(table) > self._sweep_above:
             self._sweep()
         if not out:
