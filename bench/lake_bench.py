@@ -18,7 +18,8 @@ shared, and whole runs move by a third between identical runs):
   so files finish while the flow runs, as in a long-running flow, instead of
   all at the end of the input);
 - ``bare``: no output of every transaction at all (the parse step then skips
-  the transactions JSONL, which the lake needs), to show the lake's whole cost.
+  the transactions JSONL; the lake does not need it either, only the
+  enrichment keys), to show the lake's whole cost.
 
 Then from the lake's files: bytes per event per zone (Parquet, zstd), objects
 written, and, from the roll rules and the measured row sizes, objects per hour

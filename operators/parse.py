@@ -241,7 +241,10 @@ class ChunkParser:
         # Redacted before decoding, so every output is built from the redacted lines.
         self._redact = (redactor if redactor is not None else Redactor(settings.privacy)).redact_array
         self._lake = settings.sinks.lake.enabled
-        self._transaction_lines = transaction_lines or self._lake
+        self._transaction_lines = transaction_lines
+        # The lake reads the event's fields from the lines and the added ones from the suffixes
+        # by key: it needs the keys, never the JSONL blob itself.
+        self._suffix_keys = transaction_lines or self._lake
         self.contract = Contract(settings.validation)
         explain = settings.rules.failure_rate
         self._decoder = EventDecoder(self.contract, tuple(explain.explain_by))
@@ -369,7 +372,7 @@ class ChunkParser:
 
         :returns: the partition's new event-time state, the line index of
             every valid event, in order, and each one's enrichment suffix key
-            (None without transaction lines).
+            (None when neither the transactions JSONL nor the lake needs them).
         """
         self._suffixes.clear()  # they end with this chunk's processed_at
         n = len(events)
@@ -475,9 +478,13 @@ class ChunkParser:
         processed_tail = (datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + 'Z"}\n').encode()
         merchant = variants & 3
         suffix_keys = None
-        if transaction_lines:
+        if self._suffix_keys:
             suffix_keys = (score * 24 + category * 8 + merchant * 2 + over)[accepted]
-            out.transactions = self._transactions(lines, valid_lines, valid, heads, suffix_keys, processed_tail)
+            if transaction_lines:
+                out.transactions = self._transactions(lines, valid_lines, valid, heads, suffix_keys, processed_tail)
+            else:
+                for key in dict.fromkeys(suffix_keys.tolist()):
+                    self._enrichment_suffix(key, processed_tail)
         out.n_transactions = len(valid)
 
         # The (region, second) counts, with the failures and flags of each.

@@ -85,7 +85,8 @@ class LakeChunk:
     :ivar valid: indices into ``lines`` of the valid transactions, in the
         order of ``transactions``.
     :ivar transactions: the scored transactions as JSONL (the same bytes the
-        transactions output gets).
+        transactions output gets); empty when no output wants every transaction
+        (the lake reads ``lines`` and the enrichment keys instead).
     :ivar enrichment_keys: per valid transaction (in the order of ``valid``),
         the key of its enrichment suffix in ``enrichment_suffixes``; a list or
         a numpy array.

@@ -416,8 +416,9 @@ class LakeSink(FixedPartitionedSink[Any, tuple]):
     state; raw/enriched file names do not depend on the partition count.
     """
 
-    # The enriched zone is read from the transactions JSONL blob.
-    wants_transaction_lines = True
+    # The enriched zone is read from the lines and the parse step's enrichment keys, not the JSONL blob
+    # (the parse step hands the lake its keys whether or not it builds the blob).
+    wants_transaction_lines = False
     snapshot_format = LAKE_FORMAT
 
     def __init__(self, settings: Settings, dead_letters: DeadLetterWriter) -> None:

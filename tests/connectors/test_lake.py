@@ -436,3 +436,24 @@ def test_a_snapshot_of_format_3_holding_whole_chunks_still_resumes():
     restored_raw, restored_enriched = pickle.loads(pickle.dumps((old_raw, old_enriched)))
     assert restored_raw.table().equals(expected_raw.source.table())
     assert restored_enriched.table().equals(expected_enriched.source.table())
+
+
+def test_the_lake_alone_gets_the_enrichment_keys_without_the_parse_step_building_the_jsonl():
+    """No output of every transaction (flagged-only storage) but the lake on: the parse step skips
+    the JSONL blob, and the lake's enriched rows are those it reads with the blob built."""
+    from operators.parse import ChunkParser
+    from operators.records import RawChunk
+
+    settings = load_settings(environ={}, overrides={"sinks": {"lake": {"enabled": True, "uri": "/tmp/unused"}}})
+    lines = list(_MIXED_LINES)
+    _, without = ChunkParser(settings, transaction_lines=False).parse(None, RawChunk("file:x", 1, lines, "x", 0))
+    _, with_jsonl = ChunkParser(settings, transaction_lines=True).parse(None, RawChunk("file:x", 1, lines, "x", 0))
+    assert without.transactions == b"" and with_jsonl.transactions
+    assert without.lake is not None and with_jsonl.lake is not None
+    assert without.lake.transactions == b""
+    alone, built = enriched_rows(without.lake), enriched_rows(with_jsonl.lake)
+    assert alone.source.keys is not None
+    assert alone.sizes.tolist() == built.sizes.tolist()  # the same roll points
+    same = [name for name in ENRICHED_SCHEMA.names if name != "processed_at"]  # each parse's own clock
+    assert alone.source.table().select(same).equals(built.source.table().select(same))
+    assert alone.source.table().num_rows == with_jsonl.n_transactions == 6

@@ -159,7 +159,7 @@ class ChunkParser:
         # Redacted before decoding, so every output is built from the redacted lines.
         self._redact = (redactor if redactor is not None else Redactor(settings.privacy)).redact_array
         self._lake = settings.sinks.lake.enabled
-        self._transaction_lines = transaction_lines or self._lake
+        self._transaction_lines = transaction_lines  # the lake needs the suffix keys, not the JSONL
         self.contract = Contract(settings.validation)
         explain = settings.rules.failure_rate
         self._decoder = EventDecoder(self.contract, tuple(explain.explain_by))
@@ -451,13 +451,14 @@ class ChunkParser:
             n_valid += 1
             if lake_valid is not None:
                 lake_valid.append(index)
-            if transaction_lines:
+            if transaction_lines or lake_keys is not None:
                 suffix_key = fraud_score * 24 + category * 8 + merchant * 2 + over
                 suffix = suffixes.get(suffix_key)
                 if suffix is None:
                     suffix = self._enrichment_suffix(suffix_key, processed_tail)
-                append_line(head)
-                append_line(suffix)
+                if transaction_lines:
+                    append_line(head)
+                    append_line(suffix)
                 if lake_keys is not None:
                     lake_keys.append(suffix_key)
 
