@@ -480,6 +480,7 @@ class LakeSinkSettings(_Section):
     partitions: int = Field(1, ge=1, le=64)
     max_pending_files: int = Field(4, ge=1, le=1000)
     row_group_rows: int = Field(65_536, ge=1_000, le=10_000_000)
+    memory_pool: Literal["jemalloc", "mimalloc", "system"] = "jemalloc"
     encryption: Literal["SSE-S3", "SSE-KMS"] = "SSE-S3"
     kms_key_id: Optional[str] = None
     raw_infrequent_access_days: int = Field(30, ge=30)

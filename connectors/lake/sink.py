@@ -399,6 +399,26 @@ def _last_position(key: str) -> int:
     return int(last) if last.isdigit() else -1
 
 
+_POOLS = {"jemalloc": pa.jemalloc_memory_pool, "mimalloc": pa.mimalloc_memory_pool, "system": pa.system_memory_pool}
+
+
+def use_memory_pool(name: str) -> None:
+    """Make ``sinks.lake.memory_pool`` Arrow's default allocator (process-wide: only the lake uses Arrow).
+
+    Why: every chunk's lines are copied into fresh Arrow memory (open files
+    keep them), and with pyarrow's default, mimalloc, that copy cost 2.6x the
+    CPU it costs with jemalloc (docs/performance.md, "Session 6"). Buffers
+    allocated before keep the pool they came from. A pyarrow built without
+    the pool keeps its default, with a warning.
+    """
+    try:
+        pool = _POOLS[name]()
+    except NotImplementedError as exc:
+        logger.warning("lake: Arrow memory pool %r unavailable (%s); sinks.lake.memory_pool ignored", name, exc)
+        return
+    pa.set_memory_pool(pool)
+
+
 def build_store(settings: Settings) -> ObjectStore:
     """The store of ``sinks.lake.uri``: S3 (shared AWS client factory) or a local directory."""
     location = layout.parse_uri(settings.sinks.lake.uri or "")
@@ -425,6 +445,7 @@ class LakeSink(FixedPartitionedSink[Any, tuple]):
         self.settings = settings
         self.dead_letters = dead_letters
         self.deliveries: list[Delivery] = []
+        use_memory_pool(settings.sinks.lake.memory_pool)
 
     def list_parts(self) -> list[str]:
         return [f"lake-{i}" for i in range(self.settings.sinks.lake.partitions)]

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from config import SettingsError, load_settings
 from connectors.lake.encoder import FileEncoder, encode_segments
 from connectors.lake.rolling import Roller
-from connectors.lake.sink import LakeFile
+from connectors.lake.sink import LakeFile, LakeSink
 from connectors.lake.tables import ChunkLines, RawSource, TableSource
 from operators.records import LakeChunk
 
@@ -146,3 +147,26 @@ def test_a_pickled_file_is_encoded_again_with_the_same_row_groups():
     again = restored.encoded("zstd", GROUP)
     assert _groups(again) == _groups(data) == [40, 40, 10]
     assert pq.read_table(pa.BufferReader(again)).equals(pq.read_table(pa.BufferReader(data)))
+
+
+def test_row_group_and_memory_pool_settings_fail_at_start_naming_the_key():
+    with pytest.raises(SettingsError, match="sinks.lake.row_group_rows"):
+        load_settings(environ={}, overrides={"sinks": {"lake": {"row_group_rows": 10}}})
+    with pytest.raises(SettingsError, match="sinks.lake.memory_pool"):
+        load_settings(environ={}, overrides={"sinks": {"lake": {"memory_pool": "tcmalloc"}}})
+    defaults = load_settings(environ={}).sinks.lake
+    assert (defaults.row_group_rows, defaults.memory_pool) == (65_536, "jemalloc")
+
+
+def test_building_the_lake_makes_its_pool_arrows_default():
+    before = pa.default_memory_pool()
+    try:
+        for name in ("system", "jemalloc"):
+            settings = load_settings(
+                environ={}, overrides={"sinks": {"lake": {"enabled": True, "uri": "/tmp/unused", "memory_pool": name}}}
+            )
+            LakeSink(settings, dead_letters=None)  # type: ignore[arg-type]
+            assert pa.default_memory_pool().backend_name == name
+            assert pa.array([b"x" * 100]).buffers()[2] is not None  # and it allocates
+    finally:
+        pa.set_memory_pool(before)
