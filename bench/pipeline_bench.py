@@ -12,9 +12,10 @@ Generates N events (default 500,000) as JSONL, then measures:
    values already costs, against the loop's time / 0.30, with the cheaper of
    two native decoders, one call per 20,000-line chunk, one thread:
    ``pyarrow.json.read_json`` into columns with the contract's schema, and
-   today's msgspec decoder into the contract's struct; beside them, writing the transactions output (the same bytes plus
-   a typical enrichment suffix, C-level maps, one write per chunk), none of
-   which any design of this flow can leave out.
+   today's msgspec decoder into the contract's struct; beside them, writing
+   the transactions output (the same bytes plus a typical enrichment suffix,
+   C-level maps, one write per chunk). No design of this flow leaves any of
+   them out.
 
 Start-up (imports, cluster connection) is measured on 1,000 events and
 subtracted for the ``net`` rates; ``per_cpu_s`` divides by the CPU time of
