@@ -31,10 +31,18 @@ from connectors.lake.tables import parquet_options
 
 
 def segment_table(segment: Segment) -> pa.Table:
-    """A segment's rows as a table, built for this call (an open file must not keep tables alive)."""
+    """A segment's rows as a table.
+
+    A whole source is built for this call only: an open file holds its
+    sources for minutes and must not hold their tables too. A source cut in
+    parts (at a roll point, at an hour's end) is read by two files, so its
+    table is built once and kept on the source until the later file drops it:
+    at most a chunk's table or two per open file.
+    """
     source, index = segment
-    table = source.build()
-    return table if index is None else table.take(pa.array(index))
+    if index is None:
+        return source.build()
+    return source.table().take(pa.array(index))
 
 
 class FileEncoder:

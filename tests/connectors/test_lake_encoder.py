@@ -170,3 +170,27 @@ def test_building_the_lake_makes_its_pool_arrows_default():
             assert pa.array([b"x" * 100]).buffers()[2] is not None  # and it allocates
     finally:
         pa.set_memory_pool(before)
+
+
+class _Counted(TableSource):
+    builds = 0
+
+    def _build(self) -> pa.Table:
+        _Counted.builds += 1
+        return super()._build()
+
+
+def test_a_chunk_cut_between_two_files_is_built_once():
+    _Counted.builds = 0
+    make = lambda: FileEncoder("zstd", GROUP, None)  # noqa: E731
+    roller = Roller("raw", "p", target_bytes=25 * 10, max_age=10**6, encoding=make)  # 25 rows per file
+    files = []
+    for start in range(0, 100, 20):  # every file ends inside a chunk
+        source = _Counted(_source(start, 20).table())
+        times = np.full(20, float(T0))
+        hours = (times // 3600).astype(np.int64)
+        files += roller.add(source, hours, times, np.full(20, 10, dtype=np.int64), lambda i, s=start: s + i)
+    files += roller.flush()
+    rows = [_ids(LakeFile("k", "raw", f.rows, f.segments, f.encoding).encoded("zstd")) for f in files]
+    assert [len(r) for r in rows] == [25, 25, 25, 25] and sum(rows, []) == list(range(100))
+    assert _Counted.builds == 5  # one per chunk, though four of them went to two files
