@@ -2,7 +2,8 @@
 
 Users are grouped into a fixed number of shards (``users.shards``); one
 Bytewax key per shard receives, per parsed chunk, one :class:`UserEvents`:
-that shard's events of the chunk as one list, and the partition's progress.
+that shard's events of the chunk as columns (:class:`~operators.records.UserColumns`),
+and the partition's progress.
 Keying by user would cost one Bytewax item (routing, Python call) per
 event; keying by shard costs one per shard per chunk.
 
@@ -265,7 +266,7 @@ class _Batch:
         if len(ids) == 1:
             self.region_ids = [ids[0]] * len(codes)
         else:
-            self.region_ids = list(map(dict(zip(map(float, range(len(ids))), ids, strict=True)).__getitem__, codes))
+            self.region_ids = list(map(ids.__getitem__, map(int, codes)))
 
     def arrays(self) -> None:
         """The same as numpy arrays, for the rounds."""

@@ -117,3 +117,19 @@ def test_format_3_snapshots_resume_their_held_tuples_as_blocks():
     assert out == want and len(resumed.held) == 0
     [spike] = [alert for alert in out if alert["type"] == "AMOUNT_SPIKE"]
     assert type(spike["details"]["amount"]) is int  # the input's 400, not 400.0
+
+
+def test_large_blocks_with_ties_out_of_transaction_order_leave_as_the_tuple_runs_did():
+    """Blocks past the size checked in Python take the numpy checks; ties among them are re-sorted."""
+    rng = np.random.default_rng(3)
+    rows = [("u", T0 + i // 5, float(i), "EU", f"t{999 - i}") for i in range(400)]  # ids fall within a second
+    chunks = [rows[i : i + 130] for i in range(0, 400, 130)]
+    chunks = [[chunk[k] for k in rng.permutation(len(chunk))] for chunk in chunks]  # each chunk shuffled
+    new, old = EventTimeBuffer(10_000), LegacyEventTimeBuffer(10_000)
+    for chunk in chunks:
+        new.add(UserColumns.of_rows(chunk))
+        old.add(chunk)
+    middle = T0 + 41.0
+    assert _typed(new.release(middle).rows()) == _typed(old.release(middle))
+    rest = old.release(math.inf)
+    assert _typed(new.release(math.inf).rows()) == _typed(rest) and len(rest) == 195
