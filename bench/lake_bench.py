@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python -m bench.lake_bench [--events 300000] [--rounds 2] [--target-file-mb 16]
+    ARROW_DEFAULT_MEMORY_POOL=mimalloc .venv/bin/python -m bench.lake_bench --stages --events 100000
 
 Runs the real dataflow in this process (file source, the input of
 ``bench/aws_sinks_bench.py``: four regions, 1,000 events per second of event
@@ -134,6 +135,61 @@ def objects_per_hour(rate: float, row_bytes: float, target_mb: float = 128, max_
     return max(by_age, by_size)
 
 
+def stages(source: Path, events: int, chunk: int = 20_000, repeat: int = 3) -> dict[str, float]:
+    """CPU microseconds per event of each stage of the lake, alone on this thread (best of ``repeat``).
+
+    The bench's lines parsed in chunks of ``chunk`` (what the file source
+    grows to), then: on the worker thread, the lines into Arrow
+    (``ChunkLines``) and each zone's per-chunk rows; on the encoding thread,
+    each zone's tables and their Parquet (one file per zone, row groups of
+    ``sinks.lake.row_group_rows``). Run once per Arrow memory pool
+    (``ARROW_DEFAULT_MEMORY_POOL``) to compare them.
+    """
+    from config import load_settings
+    from connectors.lake.encoder import FileEncoder
+    from connectors.lake.tables import ChunkLines, enriched_rows, raw_rows
+    from operators.events.timestamps import TimestampParser
+    from operators.parse import ChunkParser
+    from operators.records import RawChunk
+
+    settings = load_settings(environ={}, overrides={"sinks": {"lake": {"enabled": True, "uri": "unused"}}})
+    lines = source.read_bytes().splitlines()[:events]
+    parser, state, chunks = ChunkParser(settings), None, []
+    for start in range(0, len(lines), chunk):
+        state, parsed = parser.parse(state, RawChunk("file:bench", 1, lines[start : start + chunk], "bench", start))
+        chunks.append(parsed.lake)
+    timestamps = TimestampParser(settings.validation.min_year, settings.validation.max_year)
+    rows = settings.sinks.lake.row_group_rows
+
+    def best(work: Any) -> tuple[float, Any]:
+        times, result = [], None
+        for _ in range(repeat):
+            started = time.thread_time()
+            result = work()
+            times.append(time.thread_time() - started)
+        return round(min(times) / len(lines) * 1e6, 3), result
+
+    def encode(zone_rows: list[Any]) -> bytes:
+        encoder = FileEncoder("zstd", rows)
+        for zone in zone_rows:
+            encoder.add((zone.source, None), 0)
+        return encoder.result()
+
+    out: dict[str, float] = {}
+    out["worker: ChunkLines"], buffers = best(lambda: [ChunkLines(c) for c in chunks])
+    out["worker: raw_rows"], raw = best(
+        lambda: [raw_rows(c, timestamps, 300.0, b) for c, b in zip(chunks, buffers, strict=True)]
+    )
+    out["worker: enriched_rows"], enriched = best(
+        lambda: [enriched_rows(c, b) for c, b in zip(chunks, buffers, strict=True)]
+    )
+    out["encoding: raw tables"], _ = best(lambda: [r.source.build() for r in raw])
+    out["encoding: enriched tables"], _ = best(lambda: [r.source.build() for r in enriched])
+    out["encoding: raw tables + Parquet"], _ = best(lambda: encode(raw))
+    out["encoding: enriched tables + Parquet"], _ = best(lambda: encode(enriched))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=300_000)
@@ -152,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         help="sinks.lake.row_group_rows for the lake runs (default: the setting's, 65,536; 10,000,000 encodes "
         "every file whole when it finishes, as before row groups were encoded while files are open)",
     )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="only time each stage of the lake alone (CPU us per event, best of 3), no flow runs",
+    )
     args = parser.parse_args(argv)
     roll: dict[str, float] = {} if args.target_file_mb is None else {"target_file_mb": args.target_file_mb}
     if args.row_group_rows is not None:
@@ -161,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = work / "in.jsonl"
         write_events(source, args.events, 1000.0, datetime(2025, 7, 9, 19, 0, tzinfo=UTC))
+        if args.stages:
+            import pyarrow as pa
+
+            report = {"events": args.events, "memory_pool": pa.default_memory_pool().backend_name}
+            print(json.dumps({**report, **stages(source, args.events)}, indent=2))
+            return 0
         best: dict[str, float] = {}
         best_cpu: dict[str, float] = {}
         pairs: list[tuple[float, float]] = []  # (wall, cpu) ratio lake/off of adjacent runs
