@@ -406,8 +406,9 @@ def use_memory_pool(name: str) -> None:
     """Make ``sinks.lake.memory_pool`` Arrow's default allocator (process-wide: only the lake uses Arrow).
 
     Why: every chunk's lines are copied into fresh Arrow memory (open files
-    keep them), and with pyarrow's default, mimalloc, that copy cost 2.6x the
-    CPU it costs with jemalloc (docs/performance.md, "Session 6"). Buffers
+    keep them), and with pyarrow's default, mimalloc, that copy on the worker
+    thread cost 0.16-0.43 us per line in the flow, with jemalloc 0.11-0.15
+    (docs/performance.md, "Session 6"). Buffers
     allocated before keep the pool they came from. A pyarrow built without
     the pool keeps its default, with a warning.
     """
