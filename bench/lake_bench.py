@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python -m bench.lake_bench [--events 300000] [--rounds 2] [--target-file-mb 16]
     ARROW_DEFAULT_MEMORY_POOL=mimalloc .venv/bin/python -m bench.lake_bench --stages --events 100000
+    .venv/bin/python -m bench.lake_bench --no-jsonl --events 150000 --rounds 3
 
 Runs the real dataflow in this process (file source, the input of
 ``bench/aws_sinks_bench.py``: four regions, 1,000 events per second of event
@@ -213,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only time each stage of the lake alone (CPU us per event, best of 3), no flow runs",
     )
+    parser.add_argument(
+        "--no-jsonl",
+        action="store_true",
+        help="the off and lake runs without the JSONL outputs (as with flagged-only DynamoDB): "
+        "the lake alone then decides whether the parse step builds the transactions JSONL",
+    )
     args = parser.parse_args(argv)
     roll: dict[str, float] = {} if args.target_file_mb is None else {"target_file_mb": args.target_file_mb}
     if args.row_group_rows is not None:
@@ -235,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         sender_cpu: list[float] = []
         for round_no in range(args.rounds):
             order = ("off", "lake", "bare") if round_no % 2 == 0 else ("lake", "off", "bare")
+            if args.no_jsonl:
+                order = order[:2]  # "bare" would be "off" again
             runs: dict[str, tuple[float, float]] = {}
             for name in order:
                 out, lake = work / f"out-{name}", work / f"lake-{name}"
@@ -242,7 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(lake, ignore_errors=True)
                 _SENDER_CPU[0] = 0.0
                 wall, cpu = _run(
-                    _settings(source, out, lake if name == "lake" else None, jsonl=name != "bare", roll=roll)
+                    _settings(
+                        source,
+                        out,
+                        lake if name == "lake" else None,
+                        jsonl=name != "bare" and not args.no_jsonl,
+                        roll=roll,
+                    )
                 )
                 if name == "lake":
                     sender_cpu.append(_SENDER_CPU[0])
@@ -250,8 +265,13 @@ def main(argv: list[str] | None = None) -> int:
                 best_cpu[name] = min(best_cpu.get(name, math.inf), cpu)
                 runs[name] = (wall, cpu)
             pairs.append((runs["off"][0] / runs["lake"][0], runs["off"][1] / runs["lake"][1]))
+        if args.no_jsonl:
+            best["bare"], best_cpu["bare"] = best["off"], best_cpu["off"]
         stats = _zone_stats(work / "lake-lake")
-        raw_row, enriched_row = _row_bytes(source, work / "out-lake")
+        if args.no_jsonl:  # no transactions JSONL to measure the enriched rows from: the object counts are moot
+            raw_row = enriched_row = math.nan
+        else:
+            raw_row, enriched_row = _row_bytes(source, work / "out-lake")
         rates = {name: args.events / seconds for name, seconds in best.items()}
         cpu_rates = {name: args.events / seconds for name, seconds in best_cpu.items()}
         per_hour = {}
@@ -270,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         report = {
             "events": args.events,
+            "jsonl_outputs": not args.no_jsonl,
             "target_file_mb": roll.get("target_file_mb", 128),
             "row_group_rows": roll.get("row_group_rows", 65_536),
             "events_per_second": {k: round(v) for k, v in rates.items()},
@@ -294,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             "row_bytes_uncompressed": {"raw": round(raw_row, 1), "enriched": round(enriched_row, 1)},
             "per_rate": per_hour,
         }
+        if args.no_jsonl:
+            for moot in ("row_bytes_uncompressed", "per_rate", "lake_vs_bare", "lake_vs_bare_per_cpu_second"):
+                report.pop(moot)
         print(json.dumps(report, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
