@@ -341,10 +341,10 @@ def test_a_cut_by_traffic_lets_nothing_through_once_it_is_marked():
                     received += chunk
             except ConnectionResetError:
                 pass
-        assert proxy.cutting.is_set() or proxy.restored.is_set()
+        # The client can see its connection closed before the proxy's thread marks the cut: wait for the mark.
+        assert proxy.restored.wait(10)  # set only once a cut has been made and is over
         assert 0 < len(received) < 300_000 and bytes(received) == payload[: len(received)]
         assert proxy.forwarded == len(received)  # every byte counted was delivered, and no other
-        assert proxy.restored.wait(10)
     finally:
         proxy.stop()
         server.close()
