@@ -133,3 +133,17 @@ def test_large_blocks_with_ties_out_of_transaction_order_leave_as_the_tuple_runs
     assert _typed(new.release(middle).rows()) == _typed(old.release(middle))
     rest = old.release(math.inf)
     assert _typed(new.release(math.inf).rows()) == _typed(rest) and len(rest) == 195
+
+
+def test_blocks_unpickled_from_a_snapshot_are_judged_on_both_paths():
+    """A resumed shard's held blocks come back read-only (numbers from bytes): the rules only read them."""
+    rows = [(f"u{i % 5}", T0 + i, 20.0 if i < 30 else 900.0, "EU" if i % 7 else "US", f"t{i:02d}") for i in range(60)]
+    for path in (0, 10**9):  # rounds only, per-event path only
+        shard = UserShard(SETTINGS.rules, SETTINGS.users, 10)
+        shard.add([UserEvents("p", 1, None, False, False, UserColumns.of_rows(rows))], now=0)
+        resumed = UserShard(SETTINGS.rules, SETTINGS.users, 10, shard.snapshot())
+        resumed.risk.scalar_below = path
+        [(_, _, block)] = resumed.held.runs
+        assert not block.numbers.flags.writeable
+        out = resumed.flush()
+        assert out == LegacyUserRisk(SETTINGS.rules, SETTINGS.users).process(rows) and out
