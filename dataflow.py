@@ -33,6 +33,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
+import cli.native_threads  # noqa: F401 - before numpy loads (see the module)
 from config import Settings
 from config.loader import hash_key
 from connectors.reference.loader import ReferenceLoader
