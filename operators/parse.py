@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress, repeat
-from operator import attrgetter, is_, itemgetter
+from operator import attrgetter, is_, is_not, itemgetter
 from typing import Any, Optional, Union
 from zlib import crc32
 
@@ -69,12 +69,10 @@ from operators.scoring import CATEGORIES, FRAUD_SUSPECTED, FraudScorer
 # orjson and msgspec disagree on a line (e.g. nesting deeper than one allows).
 UNDECODABLE = "the event could not be decoded"
 
-_SHARD_CACHE_LIMIT = 500_000
 _STATUS_CACHE_LIMIT = 10_000
 
 
 _STATUS_CODES = {True: 1, False: 0, None: -1}
-_STR_OR_NONE = frozenset((str, type(None)))
 #: Integers from here on may not be exact as floats: their amount checks are made on the int.
 _EXACT_FLOATS = 2.0**53
 _before_brace = itemgetter(slice(None, -1))
@@ -261,7 +259,6 @@ class ChunkParser:
         self._event_time = EventTimeRule(settings.windows)
         self._scorer = FraudScorer(settings.rules.fraud, settings.enrichment)
         self._shards = settings.users.shards
-        self._shard_of: dict[str, int] = {}
         self._statuses = _status_table()
         self._suffixes: dict[int, bytes] = {}
         self._enrichment = settings.enrichment
@@ -290,8 +287,8 @@ class ChunkParser:
     def for_partition(self) -> ChunkParser:
         """A parser for one more source partition of this process.
 
-        It shares the caches that grow with the data (user -> shard,
-        merchant verdicts, status spellings), so a process reading many partitions holds them
+        It shares the caches that grow with the data (merchant verdicts,
+        status spellings), so a process reading many partitions holds them
         once; what changes within a chunk (enrichment suffixes, the
         timestamp parser's last error) stays its own, because partitions are
         parsed by different worker threads. The shared dicts are only read and
@@ -653,12 +650,16 @@ class ChunkParser:
         gathered once in shard order (one C-level ``map`` for a list, one fancy
         index for the numbers) and every shard takes a slice of it.
         """
-        if not _STR_OR_NONE.issuperset(map(type, user_ids)):
+        kinds = set(map(type, user_ids))
+        if int in kinds:
             user_ids = [str(user_id) if type(user_id) is int else user_id for user_id in user_ids]
-        shards = np.fromiter(map(self._shard_of.get, user_ids, repeat(-1)), np.int64, len(user_ids))
-        for k in np.flatnonzero(shards < 0).tolist():
-            if user_ids[k] is not None:
-                shards[k] = self._shard(user_ids[k])
+        if type(None) in kinds:  # events without a user go to no shard (-1)
+            shards = np.full(len(user_ids), -1, dtype=np.int64)
+            named = list(compress(range(len(user_ids)), map(is_not, user_ids, repeat(None))))
+            if named:
+                shards[named] = self._shards_of(list(map(user_ids.__getitem__, named)))
+        else:
+            shards = self._shards_of(user_ids)
         order = np.argsort(shards, kind="stable")
         sizes = np.bincount(shards + 1, minlength=self._shards + 1).tolist()
         order = order[sizes[0] :]  # without the events with no user (shard -1)
@@ -699,14 +700,14 @@ class ChunkParser:
         self._suffixes[key] = suffix
         return suffix
 
-    def _shard(self, user_id: str) -> int:
-        shard = self._shard_of.get(user_id)
-        if shard is None:
-            shard = crc32(user_id.encode()) % self._shards
-            if len(self._shard_of) >= _SHARD_CACHE_LIMIT:
-                self._shard_of.clear()
-            self._shard_of[user_id] = shard
-        return shard
+    def _shards_of(self, user_ids: Sequence[str]) -> np.ndarray:
+        """Each user's shard, ``crc32(user_id.encode()) % users.shards``, by two C-level maps.
+
+        Computed, not cached: under the cache pressure of a whole flow a dict of every
+        user seen cost about 240 ns a lookup (a miss on the entry and on the stored key),
+        the CRC of the fresh id string about 90 ns.
+        """
+        return np.fromiter(map(crc32, map(str.encode, user_ids)), np.int64, len(user_ids)) % self._shards
 
     def _flag(
         self,

@@ -362,8 +362,19 @@ def test_partitions_share_the_growing_caches_but_not_the_per_chunk_state():
     base = ChunkParser(SETTINGS)
     a, b = base.for_partition(), base.for_partition()
     a.parse(None, chunk([line(event("t1", T0, user="u-shared"))]))
-    assert "u-shared" in b._shard_of  # one user -> shard cache per process
-    assert a._scorer is b._scorer  # and one merchant-verdict cache
+    assert a._scorer is b._scorer  # one merchant-verdict cache per process
     assert a._suffixes is not b._suffixes and a._timestamps is not b._timestamps
     _, out = b.parse(None, chunk([line(event("t2", T0, user="u-shared"))]))
     assert next(iter(out.user_events.values())).users == ["u-shared"]
+
+
+def test_each_user_goes_to_the_shard_its_id_hashes_to_whatever_the_chunk_holds():
+    """crc32 of the id's UTF-8 bytes modulo users.shards: the shard a snapshot of another process keyed it by."""
+    from zlib import crc32
+
+    users = ["u1", 42, None, "ü-ñ", "u1", None, 7]
+    lines = [line(event(f"t{i}", T0 + i, user=user)) for i, user in enumerate(users)]
+    _, out = ChunkParser(SETTINGS).parse(None, chunk(lines))
+    got = {(user, shard) for shard, events in out.user_events.items() for user in events.users}
+    want = {(str(u), crc32(str(u).encode()) % SETTINGS.users.shards) for u in users if u is not None}
+    assert got == want and sum(len(events) for events in out.user_events.values()) == 5

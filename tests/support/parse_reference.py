@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from itertools import compress, repeat
 from operator import attrgetter
 from typing import Any, Optional, Union
+from zlib import crc32
 
 import orjson
 from msgspec import UNSET
@@ -497,7 +498,14 @@ class ChunkParser:
 
     _status_is_failure = _Production._status_is_failure
     _enrichment_suffix = _Production._enrichment_suffix
-    _shard = _Production._shard
+
+    def _shard(self, user_id: str) -> int:
+        """The user's shard, cached per user (what production computed per event before issue 14)."""
+        shard = self._shard_of.get(user_id)
+        if shard is None:
+            shard = self._shard_of[user_id] = crc32(user_id.encode()) % self._shards
+        return shard
+
     dead_letter = staticmethod(_Production.dead_letter)
     _dead_letters = _Production._dead_letters
     _rejected = _Production._rejected
