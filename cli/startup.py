@@ -22,6 +22,7 @@ from typing import Optional
 
 from bytewax.dataflow import Dataflow
 
+from cli.cluster_start import wait_for_local_peers
 from config import Settings, SettingsError, load_settings
 from connectors import shutdown
 from connectors.preflight import StartError, check_recovery, check_servers
@@ -56,6 +57,8 @@ def start(build_flow: FlowBuilder, argv: Optional[list[str]] = None) -> Dataflow
     shutdown.install(recovery=recovery is not None)
     sys.stderr.write(banner(settings, store, upgrade))
     _tune_garbage_collector()
+    # Last, so that its own start-up overlaps the peers': Timely's first connect then finds them.
+    wait_for_local_peers(sys.argv[1:] if argv is None else argv)
     return flow
 
 
