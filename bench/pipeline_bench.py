@@ -158,12 +158,18 @@ def free_port() -> int:
 
 def run_flow(
     pattern: str, out: Path, args_per_process: list[list[str]], extra_env: dict | None = None, jsonl: bool = True
-) -> tuple[float, float]:
-    """Run the flow; returns (wall seconds, CPU seconds of all its processes).
+) -> tuple[float, float, int]:
+    """Run the flow; returns (wall seconds, CPU seconds of all its processes, connection retries).
 
     ``jsonl=False``: alerts, metrics and dead letters to stdout (discarded)
     and no sink of every transaction, the shape of a deployment that stores
     flagged transactions only (DynamoDB's default).
+
+    Connection retries: a process that reaches Timely's connect before the
+    lower-numbered process listens prints ``error connecting ... retrying``
+    and sleeps a whole second (timely_communication's ``start_connections``),
+    which lands in the wall clock of whichever run it hits; the count says
+    which runs carry it.
     """
     shutil.rmtree(out, ignore_errors=True)
     config = out.parent / f"{out.name}.yaml"
@@ -176,19 +182,24 @@ def run_flow(
     env = {**os.environ, "PAYWATCH_CONFIG": str(config), **(extra_env or {})}
     cpu_before = _children_cpu()
     start = time.perf_counter()
+    logs = [out.parent / f"{out.name}-{i}.stdout" for i in range(len(args_per_process))]
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "dataflow", *a],
             cwd=ROOT,
             env=env,
-            stdout=None if jsonl else subprocess.DEVNULL,
+            stdout=open(log, "wb") if jsonl else subprocess.DEVNULL,  # noqa: SIM115 - the child holds it
         )
-        for a in args_per_process
+        for a, log in zip(args_per_process, logs, strict=True)
     ]
     for p in procs:
         if p.wait() != 0:
             raise SystemExit(f"flow failed with {p.returncode}")
-    return time.perf_counter() - start, _children_cpu() - cpu_before
+        if p.stdout is not None:
+            p.stdout.close()
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu_before
+    retries = sum(log.read_bytes().count(b"retrying") for log in logs if jsonl)
+    return wall, cpu, retries
 
 
 def _children_cpu() -> float:
@@ -215,12 +226,12 @@ def main() -> None:
     two_process_args = [["-i", "0", "-a", addresses], ["-i", "1", "-a", addresses]]
     # Start-up (imports, cluster connection) measured on 1,000 events and
     # subtracted, so that the rates are the steady state's.
-    fixed_one, _ = run_flow(str(small), work / "out-small", [[]])
-    fixed_two, _ = run_flow(str(small), work / "out-small", two_process_args)
-    one, one_cpu = run_flow(str(all_path), work / "out-one", [[]])
-    two_proc, two_cpu = run_flow(str(work / "part-*.jsonl"), work / "out-procs", two_process_args)
-    two_threads, _ = run_flow(str(work / "part-*.jsonl"), work / "out-threads", [["-w", "2"]])
-    flagged_only, flagged_only_cpu = run_flow(str(all_path), work / "out-flagged", [[]], jsonl=False)
+    fixed_one, fixed_one_cpu, _ = run_flow(str(small), work / "out-small", [[]])
+    fixed_two, fixed_two_cpu, fixed_two_retries = run_flow(str(small), work / "out-small", two_process_args)
+    one, one_cpu, _ = run_flow(str(all_path), work / "out-one", [[]])
+    two_proc, two_cpu, two_retries = run_flow(str(work / "part-*.jsonl"), work / "out-procs", two_process_args)
+    two_threads, _, _ = run_flow(str(work / "part-*.jsonl"), work / "out-threads", [["-w", "2"]])
+    flagged_only, flagged_only_cpu, _ = run_flow(str(all_path), work / "out-flagged", [[]], jsonl=False)
     floor_parts = floor(all_path, work, n / loads_rate, fixed_one)
     one_net = n / max(one - fixed_one, 1e-9)
     two_net = n / max(two_proc - fixed_two, 1e-9)
@@ -238,6 +249,13 @@ def main() -> None:
         "two_processes_vs_one": round(one / two_proc, 2),
         "two_processes_net_vs_one": round(two_net / one_net, 2),
         "two_processes_per_cpu_s": round(n / two_cpu),
+        "startup_cpu_s_one_process": round(fixed_one_cpu, 2),
+        "startup_cpu_s_two_processes": round(fixed_two_cpu, 2),
+        "one_process_net_per_cpu_s": round(n / max(one_cpu - fixed_one_cpu, 1e-9)),
+        "two_processes_net_per_cpu_s": round(n / max(two_cpu - fixed_two_cpu, 1e-9)),
+        "two_processes_cpu_vs_one": round(two_cpu / one_cpu, 2),
+        "two_processes_connect_retries": two_retries,
+        "two_processes_startup_connect_retries": fixed_two_retries,
         "one_process_no_transaction_sink_per_s": round(n / flagged_only),
         "one_process_no_transaction_sink_per_cpu_s": round(n / flagged_only_cpu),
         "two_threads_per_s": round(n / two_threads),
