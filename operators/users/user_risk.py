@@ -268,6 +268,14 @@ class _Batch:
         else:
             self.region_ids = list(map(ids.__getitem__, map(int, codes)))
 
+    def picked(self, chosen: np.ndarray) -> tuple[list[int], list[float], list[float], list[int]]:
+        """Slots, times, amounts and region ids of the events ``chosen`` only, as Python lists
+        (the per-event tail of the rounds: a few events of a batch of hundreds)."""
+        times, amounts, codes = self.cols.numbers[TIME : REGION + 1, chosen].tolist()
+        ids = self._ids
+        regions = [ids[0]] * len(codes) if len(ids) == 1 else list(map(ids.__getitem__, map(int, codes)))
+        return list(map(self.slots.__getitem__, chosen.tolist())), times, amounts, regions
+
     def arrays(self) -> None:
         """The same as numpy arrays, for the rounds."""
         numbers = self.cols.numbers
@@ -343,7 +351,7 @@ class UserRisk:
         out: list[tuple[int, int, dict]] = []
         if n < self.scalar_below:
             batch.lists()
-            self._scalar(batch, range(n), out)
+            self._scalar(batch, range(n), (batch.slots, batch.times, batch.amounts, batch.region_ids), out)
         else:
             batch.arrays()
             if len(set(slots)) == n:
@@ -374,8 +382,8 @@ class UserRisk:
             chosen = np.flatnonzero(rank == k)
             if len(chosen) < self.scalar_below:
                 # Fewer users left than a round is worth: the rest in order, per event.
-                batch.lists()
-                self._scalar(batch, np.flatnonzero(rank >= k).tolist(), out)
+                tail = np.flatnonzero(rank >= k)
+                self._scalar(batch, tail.tolist(), batch.picked(tail), out)
                 return
             self._vector(batch, chosen, out)
 
@@ -493,8 +501,11 @@ class UserRisk:
             rows[adds, HISTORY_LEN] = np.minimum(held[adds] + 1, size)
         table.rows[slot] = rows
 
-    def _scalar(self, batch: _Batch, chosen: Any, out: list) -> None:
+    def _scalar(self, batch: _Batch, chosen: Any, fields: tuple, out: list) -> None:
         """Judge events ``chosen`` (indices, in order) one by one, in place in the rows.
+
+        ``fields`` holds the chosen events' slots, times, amounts and region ids, in
+        the order of ``chosen`` (:meth:`_Batch.lists` or :meth:`_Batch.picked`).
 
         Each event's row is a slice of the table's flat memoryview: fields read
         and written as Python floats, at small constant indices (no int objects
@@ -505,19 +516,14 @@ class UserRisk:
         flat, width, ring = table.flat, table.width, table.ring
         start, at = table.window_ts, table.window_amount  # the window ring's two blocks
         blank = table.blank_view
-        slots, region_ids = batch.slots, batch.region_ids
-        times, amounts = batch.times, batch.amounts
         idle_seconds = self.idle_seconds
         travel_window = self.travel.window_seconds
         velocity_window = self.velocity.window_seconds
         max_count, max_amount = self.velocity.max_count, self.velocity.max_amount
         factor, min_history, size = self.spike.factor, self.spike.min_history, table.history
-        for e in chosen:
-            base = slots[e] * width
+        for e, slot, ts, amount, region in zip(chosen, *fields, strict=True):
+            base = slot * width
             row = flat[base : base + width]
-            ts = times[e]
-            region = region_ids[e]
-            amount = amounts[e]
             if ts - row[LAST_TS] > idle_seconds:
                 row[:] = blank
                 row[LAST_TS] = ts
@@ -551,7 +557,7 @@ class UserRisk:
                 flat, width, ring = table.flat, table.width, table.ring
                 start, at = table.window_ts, table.window_amount
                 blank = table.blank_view
-                base = slots[e] * width
+                base = slot * width
                 row = flat[base : base + width]
             if not in_order:
                 window[write] = ts
