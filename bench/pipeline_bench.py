@@ -17,6 +17,11 @@ Generates N events (default 500,000) as JSONL, then measures:
    C-level maps, one write per chunk). No design of this flow leaves any of
    them out.
 
+Beside the two-process ratio, ``machine_two_vs_one_before_and_after`` says
+what a second process could gain on the machine just before and after that
+run (a pure-Python loop, once and twice at a time): on shared cores the
+ratio is bounded by it, not only by the flow.
+
 Start-up (imports, cluster connection) is measured on 1,000 events and
 subtracted for the ``net`` rates; ``per_cpu_s`` divides by the CPU time of
 the flow's processes, which other load on a shared machine moves least.
@@ -202,6 +207,27 @@ def run_flow(
     return wall, cpu, retries
 
 
+_SPIN = "n = 0\nfor i in range(15_000_000):\n    n += i\n"
+
+
+def machine_parallelism() -> float:
+    """What a second process can gain on this machine now: a pure-Python loop run once, then
+    twice at the same time, as (2 x the one's wall clock) / the pair's.
+
+    2.0 on two free cores; about 1.0 when the rest of the machine keeps one
+    core busy. The flow's two-process ratio cannot exceed it, so it is
+    measured next to the flow's runs and printed beside their ratio.
+    """
+    command = [sys.executable, "-c", _SPIN]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    one = time.perf_counter() - start
+    start = time.perf_counter()
+    for proc in [subprocess.Popen(command) for _ in range(2)]:
+        proc.wait()
+    return 2 * one / (time.perf_counter() - start)
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -229,7 +255,9 @@ def main() -> None:
     fixed_one, fixed_one_cpu, _ = run_flow(str(small), work / "out-small", [[]])
     fixed_two, fixed_two_cpu, fixed_two_retries = run_flow(str(small), work / "out-small", two_process_args)
     one, one_cpu, _ = run_flow(str(all_path), work / "out-one", [[]])
+    parallel_before = machine_parallelism()
     two_proc, two_cpu, two_retries = run_flow(str(work / "part-*.jsonl"), work / "out-procs", two_process_args)
+    parallel_after = machine_parallelism()
     two_threads, _, _ = run_flow(str(work / "part-*.jsonl"), work / "out-threads", [["-w", "2"]])
     flagged_only, flagged_only_cpu, _ = run_flow(str(all_path), work / "out-flagged", [[]], jsonl=False)
     floor_parts = floor(all_path, work, n / loads_rate, fixed_one)
@@ -255,6 +283,7 @@ def main() -> None:
         "two_processes_net_per_cpu_s": round(n / max(two_cpu - fixed_two_cpu, 1e-9)),
         "two_processes_cpu_vs_one": round(two_cpu / one_cpu, 2),
         "two_processes_connect_retries": two_retries,
+        "machine_two_vs_one_before_and_after": [round(parallel_before, 2), round(parallel_after, 2)],
         "two_processes_startup_connect_retries": fixed_two_retries,
         "one_process_no_transaction_sink_per_s": round(n / flagged_only),
         "one_process_no_transaction_sink_per_cpu_s": round(n / flagged_only_cpu),
