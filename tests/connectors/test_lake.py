@@ -457,3 +457,49 @@ def test_the_lake_alone_gets_the_enrichment_keys_without_the_parse_step_building
     same = [name for name in ENRICHED_SCHEMA.names if name != "processed_at"]  # each parse's own clock
     assert alone.source.table().select(same).equals(built.source.table().select(same))
     assert alone.source.table().num_rows == with_jsonl.n_transactions == 6
+
+
+def test_the_valid_lines_are_read_back_to_back_whatever_lies_between_their_objects():
+    """The own fields are read from the lines' data buffer as it lies (no newline between lines):
+    whitespace, a carriage return or nested values at a line's ends must not merge or shift rows."""
+    from connectors.lake.tables import ChunkLines, _own_fields
+
+    lines = [
+        b'{"transaction_id":"a","amount":1.5,"nested":{"x":[1,{"y":"}"}]}}\r',
+        b"{broken",
+        b' \t{"transaction_id":"b","user_id":"u2","amount":"0.10"} ',
+        b'{"transaction_id":"c","amount":2.25,"region":"EU"}',
+    ]
+    chunk = LakeChunk("p", "file:x", lines, 0, None, float(T0), [float(T0)] * 4, [0, 2, 3], b"")
+    buffers = ChunkLines(chunk)
+    for index in (np.array([0, 2, 3]), np.array([3, 0]), np.array([2])):
+        table = _own_fields(buffers, index)
+        assert table.column("transaction_id").to_pylist() == [["a", None, "b", "c"][i] for i in index]
+    every = _own_fields(
+        ChunkLines(LakeChunk("p", "file:x", [lines[0], lines[3]], 0, None, 0.0, [0.0] * 2, [0, 1], b"")), np.arange(2)
+    )
+    assert every.column("amount").to_pylist() == [Decimal("1.5"), Decimal("2.25")]
+    assert every.column("region").to_pylist() == [None, "EU"]
+
+
+def test_min_max_statistics_only_for_the_times_and_numbers():
+    """Statistics of ids and lines prune nothing in arrival-ordered row groups: not written."""
+    rows = enriched_rows(_lake_chunk())
+    meta = pq.read_metadata(pa.BufferReader(encode_parquet([rows.source.table()], "zstd")))
+    group = meta.row_group(0)
+    stats = {group.column(i).path_in_schema: group.column(i).statistics for i in range(group.num_columns)}
+    assert {name for name, s in stats.items() if s is not None and s.has_min_max} == {
+        "amount",
+        "fraud_score",
+        "processed_at",
+        "event_time",
+    }
+    raw = raw_rows(_lake_chunk(), TimestampParser(2000, 2100), 300.0).source.table()
+    meta = pq.read_metadata(pa.BufferReader(encode_parquet([raw], "zstd")))
+    group = meta.row_group(0)
+    with_stats = {
+        group.column(i).path_in_schema
+        for i in range(group.num_columns)
+        if group.column(i).statistics is not None and group.column(i).statistics.has_min_max
+    }
+    assert with_stats == {"received_at", "event_time"}
