@@ -210,7 +210,7 @@ class ChunkLines:
         self.first_position = chunk.first_position
         self.positions: Optional[pa.Array] = None if chunk.positions is None else pa.array(chunk.positions)
         self.received_at = chunk.received_at
-        self.lines: pa.Array = pa.array(chunk.lines, pa.binary())
+        self.lines: pa.Array = _binary_array(chunk.lines)
 
     def __getstate__(self) -> tuple:
         return (self.part, self.origin, self.first_position, self.positions, self.received_at, self.lines)
@@ -237,6 +237,21 @@ class ChunkLines:
         """The lines as bytes (rare paths: dead letters, a chunk the JSON reader refuses)."""
         lines = self.lines if index is None else self.lines.take(pa.array(index))
         return lines.to_pylist()
+
+
+def _binary_array(lines: list[bytes]) -> pa.Array:
+    """The lines as one Arrow binary array: their bytes joined in one C call, the offsets from
+    their lengths with numpy. A third cheaper on the worker thread than ``pa.array``, which checks
+    and copies each object in turn (0.10 against 0.16 us per line, docs/performance.md)."""
+    try:
+        data = b"".join(lines)
+    except TypeError:  # not all bytes-like: Arrow's own conversion says what it accepts
+        return pa.array(lines, pa.binary())
+    if len(data) >= 1 << 31:  # over binary's 32-bit offsets
+        return pa.array(lines, pa.binary())
+    offsets = np.zeros(len(lines) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, lines), dtype=np.int32, count=len(lines)), out=offsets[1:])
+    return pa.Array.from_buffers(pa.binary(), len(lines), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _old_chunk_state(source: RowSource, state: dict[str, Any]) -> None:

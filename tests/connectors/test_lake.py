@@ -503,3 +503,17 @@ def test_min_max_statistics_only_for_the_times_and_numbers():
         if group.column(i).statistics is not None and group.column(i).statistics.has_min_max
     }
     assert with_stats == {"received_at", "event_time"}
+
+
+@pytest.mark.parametrize(
+    "lines", [[], [b""], [b"{}", b"", b"\xff\xfe not utf-8", bytearray(b'{"a":1}'), b"x" * 5000], [b"a", "text"]]
+)
+def test_a_chunks_lines_become_the_binary_array_arrow_itself_would_build(lines):
+    """The lines joined in one call and offset by their lengths give Arrow's own array of them."""
+    from connectors.lake.tables import _binary_array
+
+    built = _binary_array(lines)
+    assert built.equals(pa.array(lines, pa.binary()))
+    assert built.to_pylist() == [bytes(line) if not isinstance(line, str) else line.encode() for line in lines]
+    restored = pickle.loads(pickle.dumps(built))  # snapshots pickle the lines' array
+    assert restored.equals(built)
