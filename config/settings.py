@@ -29,6 +29,9 @@ class KafkaSourceSettings(_Section):
     client_id: str = "paywatch"
     fetch_max_wait_ms: int = Field(100, ge=0, le=60_000)
     max_partition_fetch_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    # Both clients read the same records: kafka-python's own default is
+    # read_uncommitted, librdkafka's read_committed.
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_cafile: Optional[str] = None
     ssl_certfile: Optional[str] = None

@@ -76,6 +76,8 @@ def consumer_config(settings: KafkaSourceSettings, max_poll_records: int) -> dic
         max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
         fetch_max_bytes=max(settings.max_partition_fetch_bytes, 50 * 1024 * 1024),
         check_crcs=True,
+        # Set explicitly: kafka-python's default (read_uncommitted) is not librdkafka's (read_committed).
+        isolation_level=settings.isolation_level,
     )
     return config
 

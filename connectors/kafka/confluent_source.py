@@ -62,6 +62,8 @@ def consumer_config(settings: KafkaSourceSettings) -> dict[str, Any]:
             "fetch.wait.max.ms": settings.fetch_max_wait_ms,
             "max.partition.fetch.bytes": settings.max_partition_fetch_bytes,
             "check.crcs": True,
+            # The same records as kafka-python: set, not librdkafka's default.
+            "isolation.level": settings.isolation_level,
         }
     )
     return config

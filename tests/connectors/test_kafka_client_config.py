@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import confluent_kafka
 import kafka
 import pytest
+from kafka.protocol.consumer import IsolationLevel
 
 from cli.producer import publish_kafka
 from config import SettingsError
 from config.loader import load_settings
 from connectors.kafka.client_config import consumer_config
+from connectors.kafka.confluent_source import consumer_config as librdkafka_consumer_config
 from connectors.sinks.dead_letter import DeadLetterSink
 from connectors.sinks.outputs import build_outputs
 
@@ -140,3 +143,32 @@ def test_msk_iam_sends_no_password(recorded):
     (config,) = recorded
     assert config["sasl_mechanism"] == "AWS_MSK_IAM"
     assert "sasl_plain_password" not in config and "sasl_plain_username" not in config
+
+
+@pytest.mark.parametrize("level", [None, "read_committed", "read_uncommitted"])
+def test_both_source_clients_are_built_with_the_one_isolation_level(level):
+    """kafka-python's own default is read_uncommitted, librdkafka's read_committed: both get the setting.
+
+    ``None`` leaves the key out of the settings: the default, read_committed,
+    reaches both. Each client's own config check accepts the value (neither
+    connects while being built).
+    """
+    kafka_settings = {"brokers": ["127.0.0.1:1"], "topic": "payments"}
+    if level is not None:
+        kafka_settings["isolation_level"] = level
+    settings = load_settings(overrides={"source": {"type": "kafka", "kafka": kafka_settings}}).source.kafka
+    expected = level or "read_committed"
+
+    python_config = consumer_config(settings, 100)
+    librdkafka = librdkafka_consumer_config(settings)
+    assert python_config["isolation_level"] == expected
+    assert librdkafka["isolation.level"] == expected
+
+    assert IsolationLevel.build_from(python_config["isolation_level"]).name.lower() == expected
+    consumer = confluent_kafka.Consumer(librdkafka)  # raises KafkaException on a value librdkafka rejects
+    consumer.close()
+
+
+def test_an_unknown_isolation_level_stops_the_start_naming_the_key():
+    with pytest.raises(SettingsError, match=r"source\.kafka\.isolation_level"):
+        load_settings(overrides={"source": {"kafka": {"isolation_level": "read_uncommited"}}})
