@@ -30,6 +30,7 @@ from operators.users.user_risk import (
     UserEvents,
     UserShard,
     upgrade_held_to_columns,
+    upgrade_packed_rows,
     upgrade_snapshot,
     upgrade_to_columns,
 )
@@ -119,14 +120,18 @@ Version 2 is the state of issue 16 (incidents with evidence and contributors, di
 counts); :func:`~operators.region_windows.migrate_state` reads every earlier shape."""
 
 USER_RISK_FORMAT = SnapshotFormat(
-    "user_risk", 4, {0: unchanged, 1: upgrade_snapshot, 2: upgrade_to_columns, 3: upgrade_held_to_columns}
+    "user_risk",
+    5,
+    {0: unchanged, 1: upgrade_snapshot, 2: upgrade_to_columns, 3: upgrade_held_to_columns, 4: upgrade_packed_rows},
 )
 """Version 1 added the envelope around the shard's pickled bytes; version 2 is the
 shard of event-time order, ``(rules, partition clock, held events)``, with no tag of its
 own (:func:`~operators.users.user_risk.upgrade_snapshot` reads both earlier shapes);
 version 3 holds the rules' users in columns (issue 14,
 :func:`~operators.users.user_risk.upgrade_to_columns`); version 4 holds the held events
-as column blocks too (:func:`~operators.users.user_risk.upgrade_held_to_columns`)."""
+as column blocks too (:func:`~operators.users.user_risk.upgrade_held_to_columns`); version 5
+packs the users' rows, only the fields that differ from a blank row
+(:func:`~operators.users.user_risk.upgrade_packed_rows`)."""
 
 
 def _stateful(snapshot_format: SnapshotFormat, builder: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -152,7 +152,7 @@ def upgrade_to_columns(snapshot: bytes) -> bytes:
             f"step user_risk: a format 2 snapshot whose users are a {type(users).__name__}, not a dict. "
             "Move the recovery directory aside to start afresh."
         )
-    upgraded = ((UserTable.from_users(users).state(), newest, next_sweep), clock_state, buffer_state)
+    upgraded = ((UserTable.from_users(users).dense_state(), newest, next_sweep), clock_state, buffer_state)
     return pickle.dumps(upgraded, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -178,14 +178,33 @@ def upgrade_held_to_columns(snapshot: bytes) -> bytes:
     return pickle.dumps((risk_state, clock_state, buffer_state), protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def upgrade_packed_rows(snapshot: bytes) -> bytes:
+    """Migration of the ``user_risk`` step's snapshot from format 4 to format 5.
+
+    Format 5 is format 4 with the users' rows packed (:func:`~operators.users.user_table.pack_rows`:
+    a bit per field, and only the fields that differ from a blank row) instead of the whole
+    float64 array; ids, slots, free slots, regions, the partition clock and the held events are
+    unchanged. Unpacking gives back the same bits, so the users resume exactly as they were.
+    """
+    risk_state, clock_state, buffer_state = pickle.loads(snapshot)
+    table, newest, next_sweep = risk_state
+    if not (isinstance(table, tuple) and len(table) == 7 and isinstance(table[6], np.ndarray)):
+        raise SnapshotError(
+            "step user_risk: a format 4 snapshot whose users are not a table of rows. "
+            "Move the recovery directory aside to start afresh."
+        )
+    packed = (UserTable.from_dense_state(table).state(), newest, next_sweep)
+    return pickle.dumps((packed, clock_state, buffer_state), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class UserShard:
     """One user shard: partition frontier, held events and the rules, with one snapshot.
 
     :arg allowed_lateness: ``windows.allowed_lateness_seconds``, the lag of the
         partition watermarks behind each partition's newest event.
-    :arg state: what :meth:`snapshot` returned (format 4 of the ``user_risk``
-        step; :func:`upgrade_snapshot`, :func:`upgrade_to_columns` and
-        :func:`upgrade_held_to_columns` bring older ones to it).
+    :arg state: what :meth:`snapshot` returned (format 5 of the ``user_risk``
+        step; :func:`upgrade_snapshot`, :func:`upgrade_to_columns`,
+        :func:`upgrade_held_to_columns` and :func:`upgrade_packed_rows` bring older ones to it).
     """
 
     def __init__(

@@ -108,7 +108,8 @@ def test_format_3_snapshots_resume_their_held_tuples_as_blocks():
     old_held = LegacyEventTimeBuffer(10)
     old_held.add(history)
     old_held.add(later)
-    v3 = pickle.dumps((shard.risk.state(), shard.clock.state(), old_held.state()))
+    risk = (shard.risk.table.dense_state(), shard.risk.newest, shard.risk.next_sweep)  # format 3's rows: whole
+    v3 = pickle.dumps((risk, shard.clock.state(), old_held.state()))
     resumed = UserShard(SETTINGS.rules, SETTINGS.users, 10, USER_RISK_FORMAT.load((MARK, "user_risk", 3, v3)))
     assert len(resumed.held) == 7
     out = resumed.add([UserEvents("p", 1, None, True, False, None)], now=0)
