@@ -14,6 +14,12 @@ with ONE warning naming the key and reason (it is not logged again until the
 document changes) and counted in ``paywatch_rules_reload_failures_total``.
 At start the same failures stop the flow with the message, as invalid
 settings do.
+
+The merchant table (file or DynamoDB, at start and at every refresh) is read
+and built in a short-lived child process (connectors/reference/child.py), so
+a million-item scan does not hold the GIL the flow's workers need; this
+process only receives the built table. The rules file stays on the thread:
+one small document.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from typing import Any, Optional
 from config.live_rules import RulesRefused, check_live_change, parse_rules_document
 from config.settings import Settings
 from connectors.preflight import StartError
-from connectors.reference.merchants import MerchantReadError, file_signature, read_merchants
+from connectors.reference.child import ReadStopped, read_in_child
+from connectors.reference.merchants import MerchantReadError, file_signature, read_merchants, report_skipped
 from observability import reference_metrics
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import NOT_CONFIGURED, MerchantTable
@@ -51,10 +58,16 @@ class ReferenceLoader:
 
     :arg settings: validated settings (``rules``, ``rules_file``, ``reference``, ``aws``).
     :arg clients: optional boto3 clients by service name (tests); built on first use otherwise.
+        An injected ``dynamodb`` client is used in this process (it cannot cross to a child).
+    :arg merchants_in_child: read the merchant table in a child process (the default; see
+        the module docstring); False reads it on this process's thread (benchmarks comparing both).
     """
 
-    def __init__(self, settings: Settings, clients: Optional[dict[str, Any]] = None) -> None:
+    def __init__(
+        self, settings: Settings, clients: Optional[dict[str, Any]] = None, merchants_in_child: bool = True
+    ) -> None:
         self._settings = settings
+        self._in_child = merchants_in_child and "dynamodb" not in (clients or {})
         self._clients = dict(clients or {})
         self._rules_file = settings.rules_file
         self._merchants_path = settings.reference.merchants.path
@@ -98,8 +111,17 @@ class ReferenceLoader:
             raise _RulesReadError(f"rules_file {path}: {exc.strerror or exc}") from None
 
     def _read_merchants(self) -> MerchantTable:
+        """The whole table, read in a child process unless told otherwise.
+
+        :raises MerchantReadError: the read failed.
+        :raises ReadStopped: :meth:`stop` was called during the read.
+        """
         path = self._merchants_path
         assert path is not None
+        if self._in_child:
+            table, skipped, first_bad = read_in_child(path, self._settings, self._stop)
+            report_skipped(path, skipped, first_bad)
+            return table
         dynamodb = self._client("dynamodb") if path.startswith("dynamodb://") else None
         return read_merchants(path, self._settings, dynamodb)
 
@@ -127,7 +149,7 @@ class ReferenceLoader:
             self._merchants_signature = self._signature(self._merchants_path)
             try:
                 merchants = self._read_merchants()
-            except MerchantReadError as exc:
+            except (MerchantReadError, ReadStopped) as exc:
                 raise ReferenceStartError(f"reference.merchants.path: {exc}") from None
             reference_metrics.record_merchants(len(merchants), time.time())
             logger.info("merchant table %s: %d merchants", self._merchants_path, len(merchants))
@@ -208,6 +230,8 @@ class ReferenceLoader:
         try:
             started = time.perf_counter()
             table = self._read_merchants()
+        except ReadStopped:
+            return current
         except MerchantReadError as exc:
             reference_metrics.record_merchant_failure()
             logger.warning("%s; keeping the last good table (%d merchants)", exc, len(current))
@@ -239,6 +263,7 @@ class ReferenceLoader:
                 logger.exception("reference refresh failed; keeping the data in force")
 
     def stop(self) -> None:
+        """End the refresh thread; a merchant read under way is abandoned and its child process ended."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

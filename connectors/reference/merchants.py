@@ -99,16 +99,6 @@ class _Counted:
                 continue
             yield row
 
-    def report(self) -> None:
-        if self.skipped:
-            logger.warning(
-                "merchant table %s: skipped %d invalid rows (first at %s); rows need merchant_id, "
-                "active as a boolean and max_transaction_amount >= 0 or empty",
-                self.source,
-                self.skipped,
-                self.first_bad,
-            )
-
 
 def _jsonl_records(path: str) -> Iterator[tuple[str, Any]]:
     with open(path, "rb") as handle:
@@ -171,9 +161,24 @@ def file_signature(path: str) -> Optional[tuple[int, int, int]]:
 
 
 def read_merchants(path: str, settings: Settings, dynamodb: Any = None) -> MerchantTable:
-    """Read the whole table at ``path`` (a file, or ``dynamodb://<table>``).
+    """Read the whole table at ``path`` (a file, or ``dynamodb://<table>``) in this process,
+    logging the rows skipped.
 
     :arg dynamodb: a DynamoDB client to use (built from ``aws`` settings when None).
+    :raises MerchantReadError: the source cannot be read; the message names it.
+    """
+    table, skipped, first_bad = read_merchants_counted(path, settings, dynamodb)
+    report_skipped(path, skipped, first_bad)
+    return table
+
+
+def read_merchants_counted(
+    path: str, settings: Settings, dynamodb: Any = None
+) -> tuple[MerchantTable, int, Optional[str]]:
+    """:func:`read_merchants` without the log line: (table, rows skipped, position of the first),
+    so that a child process (connectors/reference/child.py) can hand the count to the flow's
+    process, which logs it.
+
     :raises MerchantReadError: the source cannot be read; the message names it.
     """
     counted = _Counted(path)
@@ -195,5 +200,16 @@ def read_merchants(path: str, settings: Settings, dynamodb: Any = None) -> Merch
         raise MerchantReadError(f"merchant table {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise MerchantReadError(f"merchant table {path}: not UTF-8 text ({exc.reason})") from None
-    counted.report()
-    return table
+    return table, counted.skipped, counted.first_bad
+
+
+def report_skipped(source: str, skipped: int, first_bad: Optional[str]) -> None:
+    """One log line for the invalid rows of one load (none when every row was valid)."""
+    if skipped:
+        logger.warning(
+            "merchant table %s: skipped %d invalid rows (first at %s); rows need merchant_id, "
+            "active as a boolean and max_transaction_amount >= 0 or empty",
+            source,
+            skipped,
+            first_bad,
+        )

@@ -23,6 +23,12 @@ when no table is configured; no limit; no name), so a miss needs no branch.
 
 The table is immutable once built: a refresh builds a new one and swaps it in
 whole (operators/reference.py), so a chunk sees one version from start to end.
+
+Because ``hash()`` differs between processes, a table pickles its ids (one
+string) and its columns, never its index: unpickling hashes the ids in the
+receiving process and rebuilds the index there (a few hundred milliseconds of
+C-level maps and numpy for a million ids). That is how a table read and built
+in a child process (connectors/reference/child.py) arrives in the flow's.
 """
 
 from __future__ import annotations
@@ -57,7 +63,18 @@ class MerchantTable:
     :ivar sentinel: the slot of the sentinel row (= the number of merchants).
     """
 
-    __slots__ = ("_keys", "_slots", "_mask", "status", "limit", "_names", "_name_starts", "sentinel", "loaded")
+    __slots__ = (
+        "_keys",
+        "_slots",
+        "_mask",
+        "_ids",
+        "status",
+        "limit",
+        "_names",
+        "_name_starts",
+        "sentinel",
+        "loaded",
+    )
 
     def __init__(self, rows: Iterable[MerchantRow] = (), loaded: bool = True) -> None:
         """:arg rows: the table; a repeated merchant_id keeps its last row.
@@ -79,6 +96,7 @@ class MerchantTable:
                 status[slot], limit[slot], names[slot] = row
         n = len(names)
         hashes = np.fromiter(map(hash, slot_of), dtype=np.int64, count=n)
+        self._ids = _pack(list(slot_of))
         del slot_of
         self.sentinel = n
         self.status = np.array([*status, UNKNOWN if loaded else NOT_LOADED], dtype=np.uint8)
@@ -91,6 +109,32 @@ class MerchantTable:
         del texts
         self.loaded = loaded
         self._build_index(hashes)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Everything but the index, which holds this process's ``hash()`` values."""
+        return {
+            "ids": self._ids,
+            "status": self.status,
+            "limit": self.limit,
+            "names": self._names,
+            "name_starts": self._name_starts,
+            "loaded": self.loaded,
+        }
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Hash the ids in this process and rebuild the index."""
+        ids = state["ids"]
+        assert isinstance(ids, (str, list))
+        status, limit, name_starts = state["status"], state["limit"], state["name_starts"]
+        assert isinstance(status, np.ndarray) and isinstance(limit, np.ndarray) and isinstance(name_starts, np.ndarray)
+        names = state["names"]
+        assert isinstance(names, str)
+        self._ids = ids
+        self.status, self.limit, self._names, self._name_starts = status, limit, names, name_starts
+        self.loaded = bool(state["loaded"])
+        self.sentinel = status.size - 1
+        ordered = _unpack(ids, self.sentinel)
+        self._build_index(np.fromiter(map(hash, ordered), dtype=np.int64, count=self.sentinel))
 
     def _build_index(self, hashes: np.ndarray) -> None:
         """Buckets of :data:`_WIDTH` hashes (one cache line each), filled from the left;
@@ -186,6 +230,19 @@ class MerchantTable:
             flags[np.searchsorted(starts, np.array(found), side="right") - 1] = 1
         flags[self.sentinel] = 0
         return flags
+
+
+def _pack(ids: list[str]) -> str | list[str]:
+    """The ids in slot order as one NUL-separated string (one object to pickle, split in one
+    C call), or the list itself when an id holds a NUL."""
+    joined = "\0".join(ids)
+    return joined if joined.count("\0") == max(len(ids) - 1, 0) else ids
+
+
+def _unpack(ids: str | list[str], n: int) -> list[str]:
+    if isinstance(ids, list):
+        return ids
+    return ids.split("\0") if n else []
 
 
 NOT_CONFIGURED = MerchantTable(loaded=False)
