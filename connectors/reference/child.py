@@ -18,16 +18,20 @@ process only hashes the ids and rebuilds the index when it unpickles it.
 - A read that fails in the child arrives as :class:`MerchantReadError` with
   the child's message; a child that dies without an answer is a failed read
   too (the loader keeps the last good table, or stops the flow at start).
+- It runs at a lower priority (:data:`CHILD_NICENESS`): where the flow needs
+  every core, the flow's workers come first and the refresh takes longer.
 - No orphan: :func:`read_in_child` terminates the child when its ``stop``
   event is set, the child is daemonic (``multiprocessing`` ends it when the
   flow's process exits), and the child leaves on its own when its parent is
-  gone (SIGKILL of the flow).
+  gone (SIGKILL of the flow), and ignores the terminal's Ctrl-C, which the flow's
+  process handles.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -36,6 +40,10 @@ from typing import Optional
 from config.settings import Settings
 from connectors.reference.merchants import MerchantReadError, read_merchants_counted
 from operators.reference.merchants import MerchantTable
+
+#: The child's niceness: the read is background work, so on a busy machine the flow's
+#: workers get the cores first and the refresh takes longer (the last table stays in force).
+CHILD_NICENESS = 10
 
 #: How often the parent checks its stop event and the child checks its parent.
 POLL_SECONDS = 0.2
@@ -53,7 +61,13 @@ def _watch_parent(parent: int) -> None:
 
 
 def _child_main(conn: Connection, parent: int, path: str, settings: Settings) -> None:
-    """Read and build the table; send ``("ok", (table, skipped, first_bad))`` or ``("error", message)``."""
+    """Read and build the table; send ``("ok", (table, skipped, first_bad))`` or ``("error", message)``.
+
+    Ctrl-C reaches the whole process group: the flow's process decides what stops, and ends
+    this child itself, so the child ignores SIGINT (no second traceback on the terminal).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(CHILD_NICENESS)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
         answer: tuple[str, object] = ("ok", read_merchants_counted(path, settings))
