@@ -129,30 +129,44 @@ def _floats(array: np.ndarray) -> Any:
     return memoryview(array.data).cast("B").cast("d")
 
 
-def pack_rows(rows: np.ndarray, blank: np.ndarray) -> tuple[int, int, bytes, bytes]:
+_PACKED_UP_TO = 0.75
+"""Rows with more than this share of their fields set are stored whole: the mask then saves
+little and choosing the fields costs more than the copy (users in the steady state)."""
+
+
+def pack_rows(rows: np.ndarray, blank: np.ndarray) -> tuple[int, int, Optional[np.ndarray], np.ndarray]:
     """``rows`` as a snapshot stores them: ``(rows, width, mask, values)``.
 
-    Most of a row is blank in most snapshots: a user with three payments fills 3 of the
+    Most of a row is blank in many snapshots: a user with three payments fills 3 of the
     20 history entries and 3 of the 12 window entries, its cooldowns never started, and a
     freed slot is all blank. So the snapshot holds one bit per field (set where the field's
     bits differ from the blank row's, so NaN and -0.0 compare exactly) and, in row-major
-    order, only the fields whose bit is set: 1 M users with 3 payments each take 17 floats
-    instead of 53. The rings are stored as they are (dead window entries included: the
-    next event's ring position depends on them), so :func:`unpack_rows` gives back the
-    same bits.
+    order, only the fields whose bit is set. Where most fields are set (users with full
+    histories), the mask is None and the values are the rows whole. The rings are stored
+    as they are (dead window entries included: the next event's ring position depends on
+    them), so :func:`unpack_rows` gives back the same bits either way.
     """
     n, width = rows.shape
     differs = rows.view(np.int64) != blank.view(np.int64)
-    return n, width, np.packbits(differs).tobytes(), rows[differs].tobytes()
+    if np.count_nonzero(differs) > _PACKED_UP_TO * differs.size:
+        return n, width, None, rows.reshape(-1)
+    return n, width, np.packbits(differs), rows[differs]
 
 
-def unpack_rows(packed: tuple[int, int, bytes, bytes], out: np.ndarray) -> None:
-    """Write the rows :func:`pack_rows` packed into ``out`` (blank rows of the same width)."""
+def unpack_rows(packed: tuple, out: np.ndarray) -> None:
+    """Write the rows :func:`pack_rows` packed into ``out`` (blank rows of the same width).
+
+    The mask and values may be arrays or their bytes (the first release of format 5 wrote bytes).
+    """
     n, width, mask, values = packed
     if out.shape != (n, width):
         raise ValueError(f"packed rows of shape {(n, width)} into rows of shape {out.shape}")
+    values = np.frombuffer(values, np.float64)
+    if mask is None:
+        out[:] = values.reshape(n, width)
+        return
     differs = np.unpackbits(np.frombuffer(mask, np.uint8), count=n * width).view(bool).reshape(n, width)
-    out[differs] = np.frombuffer(values, np.float64)
+    out[differs] = values
 
 
 class UserTable:

@@ -328,3 +328,21 @@ def test_a_snapshot_stores_only_the_fields_that_differ_from_a_blank_row():
     packed, whole = len(risk.snapshot()), len(pickle.dumps(risk.table.dense_state()))
     assert whole > 2000 * 53 * 8
     assert packed < whole / 3
+
+
+def test_rows_mostly_set_are_stored_whole_and_the_first_packed_bytes_still_read():
+    """Users with full rings are stored as whole rows (no mask); the bytes the first release of
+    format 5 wrote for the mask and values read as the arrays do."""
+    table = UserTable(history=3, ring=2)
+    slots = table.slots(["a", "b", "c"])
+    table.rows[slots] = np.arange(3 * table.width, dtype=np.float64).reshape(3, table.width)
+    n, width, mask, values = state = table.state()[6]
+    assert mask is None and len(values) == n * width
+    _same_table(UserTable.from_state(pickle.loads(pickle.dumps(table.state()))), table)
+
+    table.rows[slots[1:]] = table.blank  # two of three blank: packed
+    history, ring, ids, slots_, free, regions, (n, width, mask, values) = table.state()
+    assert mask is not None and len(values) == width
+    as_bytes = (history, ring, ids, slots_, free, regions, (n, width, mask.tobytes(), values.tobytes()))
+    _same_table(UserTable.from_state(as_bytes), table)
+    assert state[:2] == (3, table.width)
