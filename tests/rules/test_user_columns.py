@@ -340,7 +340,7 @@ def test_rows_mostly_set_are_stored_whole_and_the_first_packed_bytes_still_read(
     assert mask is None and len(values) == n * width
     _same_table(UserTable.from_state(pickle.loads(pickle.dumps(table.state()))), table)
 
-    table.rows[slots[1:]] = table.blank  # two of three blank: packed
+    table.rows[slots[:2]] = table.blank  # two of three blank: packed
     history, ring, ids, slots_, free, regions, (n, width, mask, values) = table.state()
     assert mask is not None and len(values) == width
     as_bytes = (history, ring, ids, slots_, free, regions, (n, width, mask.tobytes(), values.tobytes()))
