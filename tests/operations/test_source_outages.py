@@ -4,12 +4,16 @@ The flow must not exit, must resume reading where it was, and must end with
 exactly the output of a run that was never cut; the lag metric must show
 the outage.
 
-- Kafka: the flow runs unbounded; the cut comes once every partition has read
-  data (the flow's own lag says so), and the other half of the events is
-  produced during the cut on connections the cut spares. Nothing reaches the
-  flow while cut (its lag never rises); once restored, the lag counts what
-  was produced meanwhile, then drains back to 0. The run then ends by a kill
-  and a bounded resume, as an unbounded run only can.
+- Kafka, with each client: the flow runs unbounded; the cut comes once every
+  partition has read data (the flow's own lag says so), and the other half of
+  the events is produced during the cut on connections the cut spares; the
+  cut lasts 20 s and until all of it is in. Nothing reaches the flow while
+  cut (its lag never rises); once restored, every partition's lag counts what
+  was produced meanwhile, then drains back to 0. The lag is read from every
+  value the flow sets (``tests.support.lag_recorder``), not from scrapes,
+  which could miss a rise that librdkafka's fetches and the flow's reads
+  drained between two of them. The run then ends by a kill and a bounded
+  resume, as an unbounded run only can.
 - Kinesis: the cut is triggered by traffic (``TcpProxy.cut_after``), after a
   given number of bytes have reached the flow, so it falls in the middle of
   a bounded read whatever the machine's speed; the lag holds, above 0, while cut.
@@ -39,6 +43,7 @@ from config.settings import AwsSettings, KafkaSourceSettings, KinesisSourceSetti
 from connectors.kafka.client_config import producer_config
 from tests.operations.test_source_recovery import BAD, _config, _events
 from tests.support.flow import ROOT, finish, start_flow, stderr_of
+from tests.support.lag_recorder import LOG_VARIABLE, LagUpdate, read_updates
 from tests.support.output import jsonl_lines
 from tests.support.servers import free_port, start_tansu
 from tests.support.tcp_proxy import TcpProxy
@@ -97,25 +102,35 @@ def _kafka_lags(port: int) -> dict[str, float] | None:
     }
 
 
-class _KafkaLagSampler(threading.Thread):
-    """Scrapes the per-partition Kafka lag every 0.05 s, tagging each sample with the cut's phase."""
+class _KafkaLagLog:
+    """Every Kafka lag value the flow set (``tests.support.lag_recorder``), each placed by the cut's phase.
 
-    def __init__(self, port: int, proxy: TcpProxy) -> None:
-        super().__init__(daemon=True)
-        self.port, self.proxy = port, proxy
-        self.samples: list[tuple[str, dict[str, float]]] = []
-        self.done = threading.Event()
+    Not scraped: a scrape samples the gauge, and a partition's restored backlog
+    can be fetched and read between two scrapes (librdkafka fetches it in its
+    own threads within milliseconds), so whether a scrape saw the lag rise
+    depended on timing. The log holds each value the source set, in order, and
+    the proxy's clock marks (``cut_at``, ``restored_at``, the same monotonic
+    clock) place each one: after ``cut_at`` no byte reaches the flow, before
+    ``restored_at`` none had yet.
+    """
 
-    def run(self) -> None:
-        while not self.done.wait(0.05):
-            phase = "during" if self.proxy.cutting.is_set() else ("after" if self.proxy.restored.is_set() else "before")
-            value = _kafka_lags(self.port)
-            # A sample is only "during" if the cut was in effect both before and after the scrape.
-            if value and (phase != "during" or self.proxy.cutting.is_set()):
-                self.samples.append((phase, value))
+    def __init__(self, path: Path, proxy: TcpProxy) -> None:
+        self.path, self.proxy = path, proxy
+        self.updates: list[LagUpdate] = []
+        self._offset = 0
+
+    def refresh(self) -> None:
+        new, self._offset = read_updates(self.path, self._offset)
+        self.updates.extend(update for update in new if update.source == "kafka")
+
+    def _phase(self, at: float) -> str:
+        cut_at, restored_at = self.proxy.cut_at, self.proxy.restored_at
+        if cut_at is None or at <= cut_at:
+            return "before"
+        return "during" if restored_at is None or at < restored_at else "after"
 
     def of(self, phase: str, part: str) -> list[float]:
-        return [value[part] for p, value in self.samples if p == phase and part in value]
+        return [u.value for u in self.updates if u.partition == part and self._phase(u.at) == phase]
 
     def rose(self, part: str) -> bool:
         """After the restore, the partition's lag rose above what it held while cut."""
@@ -123,22 +138,16 @@ class _KafkaLagSampler(threading.Thread):
         return any(lag > (held[-1] if held else 0) for lag in after)
 
     def rose_and_drained(self, parts: Iterable[str]) -> bool:
-        """Some partition's lag rose after the restore, and every partition's came back to 0.
-
-        Not every partition: the restored backlog of one partition can arrive and be read
-        between two scrapes (50 ms apart), so that no scrape sees its lag rise.
-        """
-        parts = list(parts)
-        drained = all(self.of("after", part)[-1:] == [0] for part in parts)
-        return drained and any(self.rose(part) for part in parts)
+        """Every partition's lag rose after the restore and came back to 0 since."""
+        return all(self.rose(part) and self.of("after", part)[-1:] == [0] for part in parts)
 
     def latest(self, phase: str) -> dict[str, float]:
-        return next((value for p, value in reversed(self.samples) if p == phase), {})
+        return {u.partition: u.value for u in self.updates if self._phase(u.at) == phase}
 
 
 class _Producer(threading.Thread):
-    """Sends ``events`` 250 at a time, every half second, while the cut lasts (on connections the cut spares),
-    the rest once it is over; counts per partition the records the broker took during the cut."""
+    """Sends ``events`` 250 at a time, every quarter second, once the cut is in effect (on connections the cut
+    spares); counts per partition the records the broker took during the cut."""
 
     def __init__(self, producer: KafkaProducer, topic: str, proxy: TcpProxy, events: list[tuple[str, bytes]]) -> None:
         super().__init__(daemon=True)
@@ -148,21 +157,17 @@ class _Producer(threading.Thread):
     def run(self) -> None:
         self.proxy.cutting.wait()
         for i in range(0, len(self.events), 250):
-            cut = self.proxy.cutting.is_set()
             futures = [self.producer.send(self.topic, key=k.encode(), value=v) for k, v in self.events[i : i + 250]]
             self.producer.flush()
             for future in futures:
                 meta = future.get(timeout=10)
-                if cut:
+                if self.proxy.cutting.is_set():
                     self.during[f"{self.topic}/{meta.partition}"] += 1
-            self.proxy.restored.wait(0.5)
+            threading.Event().wait(0.25)
 
 
 @pytest.mark.integration
-# kafka-python only: with confluent-kafka the test passed once and failed once (2026-11-29),
-# waiting for a scrape to see one partition's lag rise after the restore (the backlog was
-# read between two scrapes); the failed run stopped there, before its outputs were compared.
-@pytest.mark.parametrize("client", ["kafka-python"])
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: Path, monkeypatch, client: str):
     """Half the events, an unbounded run cut for 20 s while the other half is produced; the lag shows it."""
     proxy_port = free_port()
@@ -175,7 +180,7 @@ def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: P
         admin = KafkaAdminClient(bootstrap_servers=address)
         admin.create_topics([NewTopic(topic, PARTITIONS, 1), NewTopic(topic + "-warm", 1, 1)])
         admin.close()
-        # Small fetches (16 KB per partition): with the slow link below, the backlog arrives a fetch at a time.
+        # Small fetches (16 KB per partition): a partition's backlog after the cut takes several fetches.
         kafka = {
             "brokers": [address],
             "topic": topic,
@@ -197,9 +202,9 @@ def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: P
         writer.start()
 
         # Silent partitions must not close windows by wall-clock idleness during the cut:
-        # the reference run is never silent. Chunks stay at BATCH: the restored backlog
-        # arrives in one fetch, and chunks growing to 1,000 and 2,000 would read it within
-        # about 30 ms, between two scrapes, so no scrape would see the lag rise.
+        # the reference run is never silent. Chunks stay at BATCH, well under what each
+        # partition is sent during the cut: the first chunk read after the restore leaves
+        # a lag above 0 whatever the client has fetched by then, so every partition's rises.
         source = {
             "type": "kafka",
             "kafka": kafka,
@@ -212,32 +217,36 @@ def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: P
         subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
         metrics_port = free_port()
         monkeypatch.setenv("PAYWATCH__METRICS__PORT", str(metrics_port))
+        lag_log = tmp_path / "lag.log"
+        monkeypatch.setenv(LOG_VARIABLE, str(lag_log))
         cut = _config(tmp_path, "cut", source)
-        proc = start_flow(cut, recovery=recovery)
-        sampler = _KafkaLagSampler(metrics_port, proxy)
-        sampler.start()
+        proc = start_flow(cut, recovery=recovery, runner="tests.support.lag_recorder")
+        sampler = _KafkaLagLog(lag_log, proxy)
 
         def until(done: Callable[[], bool], what: str) -> None:
             deadline = time.monotonic() + OUTAGE_SECONDS + 60  # a guard against a hang, not a measure
-            while not done():
+            while True:
+                sampler.refresh()
+                if done():
+                    return
                 assert proc.poll() is None, stderr_of(cut)  # the flow never exits
                 assert time.monotonic() < deadline, (
-                    f"{what}: {[x for x in sampler.samples if any(x[1].values())]}, produced {writer.during}"
+                    f"{what}: {[u for u in sampler.updates if u.value][-30:]}, produced {writer.during}"
                 )
                 threading.Event().wait(0.05)
 
         # Cut once every partition has been built and has read data (the flow's own lag says so) ...
         until(lambda: all(sampler.latest("before").get(part, end) < end for part, end in ends.items()), "read")
-        proxy.cut(OUTAGE_SECONDS)
-        # A slow link once restored (128 KB/s per connection): the backlog takes a second or two to arrive, so
-        # the scrapes see the lag that counts it (on a fast link the source drains it between two scrapes).
-        proxy.rate = 128_000
-        # ... and, once restored, wait for the flow's lag to count what was produced during the cut, then to drain.
-        until(lambda: proxy.restored.is_set() and not writer.is_alive(), "restore")
+        # ... for 20 s and until the other half is in: so every fetch after the restore carries the final high
+        # watermark, and the lag, once it has risen, can only drain.
+        proxy.cut()
+        cut_at = time.monotonic()
+        until(lambda: not writer.is_alive() and time.monotonic() >= cut_at + OUTAGE_SECONDS, "writing during the cut")
+        proxy.restore()
+        # Once restored, wait for the flow's lag to count what was produced during the cut, then to drain.
         until(lambda: sampler.rose_and_drained(ends), "lag rising then draining")
-        sampler.done.set()
-        sampler.join()
-        proxy.rate = None
+        # The exporter shows what the flow set last (a steady state now, not a race with a scrape).
+        assert _kafka_lags(metrics_port) == dict.fromkeys(ends, 0.0)
         # An unbounded run ends only by a kill: a bounded resume then finishes the last minutes.
         proc.kill()
         proc.wait()
@@ -262,14 +271,14 @@ def test_kafka_flow_rides_out_a_cut_of_every_connection(server_logs, tmp_path: P
         # While cut, nothing new reaches the flow: the lag never rises although records are being added.
         held = sampler.of("during", part)
         assert held and held == sorted(held, reverse=True), part
-        # Once restored, fetch answers carry the new high watermark: the lag rises by what came in meanwhile
-        # (the scrapes see it once the source has read a batch or more of it, so not always all of it,
-        # and for a partition whose backlog is read between two scrapes, not at all) ...
+        # Once restored, fetch answers carry the new high watermark: the lag rises by what came in meanwhile,
+        # less at most the one chunk (BATCH records) the flow read with the first of them ...
         after = sampler.of("after", part)
+        assert sampler.rose(part) and max(after) >= writer.during[part] - BATCH, (part, max(after), writer.during)
         peak = after.index(max(after))
         # ... then drains back to 0 as the flow reads it.
         assert after[peak:] == sorted(after[peak:], reverse=True) and after[-1] == 0, part
-    assert any(sampler.rose(part) for part in ends)  # the outage shows in the lag
+    assert sum(writer.during.values()) == len(second)  # the whole second half went in while cut
 
 
 @pytest.mark.integration

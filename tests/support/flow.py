@@ -22,9 +22,12 @@ def run_in_process(settings: Settings, source: Optional[FixedPartitionedSource] 
     run_main(build_flow(settings, source=source, **kwargs))
 
 
-def flow_command(*args: str, recovery: Optional[Path] = None) -> list[str]:
-    """``python -m bytewax.run dataflow ARGS``; with ``recovery``, a snapshot every second and no backup delay."""
-    command = [sys.executable, "-m", "bytewax.run", "dataflow", *args]
+def flow_command(*args: str, recovery: Optional[Path] = None, runner: str = "bytewax.run") -> list[str]:
+    """``python -m bytewax.run dataflow ARGS``; with ``recovery``, a snapshot every second and no backup delay.
+
+    ``runner``: another module taking bytewax.run's arguments (``tests.support.lag_recorder``).
+    """
+    command = [sys.executable, "-m", runner, "dataflow", *args]
     if recovery is not None:
         command += ["-r", str(recovery), "-s", "1", "-b", "0"]
     return command
@@ -42,6 +45,7 @@ def start_flow(
     cwd: Path = ROOT,
     log: Optional[Path] = None,
     env: Optional[dict[str, str]] = None,
+    runner: str = "bytewax.run",
 ) -> subprocess.Popen:
     """Start the flow as a process; stderr goes to ``log`` (default: next to the config, ``.log``).
 
@@ -50,7 +54,7 @@ def start_flow(
     log = log or config.with_suffix(".log")
     with open(log, "ab") as stderr:
         return subprocess.Popen(
-            flow_command(*args, recovery=recovery),
+            flow_command(*args, recovery=recovery, runner=runner),
             cwd=cwd,
             env=env or flow_env(config),
             stdout=subprocess.DEVNULL,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Optional
 
 
@@ -34,6 +35,10 @@ class TcpProxy:
         """Set while a cut (:meth:`cut_after`, :meth:`cut`) is in effect."""
         self.restored = threading.Event()
         """Set once an armed cut is over (the proxy listens again right after)."""
+        self.cut_at: Optional[float] = None
+        """``time.monotonic()`` once every connection of the last cut is closed: nothing crosses after it."""
+        self.restored_at: Optional[float] = None
+        """``time.monotonic()`` just before the proxy listens again after the last cut: nothing crossed before it."""
 
     @property
     def url(self) -> str:
@@ -74,12 +79,15 @@ class TcpProxy:
         with self._lock:
             self._spared = set(self._conns)
 
-    def cut(self, outage_seconds: float) -> None:
-        """Cut every connection (but the spared ones) now, and listen again ``outage_seconds`` later."""
+    def cut(self, outage_seconds: Optional[float] = None) -> None:
+        """Cut every connection (but the spared ones) now, and listen again ``outage_seconds`` later
+        (None: when :meth:`restore` is called)."""
         self.restored.clear()
         self.stop()
+        self.cut_at, self.restored_at = time.monotonic(), None
         self.cutting.set()  # only once every connection is closed: nothing crosses while it is set
-        threading.Thread(target=self._restore_after, args=(outage_seconds,), daemon=True).start()
+        if outage_seconds is not None:
+            threading.Thread(target=self._restore_after, args=(outage_seconds,), daemon=True).start()
 
     def _admit(self, source: socket.socket, nbytes: int) -> bool:
         """Count ``nbytes`` about to go to a client; False when they reach an armed cut.
@@ -102,14 +110,20 @@ class TcpProxy:
                     self._forwarded += nbytes
                 return True
         self.stop()
+        self.cut_at, self.restored_at = time.monotonic(), None
         self.cutting.set()
         threading.Thread(target=self._restore_after, args=(self._outage_seconds,), daemon=True).start()
         return False
 
     def _restore_after(self, outage_seconds: float) -> None:
         threading.Event().wait(outage_seconds)
+        self.restore()
+
+    def restore(self) -> None:
+        """End the cut in effect: listen again."""
         # ``cutting`` is cleared before the proxy listens again, for the same reason it is set
         # only once every connection is closed; ``restored`` first, so no moment reads as "before".
+        self.restored_at = time.monotonic()
         self.restored.set()
         self.cutting.clear()
         self.start()
