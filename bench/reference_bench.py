@@ -29,7 +29,9 @@ then the same with the read in a child process (``merchants_in_child=True``). Re
 mode, the refresh's wall time, the CPU its thread spent in the flow's process (holding the
 GIL: the read and build on the thread; receiving, hashing and indexing the built table with a
 child), and the parse rate during the refresh over the rate outside any refresh (wall time: a
-thread holding the GIL stalls the parse in wall time, not CPU time).
+thread holding the GIL stalls the parse in wall time, not CPU time). A third "mode", the
+control, runs a child at the same niceness that only burns CPU for ``--control-seconds``: what
+the parse loses to it is what any busy process beside the flow costs on the machine.
 
 The server: ``--server pages`` (the default) answers Scan with pages of 8,000 items prepared
 before the run, in DynamoDB's JSON wire format, at the lowest priority (it stands for
@@ -52,6 +54,8 @@ import random
 import resource
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -66,6 +70,7 @@ import orjson
 from bytewax.testing import run_main
 
 from config import load_settings
+from connectors.reference.child import CHILD_NICENESS
 from connectors.reference.loader import ReferenceLoader
 from connectors.reference.merchants import read_merchants
 from dataflow import build_flow
@@ -268,7 +273,22 @@ def fill_table(url: str, items: int) -> None:
         list(pool.map(write, range(0, items, 10_000)))
 
 
-def run_mode(loader: ReferenceLoader, parser: ChunkParser, chunks: list[RawChunk], quiet: float) -> dict:
+class BusyChild:
+    """The control: a child process at the merchant child's niceness that only burns CPU for
+    ``seconds``, as if it were a refresh. What the parse loses to it is what any busy process
+    beside the flow costs on this machine, with no GIL and no table involved."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def refresh(self, force: bool = False) -> bool:
+        code = f"import os, time\nos.nice({CHILD_NICENESS})\nend = time.time() + {self.seconds}\n"
+        code += "while time.time() < end: pass"
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return False
+
+
+def run_mode(loader: ReferenceLoader | BusyChild, parser: ChunkParser, chunks: list[RawChunk], quiet: float) -> dict:
     """Parse chunks round and round; refresh once after ``quiet`` seconds; stop ``quiet`` seconds after."""
     samples: list[tuple[float, int]] = []  # (end time, events) per chunk
     refresh: dict[str, float] = {}
@@ -338,18 +358,22 @@ def refresh_main(args: argparse.Namespace) -> None:
                     "reference": {"merchants": {"path": f"dynamodb://{REFRESH_TABLE}", "refresh_seconds": 3600}},
                 },
             )
-            loaders = {
+            loaders: dict[str, ReferenceLoader | BusyChild] = {
                 "thread": ReferenceLoader(settings, merchants_in_child=False),
                 "child": ReferenceLoader(settings, merchants_in_child=True),
             }
             parsers = {}
             for mode, loader in loaders.items():
+                assert isinstance(loader, ReferenceLoader)
                 t0 = time.perf_counter()
                 holder = loader.load_initial()
                 print(
                     f"{mode}: first load {time.perf_counter() - t0:.1f}s, {len(holder.current.merchants):,} merchants"
                 )
                 parsers[mode] = ChunkParser(settings, reference=holder)
+            if args.control_seconds:
+                loaders["control"] = BusyChild(args.control_seconds)
+                parsers["control"] = parsers["child"]
             results: dict[str, list[dict]] = {mode: [] for mode in loaders}
             for _ in range(args.rounds):
                 for mode, loader in loaders.items():
@@ -376,6 +400,7 @@ def main() -> None:
     parser.add_argument("--refresh-items", type=int, default=0, help="measure a DynamoDB refresh of this many items")
     parser.add_argument("--quiet", type=float, default=4.0, help="seconds before and after the refresh")
     parser.add_argument("--server", choices=("pages", "moto"), default="pages")
+    parser.add_argument("--control-seconds", type=float, default=20.0, help="the busy-child control; 0 = none")
     args = parser.parse_args()
     if args.refresh_items:
         refresh_main(args)
