@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -154,3 +156,39 @@ def test_a_stopped_read_raises_and_leaves_no_child(silent_endpoint):
     assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], ReadStopped)
     assert not multiprocessing.active_children()
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an orphan's reaper may be slow to collect it)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in handle)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.integration
+def test_the_reading_child_leaves_when_the_flow_process_is_killed(silent_endpoint, tmp_path):
+    script = tmp_path / "flow.py"
+    script.write_text(
+        "import multiprocessing, sys, threading, time\n"
+        "from config import load_settings\n"
+        "from connectors.reference.child import read_in_child\n"
+        "def show():\n"
+        "    while not multiprocessing.active_children():\n"
+        "        time.sleep(0.05)\n"
+        "    print(multiprocessing.active_children()[0].pid, flush=True)\n"
+        "threading.Thread(target=show, daemon=True).start()\n"
+        f"settings = load_settings(environ={{}}, overrides={{'aws': {{'endpoint_url': {silent_endpoint!r}}}}})\n"
+        "read_in_child('dynamodb://hung', settings)\n"
+    )
+    environ = {**os.environ, "PYTHONPATH": os.getcwd()}
+    flow = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=environ)
+    try:
+        assert flow.stdout is not None
+        child = int(flow.stdout.readline())
+        assert _running(child)
+    finally:
+        flow.kill()  # SIGKILL: no atexit, no terminate() of the child
+        flow.wait()
+    wait_for(lambda: not _running(child), "the orphaned child to leave", timeout=15)
