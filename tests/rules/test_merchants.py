@@ -159,6 +159,7 @@ def _run_refreshing(settings, loader: ReferenceLoader, steps: list, out_dir) -> 
     return _transactions(out_dir)
 
 
+@pytest.mark.integration  # every read of the table runs in a child process
 def test_a_refresh_deactivates_a_merchant_while_the_flow_runs(tmp_path):
     table = tmp_path / "merchants.jsonl"
     _write_table(table, active=True)
