@@ -2,9 +2,11 @@
 
 One loader per process (``dataflow.build_flow``): the first load runs before
 the flow is built, so the first event is judged with the table and rules in
-force; then a daemon thread re-reads every ``reference.merchants.refresh_seconds``
-and, for local files (a mounted ConfigMap), checks their stat every second so
-an edit takes effect at once. A new version is published whole to the
+force; then two daemon threads, one for the rules file and one for the merchant
+table (whose read of a million items takes tens of seconds: a rules edit must not
+wait for it), re-read every ``reference.merchants.refresh_seconds`` and, for local
+files (a mounted ConfigMap), check their stat every second so an edit takes
+effect at once. A new version is published whole to the
 :class:`~operators.reference.live.ReferenceHolder` the operators read per chunk.
 
 Failures never stop the flow once it runs: an unreadable merchant table keeps
@@ -28,6 +30,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 from config.live_rules import RulesRefused, check_live_change, parse_rules_document
@@ -77,9 +80,10 @@ class ReferenceLoader:
         self._last_read_error: Optional[str] = None
         self._rules_signature: Optional[tuple[int, int, int]] = None
         self._merchants_signature: Optional[tuple[int, int, int]] = None
-        self._next_full = 0.0
+        self._next_full = {"rules": 0.0, "merchants": 0.0}
+        self._publish_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._threads: list[threading.Thread] = []
         self.holder: Optional[ReferenceHolder] = None
 
     # -- reading -----------------------------------------------------------------
@@ -156,7 +160,7 @@ class ReferenceLoader:
         reference = LiveReference.of(rules, merchants)
         reference_metrics.record_rules_version(reference.version)
         self.holder = ReferenceHolder(reference)
-        self._next_full = time.monotonic() + self._refresh
+        self._next_full = dict.fromkeys(self._next_full, time.monotonic() + self._refresh)
         return self.holder
 
     # -- refreshing -------------------------------------------------------------------
@@ -168,26 +172,62 @@ class ReferenceLoader:
     def refresh(self, force: bool = False) -> bool:
         """Re-read what is due (everything when ``force`` or the refresh interval passed;
         else only local files whose stat changed). Returns True when a new version was published."""
+        rules = self.refresh_rules(force)
+        merchants = self.refresh_merchants(force)
+        return rules or merchants
+
+    def _due(self, kind: str, force: bool) -> bool:
+        """Whether ``kind`` ("rules" or "merchants") is due a full re-read; if so, the next one is scheduled."""
+        if force or time.monotonic() >= self._next_full[kind]:
+            self._next_full[kind] = time.monotonic() + self._refresh
+            return True
+        return False
+
+    def refresh_rules(self, force: bool = False) -> bool:
+        """Re-read the rules file if due or changed; True when a new version was published."""
         assert self.holder is not None, "load_initial() first"
-        full = force or time.monotonic() >= self._next_full
-        if full:
-            self._next_full = time.monotonic() + self._refresh
-        current = self.holder.current
-        rules, merchants = current.rules, current.merchants
-        if self._rules_file is not None:
-            signature = self._signature(self._rules_file)
-            if full or signature != self._rules_signature:
-                self._rules_signature = signature
-                rules = self._reload_rules(current)
-        if self._merchants_path is not None:
-            signature = self._signature(self._merchants_path)
-            if (full and "://" in self._merchants_path) or signature != self._merchants_signature:
-                self._merchants_signature = signature
-                merchants = self._reload_merchants(current.merchants)
-        if rules is current.rules and merchants is current.merchants:
+        if self._rules_file is None:
             return False
-        reference = LiveReference.of(rules, merchants, previous=current)
-        self.holder.publish(reference)
+        full = self._due("rules", force)
+        signature = self._signature(self._rules_file)
+        if not full and signature == self._rules_signature:
+            return False
+        self._rules_signature = signature
+        current = self.holder.current
+        rules = self._reload_rules(current)
+        return rules is not current.rules and self._publish(rules=rules)
+
+    def refresh_merchants(self, force: bool = False) -> bool:
+        """Re-read the merchant table if due or changed; True when a new version was published."""
+        assert self.holder is not None, "load_initial() first"
+        if self._merchants_path is None:
+            return False
+        full = self._due("merchants", force)
+        signature = self._signature(self._merchants_path)
+        if not ((full and "://" in self._merchants_path) or signature != self._merchants_signature):
+            return False
+        self._merchants_signature = signature
+        current = self.holder.current.merchants
+        merchants = self._reload_merchants(current)
+        return merchants is not current and self._publish(merchants=merchants)
+
+    def _publish(self, rules: Any = None, merchants: Optional[MerchantTable] = None) -> bool:
+        """Publish the version in force with ``rules`` or ``merchants`` replaced.
+
+        The rules and the merchant table are refreshed on threads of their own
+        (a million-item table takes tens of seconds to read; a rules edit must
+        not wait for it), so the swap is made under a lock on the version in
+        force at that moment.
+        """
+        assert self.holder is not None
+        with self._publish_lock:
+            current = self.holder.current
+            reference = LiveReference.of(
+                rules if rules is not None else current.rules,
+                merchants if merchants is not None else current.merchants,
+                previous=current,
+            )
+            self.holder.publish(reference)
         if reference.version != current.version:
             reference_metrics.record_rules_version(reference.version)
             logger.warning("rules version %s in force (was %s)", reference.version, current.version)
@@ -248,23 +288,31 @@ class ReferenceLoader:
     # -- background thread ------------------------------------------------------------
 
     def start(self) -> None:
-        """Refresh in a daemon thread until :meth:`stop` (or the process ends)."""
-        if self._thread is not None or (self._rules_file is None and self._merchants_path is None):
+        """Refresh in daemon threads until :meth:`stop` (or the process ends): one for the
+        rules file, one for the merchant table, so that a long table read never holds back
+        a rules edit."""
+        if self._threads:
             return
-        self._thread = threading.Thread(target=self._run, name="paywatch-reference", daemon=True)
-        self._thread.start()
+        for name, refresh, configured in (
+            ("paywatch-rules", self.refresh_rules, self._rules_file is not None),
+            ("paywatch-merchants", self.refresh_merchants, self._merchants_path is not None),
+        ):
+            if configured:
+                thread = threading.Thread(target=self._run, args=(refresh,), name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
-    def _run(self) -> None:
+    def _run(self, refresh: Callable[[], bool]) -> None:
         tick = min(FILE_CHECK_SECONDS, self._refresh)
         while not self._stop.wait(tick):
             try:
-                self.refresh()
+                refresh()
             except Exception:  # noqa: BLE001 - the loader must outlive any one bad read
                 logger.exception("reference refresh failed; keeping the data in force")
 
     def stop(self) -> None:
-        """End the refresh thread; a merchant read under way is abandoned and its child process ended."""
+        """End the refresh threads; a merchant read under way is abandoned and its child process ended."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads = []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import orjson
 import pytest
@@ -219,3 +221,50 @@ def test_user_rules_and_region_rules_take_new_thresholds_at_the_next_batch():
     holder.publish(LiveReference.of(parse_rules_document("rules: {failure_rate: {threshold_percent: 9}}", lowered)))
     regions.on_batch([])
     assert regions.windows.rule.threshold_percent == 9
+
+
+def test_a_rules_edit_takes_effect_while_a_merchant_table_read_is_under_way(tmp_path):
+    """The rules and the merchant table refresh on threads of their own: a million-item table
+    takes tens of seconds to read, and a rules edit must not wait for it."""
+    merchants = tmp_path / "merchants.jsonl"
+    merchants.write_bytes(orjson.dumps({"merchant_id": "m1", "active": True}) + b"\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: {}")
+    settings = load_settings(
+        environ={},
+        overrides={"rules_file": str(rules), "reference": {"merchants": {"path": str(merchants)}}},
+    )
+    loader = ReferenceLoader(settings, merchants_in_child=False)
+    loader.load_initial()
+    first_table = loader.holder.current.merchants
+    reading, release = threading.Event(), threading.Event()
+    read_merchants = loader._read_merchants
+
+    def slow_read():
+        reading.set()
+        release.wait(30)
+        return read_merchants()
+
+    loader._read_merchants = slow_read
+    loader.start()
+    try:
+        merchants.write_bytes(orjson.dumps({"merchant_id": "m2", "active": True}) + b"\n")
+        assert reading.wait(30)  # the table's thread is inside its read
+        rules.write_text("rules: {fraud: {currency_points: 25}}")
+        assert _eventually(lambda: loader.holder.current.rules.fraud.currency_points == 25)
+        assert loader.holder.current.merchants is first_table  # the read is still under way
+        release.set()
+        assert _eventually(lambda: loader.holder.current.merchants is not first_table)
+        assert loader.holder.current.rules.fraud.currency_points == 25  # the table's swap kept the new rules
+    finally:
+        release.set()
+        loader.stop()
+
+
+def _eventually(condition, within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
