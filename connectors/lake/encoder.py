@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors.lake.rolling import Segment
-from connectors.lake.tables import parquet_options
+from connectors.lake.tables import parquet_options, unified_table
 
 
 def segment_table(segment: Segment) -> pa.Table:
@@ -112,7 +112,7 @@ class FileEncoder:
             tables.insert(0, self._carry)
             self._carry = None
         if tables:
-            table = _unified(tables)
+            table = unified_table(tables)
             rows = table.num_rows
             whole = rows if final else rows - rows % self._group
             for start in range(0, whole, self._group):
@@ -136,14 +136,6 @@ class FileEncoder:
                 self._out, table.schema, **parquet_options(table.column_names, self._compression)
             )
         self._writer.write_table(table, row_group_size=self._group)
-
-
-def _unified(tables: Iterable[pa.Table]) -> pa.Table:
-    tables = list(tables)
-    table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
-    if any(pa.types.is_dictionary(field.type) for field in table.schema):
-        table = table.unify_dictionaries()  # one dictionary per column and row group: Parquet keeps it as is
-    return table
 
 
 def encode_segments(segments: Iterable[Segment], compression: str, row_group_rows: int) -> bytes:

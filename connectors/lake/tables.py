@@ -671,11 +671,17 @@ def parquet_options(names: Sequence[str], compression: str) -> dict[str, Any]:
     }
 
 
-def encode_parquet(tables: Sequence[pa.Table], compression: str) -> bytes:
-    """One Parquet file holding ``tables`` (same schema), compressed as configured."""
+def unified_table(tables: Sequence[pa.Table]) -> pa.Table:
+    """``tables`` (same schema) as one, with one dictionary per dictionary column, which Parquet keeps as is."""
     table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
     if any(pa.types.is_dictionary(field.type) for field in table.schema):
-        table = table.unify_dictionaries()  # one dictionary per column: Parquet keeps it as is
+        table = table.unify_dictionaries()
+    return table
+
+
+def encode_parquet(tables: Sequence[pa.Table], compression: str) -> bytes:
+    """One Parquet file holding ``tables`` (same schema), compressed as configured."""
+    table = unified_table(tables)
     out = pa.BufferOutputStream()
     pq.write_table(table, out, **parquet_options(table.column_names, compression))
     return out.getvalue().to_pybytes()
