@@ -107,18 +107,12 @@ def _picker(rows: list[int], whole: bool) -> Callable[[Sequence], Sequence]:
     return lambda column: list(map(column.__getitem__, rows))
 
 
-def _region_codes(regions: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """The chunk's distinct regions (in order of first appearance) and each event's index among them."""
-    region_codes, names = codes(regions)
-    return names, region_codes
-
-
 def _buckets(
-    regions: Sequence[str], names: list[str], codes: np.ndarray, seconds: np.ndarray
+    regions: Sequence[str], names: list[str], region_codes: np.ndarray, seconds: np.ndarray
 ) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Each event's (region, second) bucket, numbered in order of first appearance, and the buckets.
 
-    Regions are interned to small codes per chunk (:func:`_region_codes`), so a
+    Regions are interned to small codes per chunk (:func:`~operators.codes.codes`), so a
     bucket is one int64 key. The keys of a chunk span a few seconds of a few
     regions: each key's first row is found with ``np.minimum.at`` over that
     small range, with no sort of the chunk; a chunk whose seconds spread far
@@ -127,7 +121,7 @@ def _buckets(
     n = len(regions)
     low = int(seconds.min())
     span = int(seconds.max()) - low + 1
-    keys = codes * span + (seconds - low)
+    keys = region_codes * span + (seconds - low)
     size = len(names) * span
     if size <= 4 * n + 64:
         first = np.full(size, n, dtype=np.int64)
@@ -491,7 +485,7 @@ class ChunkParser:
         valid_times = times[accepted]
         seconds = valid_times.astype(np.int64)
         suspected = flagged[accepted] & (score[accepted] >= scorer.suspected_score)
-        region_names, region_codes = _region_codes(regions)
+        region_codes, region_names = codes(regions)
         bucket, bucket_keys = _buckets(regions, region_names, region_codes, seconds)
         size = len(bucket_keys)
         valid_failed = failed[accepted] == 1

@@ -16,6 +16,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from operators.codes import codes
+
 
 @dataclass(slots=True)
 class RawChunk:
@@ -193,12 +195,11 @@ class UserColumns:
         if not events:
             return cls([], [], [], np.zeros((4, 0)))
         users, times, amounts, regions, txns = zip(*events, strict=True)
-        names = list(dict.fromkeys(regions))
-        code = {name: float(i) for i, name in enumerate(names)}
+        region_codes, names = codes(regions)
         numbers = np.empty((4, len(users)))
         numbers[TIME] = times
         numbers[AMOUNT] = np.array(amounts, dtype=np.float64)  # None -> NaN
-        numbers[REGION] = list(map(code.__getitem__, regions))
+        numbers[REGION] = region_codes
         numbers[WHOLE] = [type(amount) is int for amount in amounts]
         return cls(list(users), list(txns), names, numbers)
 
