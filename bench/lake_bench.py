@@ -173,7 +173,7 @@ def stages(source: Path, events: int, chunk: int = 20_000, repeat: int = 3) -> d
     def encode(zone_rows: list[Any]) -> bytes:
         encoder = FileEncoder("zstd", rows)
         for zone in zone_rows:
-            encoder.add((zone.source, None), 0)
+            encoder.add((zone.source, None))
         return encoder.result()
 
     out: dict[str, float] = {}

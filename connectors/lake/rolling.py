@@ -43,7 +43,7 @@ Segment = tuple[RowSource, Optional[np.ndarray]]
 class Encoding(Protocol):
     """What a roller tells the encoding of an open file (connectors.lake.encoder.FileEncoder)."""
 
-    def add(self, segment: Segment, rows: int) -> None: ...
+    def add(self, segment: Segment) -> None: ...
 
     def finish(self) -> None: ...
 
@@ -125,7 +125,7 @@ class Roller:
             return None
         encoder = self._encoding()
         for source, index in segments:
-            encoder.add((source, index), len(source) if index is None else len(index))
+            encoder.add((source, index))
         return encoder
 
     @property
@@ -158,12 +158,13 @@ class Roller:
             if current.opened == NO_TIME:
                 current.opened = _first_known(clock, 0)
         finished: list[FinishedFile] = []
-        order = np.argsort(hours, kind="stable")
-        sorted_hours = hours[order]
-        bounds = np.flatnonzero(np.diff(sorted_hours)) + 1
-        whole = len(bounds) == 0
-        for group in np.split(order, bounds):
-            self._add_hour(int(hours[group[0]]), group, source, whole, clock, sizes, position, finished)
+        if hours.min() == hours.max():  # the usual chunk: one hour, no sort
+            self._add_hour(int(hours[0]), np.arange(n), source, True, clock, sizes, position, finished)
+        else:
+            order = np.argsort(hours, kind="stable")
+            bounds = np.flatnonzero(np.diff(hours[order])) + 1
+            for group in np.split(order, bounds):
+                self._add_hour(int(hours[group[0]]), group, source, False, clock, sizes, position, finished)
         self._clock = float(clock[-1])
         for hour in [h for h, f in self._open.items() if self._clock - f.opened >= self._max_age]:
             finished.append(self._finish(hour))
@@ -180,8 +181,8 @@ class Roller:
         position: Callable[[int], Any],
         finished: list[FinishedFile],
     ) -> None:
-        row_clock = clock[rows]
-        row_size = sizes[rows]
+        row_clock = clock if whole else clock[rows]
+        row_size = sizes if whole else sizes[rows]
         start = 0
         while start < len(rows):
             current = self._open.get(hour)
@@ -201,7 +202,7 @@ class Roller:
                 all_rows = whole and take == len(rows)
                 current.segments.append((source, None if all_rows else segment))
                 if current.encoding is not None:
-                    current.encoding.add(current.segments[-1], take)
+                    current.encoding.add(current.segments[-1])
                 current.rows += take
                 current.size += int(row_size[start : start + take].sum())
                 current.last = str(position(int(segment[-1])))

@@ -37,6 +37,7 @@ import dataclasses
 import logging
 import pickle
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Union
 
@@ -240,9 +241,15 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         self._name = name
         self._compression = lake.compression
         self._row_group_rows = lake.row_group_rows
-        # One thread, so each file's row groups are written in order (Arrow releases the GIL there).
-        self._encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"paywatch-lake-encode-{name}")
         self._zones: set[str] = set(lake.zones)
+        # One thread per zone, so each file's row groups are written in order (Arrow releases the GIL
+        # there), and the raw and enriched files' last row groups are encoded side by side when the
+        # input ends, where the flow waits for both (one thread did them one after the other).
+        self._encoding = {
+            zone: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"paywatch-lake-encode-{zone}-{name}")
+            for zone in (layout.RAW, layout.ENRICHED)
+            if zone in self._zones
+        }
         self._target = int(lake.target_file_mb * 1024 * 1024)
         self._max_age = lake.max_file_seconds
         self._max_pending = lake.max_pending_files
@@ -254,7 +261,7 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         rollers, buckets = (state[0], state[1]) if state is not None else ({}, {})
         self._seen: dict[str, Any] = dict(state[3]) if state is not None else {}
         self._rollers = {
-            key: Roller(key[0], key[1], self._target, self._max_age, roller, self._encoder)
+            key: Roller(key[0], key[1], self._target, self._max_age, roller, self._encoder(key[0]))
             for key, roller in rollers.items()
         }
         self._buckets: dict[str, Buckets] = {
@@ -266,11 +273,15 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
     def _roller(self, zone: str, part: str) -> Roller:
         roller = self._rollers.get((zone, part))
         if roller is None:
-            roller = self._rollers[(zone, part)] = Roller(zone, part, self._target, self._max_age, None, self._encoder)
+            roller = self._rollers[(zone, part)] = Roller(
+                zone, part, self._target, self._max_age, None, self._encoder(zone)
+            )
         return roller
 
-    def _encoder(self) -> FileEncoder:
-        return FileEncoder(self._compression, self._row_group_rows, self._encoding)
+    def _encoder(self, zone: str) -> Callable[[], FileEncoder]:
+        """What makes the encoder of each file a zone's roller opens (on the zone's encoding thread)."""
+        executor = self._encoding.get(zone)
+        return lambda: FileEncoder(self._compression, self._row_group_rows, executor)
 
     def _chunk_files(self, chunk: LakeChunk) -> list[LakeFile]:
         files: list[FinishedFile] = []
@@ -282,7 +293,7 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
             files += self._roller(layout.RAW, chunk.part).add(
                 rows.source, rows.hours, rows.clock, rows.sizes, chunk.position
             )
-        if layout.ENRICHED in self._zones and chunk.valid and lines is not None:
+        if layout.ENRICHED in self._zones and len(chunk.valid) and lines is not None:
             rows = enriched_rows(chunk, lines)
             index = rows.index
             files += self._roller(layout.ENRICHED, chunk.part).add(
@@ -351,7 +362,8 @@ class _LakePartition(StatefulSinkPartition[Any, tuple]):
         try:
             self.delivery.close()
         finally:
-            self._encoding.shutdown(wait=True)
+            for executor in self._encoding.values():
+                executor.shutdown(wait=True)
 
 
 def _describe(value: Any) -> Any:

@@ -93,14 +93,16 @@ def test_full_row_groups_are_encoded_before_the_file_ends_and_the_file_equals_on
     recorder = _Recorder()
     encoder = FileEncoder("zstd", GROUP, recorder)
     segments = [(_source(start, 25), None) for start in range(0, 100, 25)]
-    for segment in segments[:2]:
-        encoder.add(segment, 25)
-    assert recorder.finals == [False]  # 50 rows: the first row group went as soon as it was full
+    encoder.add(segments[0])
+    assert recorder.finals == [False]  # every segment goes to the encoding thread as it comes
+    assert encoder.row_groups == 0  # 25 rows: its table is built, no row group yet
+    encoder.add(segments[1])
+    assert encoder.row_groups == 1  # 50 rows: the first row group was written as soon as it was full
     for segment in segments[2:]:
-        encoder.add(segment, 25)
-    assert recorder.finals == [False, False]
+        encoder.add(segment)
+    assert recorder.finals == [False] * 4 and encoder.row_groups == 2
     encoder.finish()
-    assert recorder.finals == [False, False, True]
+    assert recorder.finals == [False] * 4 + [True] and encoder.row_groups == 3
     data = encoder.result()
     assert _groups(data) == [40, 40, 20] and _ids(data) == list(range(100))
     whole = encode_segments(segments, "zstd", GROUP)  # a finished file restored from a snapshot
@@ -121,8 +123,8 @@ def test_a_row_group_that_fails_fails_the_file_and_its_dead_letter_keeps_the_row
     with ThreadPoolExecutor(max_workers=1) as executor:
         encoder = FileEncoder("zstd", GROUP, executor)
         broken = _broken(50)
-        encoder.add((broken, None), 50)  # a full row group: fails on the encoding thread
-        encoder.add((broken, np.arange(3)), 3)
+        encoder.add((broken, None))  # its table cannot be built: fails on the encoding thread
+        encoder.add((broken, np.arange(3)))
         file = LakeFile("raw/x.parquet", "raw", 53, ((broken, None), (broken, np.arange(3))), encoder)
         encoder.finish()
         with pytest.raises(pa.ArrowInvalid):
@@ -138,7 +140,7 @@ def test_a_pickled_file_is_encoded_again_with_the_same_row_groups():
     with ThreadPoolExecutor(max_workers=1) as executor:
         encoder = FileEncoder("zstd", GROUP, executor)
         for segment in segments:
-            encoder.add(segment, 30)
+            encoder.add(segment)
         encoder.finish()
         file = LakeFile("raw/x.parquet", "raw", 90, segments, encoder)
         restored = pickle.loads(pickle.dumps(file))
