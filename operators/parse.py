@@ -100,6 +100,9 @@ def _needs_rewrite(ev: Any, raw: bytes) -> bool:
     return any(getattr(ev, name) is not UNSET for name in ADDED_FIELDS) or b"\n" in _head(raw)
 
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
 def _picker(rows: list[int], whole: bool) -> Callable[[Sequence], Sequence]:
     """Selects the valid rows from a column (the column itself when every row is valid)."""
     if whole:
@@ -346,7 +349,7 @@ class ChunkParser:
         rows: _Rows,
         lake_times: Optional[np.ndarray],
         live: LiveReference,
-    ) -> tuple[PartitionTime, list[int], Optional[np.ndarray]]:
+    ) -> tuple[PartitionTime, np.ndarray, Optional[np.ndarray]]:
         """Accept or reject, score, count and write a chunk's events, a column at a time.
 
         Each field is read as a column (one getter mapped over the structs,
@@ -368,7 +371,7 @@ class ChunkParser:
         self._suffixes.clear()  # they end with this chunk's processed_at
         n = len(events)
         if n == 0:
-            return clock, [], None
+            return clock, _NO_ROWS, None
         line_of = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
         contract = self.contract
         scorer = self._scorer
@@ -462,7 +465,7 @@ class ChunkParser:
                 rows.late.append((int(line_of[row]), ts, horizon))
             accepted = accepted[~late]
         if not accepted.size:
-            return clock, [], None
+            return clock, _NO_ROWS, None
         valid = accepted.tolist()
         valid_lines = line_of[accepted].tolist()
 
@@ -535,7 +538,7 @@ class ChunkParser:
                     int(over[row]),
                     processed_tail,
                 )
-        return clock, valid_lines, suffix_keys
+        return clock, line_of[accepted], suffix_keys
 
     # -- the columns ---------------------------------------------------------
 

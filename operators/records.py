@@ -85,7 +85,7 @@ class LakeChunk:
         could not be read; a list or a numpy array (the parse step hands its
         array: the lake reads it with numpy).
     :ivar valid: indices into ``lines`` of the valid transactions, in the
-        order of ``transactions``.
+        order of ``transactions``; a list or a numpy array.
     :ivar transactions: the scored transactions as JSONL (the same bytes the
         transactions output gets); empty when no output wants every transaction
         (the lake reads ``lines`` and the enrichment keys instead).
@@ -107,7 +107,7 @@ class LakeChunk:
     positions: Optional[list]
     received_at: float
     line_times: Union[Sequence[float], np.ndarray]
-    valid: list[int]
+    valid: Union[Sequence[int], np.ndarray]
     transactions: bytes
     enrichment_keys: Union[Sequence[int], np.ndarray, None] = None
     enrichment_suffixes: Optional[dict[int, bytes]] = None

@@ -143,12 +143,11 @@ _FAIL_SET = pa.array(sorted(FAIL_STATUSES))
 class RowSource:
     """Where a file's rows come from: builds its Arrow table on first use, once.
 
-    The table is built when a finished file is encoded, on the sink's sender
-    thread (Arrow releases the GIL while it reads JSON, validates UTF-8 and
-    writes Parquet), not on the worker thread that runs the flow. A snapshot
-    keeps the inputs, not the table. (Building each chunk's tables on a thread
-    of their own as chunks arrive was measured: more CPU, from the two
-    threads taking turns at the GIL; docs/performance.md.)
+    The table is built on the zone's encoding thread as soon as the rows join
+    an open file (connectors/lake/encoder.py; Arrow releases the GIL while it
+    reads JSON, validates UTF-8 and writes Parquet), or on the sink's sender
+    thread for a file restored from a snapshot, never on the worker thread
+    that runs the flow. A snapshot keeps the inputs, not the table.
     """
 
     def __init__(self) -> None:
@@ -583,21 +582,28 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def _extra(record: dict[str, Any], known: Sequence[str]) -> Optional[str]:
+def _extra(record: dict[str, Any], known: frozenset[str]) -> Optional[str]:
     extra = {k: v for k, v in record.items() if k not in known}
     return orjson.dumps(extra, default=str).decode() if extra else None
+
+
+# Read once: ``Schema.names`` builds a new list at every call, and these run once per alert.
+_ALERT_FIELDS = tuple(ALERTS_SCHEMA.names[:-2])
+_ALERT_NAMES = frozenset(ALERTS_SCHEMA.names)
+_METRIC_FIELDS = tuple(METRICS_SCHEMA.names[:-1])
+_METRIC_NAMES = frozenset(METRICS_SCHEMA.names)
 
 
 def alert_record(alert: dict[str, Any]) -> tuple[str, float, dict[str, Any]]:
     """``(id, event time, row)`` of one alert for :class:`~connectors.lake.buckets.Buckets`."""
     t = _epoch(alert["event_time"])
-    row = {name: alert.get(name) for name in ALERTS_SCHEMA.names[:-2]}
+    row = {name: alert.get(name) for name in _ALERT_FIELDS}
     row["event_time"] = int(t * 1000)
     for name in ("key", "region", "user_id", "transaction_id"):
         if row[name] is not None:
             row[name] = str(row[name])
     row["details"] = orjson.dumps(alert.get("details") or {}, default=str).decode()
-    row["extra"] = _extra(alert, ALERTS_SCHEMA.names)
+    row["extra"] = _extra(alert, _ALERT_NAMES)
     return str(alert["alert_id"]), t, row
 
 
@@ -606,10 +612,10 @@ def metric_records(minute: list[dict[str, Any]]) -> list[tuple[str, float, dict[
     out = []
     for record in minute:
         start = _epoch(record["window_start"])
-        row = {name: record.get(name) for name in METRICS_SCHEMA.names[:-1]}
+        row = {name: record.get(name) for name in _METRIC_FIELDS}
         row["window_start"] = int(start * 1000)
         row["window_end"] = int(_epoch(record["window_end"]) * 1000)
-        row["extra"] = _extra(record, METRICS_SCHEMA.names)
+        row["extra"] = _extra(record, _METRIC_NAMES)
         out.append((f"{record['region']}|{record['window_start']}", start, row))
     return out
 

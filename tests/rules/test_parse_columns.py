@@ -189,7 +189,7 @@ def _comparable(parsed) -> dict:
             lake.positions,
             lake.received_at,
             [None if math.isnan(t) else t for t in lake.line_times],
-            lake.valid,
+            [int(i) for i in lake.valid],
             lake.transactions,
             None if lake.enrichment_keys is None else [int(key) for key in lake.enrichment_keys],
             lake.enrichment_suffixes,
