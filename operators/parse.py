@@ -60,7 +60,7 @@ from operators.events.contract import (
 from operators.events.decoder import DECODE_ERRORS, EventDecoder
 from operators.events.partition_time import EventTimeRule, PartitionTime
 from operators.events.timestamps import TimestampParser, iso_utc
-from operators.privacy import Redactor
+from operators.privacy import Redactor, json_array
 from operators.records import AMOUNT, REGION, TIME, WHOLE, LakeChunk, RawChunk, UserColumns
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import NOT_LOADED, STATUS_NAMES
@@ -310,6 +310,8 @@ class ChunkParser:
             self._use(live)
         now = time.time()
         lines, array = self._redact(chunk.lines)
+        if array is None and self._lake and lines:
+            array = json_array(lines)  # the decoder would build it anyway; the lake keeps it as its line buffer
         events, indices, rejected, plain = self._decoder.decode(lines, array)
         out = ParsedChunk(chunk.part, chunk.n_parts, chunk.done, chunk.idle, None)
         rows = _Rows()
@@ -334,6 +336,7 @@ class ChunkParser:
                 out.transactions,
                 np.zeros(0, dtype=np.int64) if suffix_keys is None else suffix_keys,
                 dict(self._suffixes),
+                array,
             )
         return clock, out
 

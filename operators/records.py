@@ -98,6 +98,9 @@ class LakeChunk:
         ``lines`` and the added ones from these few suffixes instead of
         parsing the whole JSONL again; None (both optional): it reads
         ``transactions``.
+    :ivar array: ``lines`` as the JSON array ``[l0,l1,...]`` the parse step
+        decoded them from (optional): the lake keeps it as its buffer of the
+        lines instead of joining them again.
     """
 
     part: str
@@ -111,6 +114,7 @@ class LakeChunk:
     transactions: bytes
     enrichment_keys: Union[Sequence[int], np.ndarray, None] = None
     enrichment_suffixes: Optional[dict[int, bytes]] = None
+    array: Optional[bytes] = None
 
     def position(self, index: int):
         """Source position of ``lines[index]``."""

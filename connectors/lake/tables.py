@@ -199,9 +199,16 @@ class ChunkLines:
     object for that long cost the flow more than converting it (measured in
     docs/performance.md). Shared by the chunk's raw and enriched sources, so a
     snapshot pickles the buffers once.
+
+    When the parse step hands its JSON array of the lines (``LakeChunk.array``,
+    ``[l0,l1,...]``, which it builds anyway to decode them), the buffer is that
+    array itself, with no copy: value ``i`` is then line ``i`` and the ``,`` or
+    ``]`` after it (``frame`` = 1 byte), and :attr:`lines` cuts the separators
+    off on the encoding thread. Joining the lines again cost the worker thread
+    0.05-0.1 us per line (docs/performance.md, "Session 7").
     """
 
-    __slots__ = ("part", "origin", "first_position", "positions", "received_at", "lines")
+    __slots__ = ("part", "origin", "first_position", "positions", "received_at", "values", "frame")
 
     def __init__(self, chunk: LakeChunk) -> None:
         self.part = chunk.part
@@ -209,33 +216,68 @@ class ChunkLines:
         self.first_position = chunk.first_position
         self.positions: Optional[pa.Array] = None if chunk.positions is None else pa.array(chunk.positions)
         self.received_at = chunk.received_at
-        self.lines: pa.Array = _binary_array(chunk.lines)
+        framed = None if chunk.array is None else _framed_array(chunk.lines, chunk.array)
+        self.values: pa.Array = _binary_array(chunk.lines) if framed is None else framed
+        self.frame = 0 if framed is None else 1  # bytes after each line in ``values``
 
     def __getstate__(self) -> tuple:
-        return (self.part, self.origin, self.first_position, self.positions, self.received_at, self.lines)
+        state = (self.part, self.origin, self.first_position, self.positions, self.received_at, self.values)
+        return (*state, self.frame)
 
     def __setstate__(self, state: tuple) -> None:
-        self.part, self.origin, self.first_position, self.positions, self.received_at, self.lines = state
+        if len(state) == 6:  # pickled before lines could be framed
+            state = (*state, 0)
+        self.part, self.origin, self.first_position, self.positions, self.received_at, self.values, self.frame = state
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def lines(self) -> pa.Array:
+        """The lines, exactly as received (separators cut off in one call, on the thread that asks)."""
+        return self.values if not self.frame else pc.binary_slice(self.values, 0, -self.frame)
 
     def sizes(self) -> np.ndarray:
         """Each line's length in bytes, from the array's offsets (no pass over Python objects)."""
-        offsets = np.frombuffer(self.lines.buffers()[1], dtype=np.int32)
-        return np.diff(offsets[self.lines.offset : self.lines.offset + len(self.lines) + 1]).astype(np.int64)
+        values = self.values
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+        return np.diff(offsets[values.offset : values.offset + len(values) + 1]).astype(np.int64) - self.frame
 
     def positions_column(self, index: Optional[np.ndarray]) -> pa.Array:
         """The source positions of the rows (``index`` into the lines; None: all), as text."""
         if self.positions is None:
             first = self.first_position
-            n = len(self.lines)
+            n = len(self)
             numbers = np.arange(first, first + n, dtype=np.int64) if index is None else first + index.astype(np.int64)
             return pa.array(numbers).cast(pa.string())
         values = self.positions if index is None else self.positions.take(pa.array(index))
         return values.cast(pa.string())
 
+    def taken(self, index: np.ndarray) -> pa.Array:
+        """The lines at ``index`` (the separators cut off after the take, which copies less)."""
+        values = self.values.take(pa.array(index))
+        return values if not self.frame else pc.binary_slice(values, 0, -self.frame)
+
     def line_list(self, index: Optional[np.ndarray] = None) -> list[bytes]:
         """The lines as bytes (rare paths: dead letters, a chunk the JSON reader refuses)."""
-        lines = self.lines if index is None else self.lines.take(pa.array(index))
+        lines = self.lines if index is None else self.taken(index)
         return lines.to_pylist()
+
+
+def _framed_array(lines: list[bytes], array: bytes) -> Optional[pa.Array]:
+    """``array`` (``[l0,l1,...]``) as a binary array of line + separator, with no copy; None
+    if it is not the JSON array of ``lines`` (then the lines are joined as before)."""
+    n = len(lines)
+    if not n or len(array) >= 1 << 31:
+        return None
+    offsets = np.empty(n + 1, dtype=np.int32)
+    offsets[0] = 1
+    lengths = np.fromiter(map(len, lines), dtype=np.int32, count=n)
+    np.cumsum(lengths + 1, out=offsets[1:])
+    offsets[1:] += 1
+    if int(offsets[-1]) != len(array) or array[:1] != b"[":
+        return None
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(array)])
 
 
 def _binary_array(lines: list[bytes]) -> pa.Array:
@@ -278,7 +320,7 @@ class RawSource(RowSource):
         return raw_table(self.lines, self.times)
 
     def __len__(self) -> int:
-        return len(self.lines.lines)
+        return len(self.lines)
 
 
 class EnrichedSource(RowSource):
@@ -402,7 +444,7 @@ def raw_rows(
 
 def raw_table(lines: ChunkLines, times: np.ndarray) -> pa.Table:
     """The raw-zone table of a chunk's lines."""
-    n = len(lines.lines)
+    n = len(lines)
     text, raw = _text_and_bytes(lines.lines)
     received = pa.repeat(pa.scalar(int(lines.received_at * 1000), UTC_MS), n)
     return pa.table(
@@ -478,10 +520,10 @@ def _concatenated(lines: pa.Array) -> pa.Buffer:
 
 def _own_fields(lines: ChunkLines, index: np.ndarray) -> pa.Table:
     """The event's own fields of the valid lines, read from the lines themselves."""
-    if len(index) == len(lines.lines) and np.array_equal(index, np.arange(len(index))):
+    if len(index) == len(lines) and np.array_equal(index, np.arange(len(index))):
         valid = lines.lines  # every line valid: no take
     else:
-        valid = lines.lines.take(pa.array(index))
+        valid = lines.taken(index)
     try:
         events = _read_json(_concatenated(valid), _OWN_OPTIONS)
         if events.num_rows == len(index):

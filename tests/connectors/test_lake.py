@@ -484,6 +484,57 @@ def test_the_valid_lines_are_read_back_to_back_whatever_lies_between_their_objec
     assert every.column("region").to_pylist() == [None, "EU"]
 
 
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b'{"a":1}', b"", b"\xff\xfe not utf-8", b'{"b":"]"}', b"[1,2]"],
+        [b'{"only":"one"}'],
+        [b"", b""],
+    ],
+)
+def test_lines_kept_in_the_parse_steps_json_array_are_the_lines_joined_again(lines):
+    """The parse step's ``[l0,l1,...]`` shared as the line buffer (a separator after each line)
+    gives the same lines, sizes, takes and pickles as the lines joined anew."""
+    from connectors.lake.tables import ChunkLines
+    from operators.privacy import json_array
+
+    def chunk(array):
+        return LakeChunk("p", "file:x", lines, 0, None, 0.0, [0.0] * len(lines), [], b"", array=array)
+
+    framed, joined = ChunkLines(chunk(json_array(lines))), ChunkLines(chunk(None))
+    assert (framed.frame, joined.frame) == (1, 0)
+    assert framed.values.buffers()[2].size == len(json_array(lines))  # the array itself, no copy
+    assert framed.lines.equals(joined.lines) and framed.lines.to_pylist() == lines
+    assert framed.sizes().tolist() == joined.sizes().tolist() == [len(line) for line in lines]
+    index = np.arange(len(lines))[::-1]
+    assert framed.line_list(index) == joined.line_list(index) == lines[::-1]
+    again = pickle.loads(pickle.dumps(framed))
+    assert again.frame == 1 and again.lines.equals(joined.lines)
+    # A buffer pickled before lines could be framed (six fields) reads as the lines themselves.
+    old = ChunkLines.__new__(ChunkLines)
+    old.__setstate__(joined.__getstate__()[:6])
+    assert old.frame == 0 and old.lines.equals(joined.lines)
+    # An array that is not the lines' (a line masked after it was built) is not used.
+    assert ChunkLines(chunk(json_array(lines) + b" ")).frame == 0
+
+
+def test_the_parse_step_hands_the_lake_its_json_array_and_the_raw_zone_keeps_the_lines_exactly():
+    from operators.parse import ChunkParser
+    from operators.records import RawChunk
+
+    settings = load_settings(environ={}, overrides={"sinks": {"lake": {"enabled": True, "uri": "/tmp/unused"}}})
+    lines = list(_MIXED_LINES)
+    _, parsed = ChunkParser(settings).parse(None, RawChunk("file:x", 1, lines, "x", 0))
+    chunk = parsed.lake
+    assert chunk is not None and chunk.array is not None
+    table = raw_rows(chunk, TimestampParser(2000, 2100), 300.0).source.table()
+    written = [
+        text.encode() if text is not None else raw
+        for text, raw in zip(table.column("line").to_pylist(), table.column("line_bytes").to_pylist(), strict=True)
+    ]
+    assert written == chunk.lines  # the lines the parse step saw (card numbers masked), exactly
+
+
 def test_min_max_statistics_only_for_the_times_and_numbers():
     """Statistics of ids and lines prune nothing in arrival-ordered row groups: not written."""
     rows = enriched_rows(_lake_chunk())
