@@ -23,6 +23,11 @@ shared, and whole runs move by a third between identical runs):
   the transactions JSONL; the lake does not need it either, only the
   enrichment keys), to show the lake's whole cost.
 
+Also ``end_of_input_wait_s``: how long a lake run waited at the end of its
+input for the last row groups, footers and writes. It is a fixed cost per
+run, part of the wall clock above: a short run (150,000 events take under a
+second) feels it most; ``--events 600000`` shows the ratio of a flow that runs on.
+
 Then from the lake's files: bytes per event per zone (Parquet, zstd), objects
 written, and, from the roll rules and the measured row sizes, objects per hour
 (= S3 PUT requests: one single PUT per object) at 1,000 and 100,000 events/s
@@ -69,6 +74,7 @@ def _cpu() -> float:
 
 _SENDER_CPU = [0.0]
 _SENDER_LOCK = threading.Lock()
+_CLOSE_WAIT = [0.0]
 
 
 def _count_sender_cpu() -> None:
@@ -92,11 +98,29 @@ def _count_sender_cpu() -> None:
         return run
 
     LakeFile.encoded = timed(LakeFile.encoded)  # type: ignore[method-assign]
+    _time_the_end_of_input()
     try:
         from connectors.lake.encoder import FileEncoder
     except ImportError:  # this bench run against a commit before files were encoded while open
         return
     FileEncoder._encode = timed(FileEncoder._encode)  # type: ignore[method-assign]
+
+
+def _time_the_end_of_input() -> None:
+    """Wrap the lake partition's close: how long the flow waits at the end of the input for the
+    last row groups, footers and uploads (a fixed cost per run, which a short run feels most)."""
+    from connectors.lake.sink import _LakePartition
+
+    close = _LakePartition.close
+
+    def timed_close(self: Any) -> None:
+        started = time.perf_counter()
+        try:
+            close(self)
+        finally:
+            _CLOSE_WAIT[0] += time.perf_counter() - started
+
+    _LakePartition.close = timed_close  # type: ignore[method-assign]
 
 
 def _run(settings: Any) -> tuple[float, float]:
@@ -240,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs: list[tuple[float, float]] = []  # (wall, cpu) ratio lake/off of adjacent runs
         _count_sender_cpu()
         sender_cpu: list[float] = []
+        close_waits: list[float] = []
         for round_no in range(args.rounds):
             order = ("off", "lake", "bare") if round_no % 2 == 0 else ("lake", "off", "bare")
             if args.no_jsonl:
@@ -249,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 out, lake = work / f"out-{name}", work / f"lake-{name}"
                 shutil.rmtree(out, ignore_errors=True)
                 shutil.rmtree(lake, ignore_errors=True)
-                _SENDER_CPU[0] = 0.0
+                _SENDER_CPU[0] = _CLOSE_WAIT[0] = 0.0
                 wall, cpu = _run(
                     _settings(
                         source,
@@ -261,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if name == "lake":
                     sender_cpu.append(_SENDER_CPU[0])
+                    close_waits.append(_CLOSE_WAIT[0])
                 best[name] = min(best.get(name, math.inf), wall)
                 best_cpu[name] = min(best_cpu.get(name, math.inf), cpu)
                 runs[name] = (wall, cpu)
@@ -306,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             # Of the lake's extra CPU, what runs on its sender thread (Arrow, GIL released):
             "lake_extra_cpu_us_per_event": round((1 / cpu_rates["lake"] - 1 / cpu_rates["off"]) * 1e6, 2),
             "encoding_threads_cpu_us_per_event": round(min(sender_cpu) / args.events * 1e6, 2),
+            # Median wall-clock seconds the lake run waited at the end of the input (in its wall clock):
+            "end_of_input_wait_s": round(statistics.median(close_waits), 3),
             "bytes_per_event": {
                 zone: round(s["bytes"] / max(1, s["rows"]), 1)
                 for zone, s in stats.items()
