@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python -m bench.lake_bench [--events 300000] [--rounds 2] [--target-file-mb 16]
+    .venv/bin/python -m bench.lake_bench --events 150000 --rounds 9   # the figure (docs/lake.md)
     ARROW_DEFAULT_MEMORY_POOL=mimalloc .venv/bin/python -m bench.lake_bench --stages --events 100000
     .venv/bin/python -m bench.lake_bench --no-jsonl --events 150000 --rounds 3
 
