@@ -325,8 +325,6 @@ class UserRisk:
         self.next_sweep = _NEVER
         if state is not None:
             table, self.newest, self.next_sweep = pickle.loads(state) if isinstance(state, bytes) else state
-            if isinstance(table, dict):  # format 2: a dict of per-user lists
-                table = UserTable.from_users(table, ring_for(rules.velocity.max_count)).state()
             self.table = UserTable.from_state(table)
             self.table.set_history(history)
             self.table.reserve_ring(ring_for(rules.velocity.max_count))
