@@ -216,7 +216,8 @@ class ChunkLines:
         self.first_position = chunk.first_position
         self.positions: Optional[pa.Array] = None if chunk.positions is None else pa.array(chunk.positions)
         self.received_at = chunk.received_at
-        framed = None if chunk.array is None else _framed_array(chunk.lines, chunk.array)
+        array = getattr(chunk, "array", None)  # a LakeChunk unpickled from a format 3 snapshot has none
+        framed = None if array is None else _framed_array(chunk.lines, array)
         self.values: pa.Array = _binary_array(chunk.lines) if framed is None else framed
         self.frame = 0 if framed is None else 1  # bytes after each line in ``values``
 

@@ -429,6 +429,7 @@ def test_a_snapshot_of_format_3_holding_whole_chunks_still_resumes():
     chunk.transactions = chunk.transactions.replace(b'"user_id":7', b'"user_id":"7"')
     expected_raw = raw_rows(chunk, TimestampParser(2000, 2100), 300.0)
     expected_enriched = enriched_rows(chunk)
+    del chunk.array  # the LakeChunk of those releases had no such field: unpickled, it stays unset
     old_raw = RawSource.__new__(RawSource)
     old_raw.__setstate__({"_table": None, "chunk": chunk, "times": expected_raw.source.times})
     old_enriched = EnrichedSource.__new__(EnrichedSource)
