@@ -57,10 +57,10 @@ from operators.events.contract import (
     Violation,
     status_failed,
 )
-from operators.events.decoder import DECODE_ERRORS, EventDecoder
+from operators.events.decoder import DECODE_ERRORS, EventDecoder, json_array
 from operators.events.partition_time import EventTimeRule, PartitionTime
 from operators.events.timestamps import TimestampParser, iso_utc
-from operators.privacy import Redactor, json_array
+from operators.privacy import Redactor
 from operators.records import AMOUNT, REGION, TIME, WHOLE, LakeChunk, RawChunk, UserColumns
 from operators.reference.live import LiveReference, ReferenceHolder
 from operators.reference.merchants import NOT_LOADED, STATUS_NAMES

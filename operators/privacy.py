@@ -46,8 +46,9 @@ from typing import Any, Optional
 import msgspec
 
 from config.settings import PrivacySettings
+from operators.events.decoder import json_array
 
-__all__ = ["DROPPED", "Redactor", "json_array", "luhn_valid", "mask_pans"]
+__all__ = ["DROPPED", "Redactor", "luhn_valid", "mask_pans"]
 
 # What an undecodable line holds where a dropped field's value was.
 DROPPED = b'"[dropped]"'
@@ -254,17 +255,6 @@ def _unescape(match: re.Match[bytes]) -> bytes:
     if len(escape) == 5:
         return bytes((int(escape[1:], 16),))
     return match.group(0)
-
-
-def json_array(lines: list[bytes]) -> bytes:
-    """``b"[" + b",".join(lines) + b"]"`` in one copy: the form the event decoder reads a chunk in.
-
-    Line ``i`` starts at offset ``1 + sum(len(lines[j]) + 1 for j < i)``; the
-    brackets and commas between lines are no digits, so no run crosses a line.
-    """
-    if len(lines) == 1:
-        return b"[" + lines[0] + b"]"
-    return b",".join([b"[" + lines[0], *lines[1:-1], lines[-1] + b"]"])
 
 
 class _Chunk:

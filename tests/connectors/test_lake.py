@@ -497,7 +497,7 @@ def test_lines_kept_in_the_parse_steps_json_array_are_the_lines_joined_again(lin
     """The parse step's ``[l0,l1,...]`` shared as the line buffer (a separator after each line)
     gives the same lines, sizes, takes and pickles as the lines joined anew."""
     from connectors.lake.tables import ChunkLines
-    from operators.privacy import json_array
+    from operators.events.decoder import json_array
 
     def chunk(array):
         return LakeChunk("p", "file:x", lines, 0, None, 0.0, [0.0] * len(lines), [], b"", array=array)
