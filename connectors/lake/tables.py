@@ -236,7 +236,10 @@ class ChunkLines:
     @property
     def lines(self) -> pa.Array:
         """The lines, exactly as received (separators cut off in one call, on the thread that asks)."""
-        return self.values if not self.frame else pc.binary_slice(self.values, 0, -self.frame)
+        return self._unframed(self.values)
+
+    def _unframed(self, values: pa.Array) -> pa.Array:
+        return values if not self.frame else pc.binary_slice(values, 0, -self.frame)
 
     def sizes(self) -> np.ndarray:
         """Each line's length in bytes, from the array's offsets (no pass over Python objects)."""
@@ -256,8 +259,7 @@ class ChunkLines:
 
     def taken(self, index: np.ndarray) -> pa.Array:
         """The lines at ``index`` (the separators cut off after the take, which copies less)."""
-        values = self.values.take(pa.array(index))
-        return values if not self.frame else pc.binary_slice(values, 0, -self.frame)
+        return self._unframed(self.values.take(pa.array(index)))
 
     def line_list(self, index: Optional[np.ndarray] = None) -> list[bytes]:
         """The lines as bytes (rare paths: dead letters, a chunk the JSON reader refuses)."""
@@ -268,17 +270,22 @@ class ChunkLines:
 def _framed_array(lines: list[bytes], array: bytes) -> Optional[pa.Array]:
     """``array`` (``[l0,l1,...]``) as a binary array of line + separator, with no copy; None
     if it is not the JSON array of ``lines`` (then the lines are joined as before)."""
-    n = len(lines)
-    if not n or len(array) >= 1 << 31:
+    if not lines or len(array) >= 1 << 31:
         return None
-    offsets = np.empty(n + 1, dtype=np.int32)
-    offsets[0] = 1
-    lengths = np.fromiter(map(len, lines), dtype=np.int32, count=n)
-    np.cumsum(lengths + 1, out=offsets[1:])
-    offsets[1:] += 1
+    offsets = _offsets(lines, first=1, separator=1)
     if int(offsets[-1]) != len(array) or array[:1] != b"[":
         return None
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(array)])
+    return pa.Array.from_buffers(pa.binary(), len(lines), [None, pa.py_buffer(offsets), pa.py_buffer(array)])
+
+
+def _offsets(lines: list[bytes], first: int, separator: int) -> np.ndarray:
+    """Binary-array offsets of ``lines`` laid out from byte ``first``, ``separator`` bytes after each."""
+    offsets = np.empty(len(lines) + 1, dtype=np.int32)
+    offsets[0] = first
+    lengths = np.fromiter(map(len, lines), dtype=np.int32, count=len(lines))
+    np.cumsum(lengths + separator, out=offsets[1:])
+    offsets[1:] += first
+    return offsets
 
 
 def _binary_array(lines: list[bytes]) -> pa.Array:
@@ -291,8 +298,7 @@ def _binary_array(lines: list[bytes]) -> pa.Array:
         return pa.array(lines, pa.binary())
     if len(data) >= 1 << 31:  # over binary's 32-bit offsets
         return pa.array(lines, pa.binary())
-    offsets = np.zeros(len(lines) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter(map(len, lines), dtype=np.int32, count=len(lines)), out=offsets[1:])
+    offsets = _offsets(lines, first=0, separator=0)
     return pa.Array.from_buffers(pa.binary(), len(lines), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
