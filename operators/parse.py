@@ -100,7 +100,8 @@ def _needs_rewrite(ev: Any, raw: bytes) -> bool:
     return any(getattr(ev, name) is not UNSET for name in ADDED_FIELDS) or b"\n" in _head(raw)
 
 
-_NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_ROWS = np.zeros(0, dtype=np.int64)  # shared by every chunk without rows: read-only
+_NO_ROWS.flags.writeable = False
 
 
 def _picker(rows: list[int], whole: bool) -> Callable[[Sequence], Sequence]:
@@ -334,7 +335,7 @@ class ChunkParser:
                 lake_times,  # arrays, not lists: the lake works on them with numpy
                 valid_lines,
                 out.transactions,
-                np.zeros(0, dtype=np.int64) if suffix_keys is None else suffix_keys,
+                _NO_ROWS if suffix_keys is None else suffix_keys,
                 dict(self._suffixes),
                 array,
             )
